@@ -1,0 +1,17 @@
+//! Domain types shared by every Berth part: validated names and typed states.
+
+mod names;
+mod states;
+
+pub use names::{validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN};
+pub use states::{
+    AppState, BuildState, DesiredInstanceState, ExecutionState, InstanceState, NodeState,
+    UnknownState,
+};
+
+use crate::FieldError;
+
+/// Reads a proto enum field, refusing numbers the contract does not define.
+pub fn proto_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, FieldError> {
+    E::try_from(value).map_err(|_| FieldError::new(field, format!("unknown enum value {value}")))
+}
