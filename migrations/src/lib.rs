@@ -1,0 +1,18 @@
+//! Berth's database schema as sea-orm migrations, applied by the control
+//! plane at start-up on SQLite and PostgreSQL alike.
+//!
+//! One file per migration, named by date; never edit one that has shipped,
+//! add a new one.
+
+pub use sea_orm_migration::prelude::*;
+
+mod m20261122_000001_initial;
+
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261122_000001_initial::Migration)]
+    }
+}

@@ -1,0 +1,9 @@
+//! Logging set-up: `tracing` to stderr, filtered by `RUST_LOG` (default `info`).
+
+use tracing_subscriber::{fmt, EnvFilter};
+
+/// Installs the global subscriber once; later calls are no-ops.
+pub fn init() {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let _ = fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}

@@ -1,0 +1,87 @@
+//! PEM files on disk, and the tonic TLS configurations made from them.
+
+use crate::{authority::CA_CERT_FILE, Identity, PkiError};
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+};
+use tonic::transport::{Certificate, ClientTlsConfig, ServerTlsConfig};
+
+/// The three files a party needs for mTLS: the CA to trust, its own
+/// certificate and its own key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// [`TlsFiles`] read into memory.
+#[derive(Clone)]
+pub struct TlsMaterial {
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl TlsFiles {
+    /// `dir/ca.pem`, `dir/{stem}.pem`, `dir/{stem}-key.pem`.
+    pub fn in_dir(dir: &Path, stem: &str) -> Self {
+        Self {
+            ca: dir.join(CA_CERT_FILE),
+            cert: dir.join(format!("{stem}.pem")),
+            key: dir.join(format!("{stem}-key.pem")),
+        }
+    }
+
+    pub fn load(&self) -> Result<TlsMaterial, PkiError> {
+        let read = |path: &Path| {
+            std::fs::read_to_string(path)
+                .map_err(|source| PkiError::Read { path: path.to_owned(), source })
+        };
+        Ok(TlsMaterial { ca_pem: read(&self.ca)?, cert_pem: read(&self.cert)?, key_pem: read(&self.key)? })
+    }
+}
+
+impl TlsMaterial {
+    /// Who this certificate says we are.
+    pub fn identity(&self) -> Result<Identity, PkiError> {
+        Identity::from_pem(&self.cert_pem)
+    }
+
+    /// Server side: our certificate, and client certificates required and
+    /// checked against the CA (expiry included).
+    pub fn server_config(&self) -> ServerTlsConfig {
+        ServerTlsConfig::new()
+            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .client_ca_root(Certificate::from_pem(&self.ca_pem))
+            .client_auth_optional(false)
+    }
+
+    /// Client side: trust only the CA, present our certificate.
+    pub fn client_config(&self) -> ClientTlsConfig {
+        ClientTlsConfig::new()
+            .ca_certificate(Certificate::from_pem(&self.ca_pem))
+            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+    }
+}
+
+/// Writes a new file; private keys get mode 0600. Refuses to overwrite.
+pub(crate) fn write_new(path: &Path, contents: &str, private: bool) -> Result<(), PkiError> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(if private { 0o600 } else { 0o644 });
+    }
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == std::io::ErrorKind::AlreadyExists {
+            PkiError::Exists { path: path.to_owned() }
+        } else {
+            PkiError::Write { path: path.to_owned(), source }
+        }
+    })?;
+    file.write_all(contents.as_bytes())
+        .map_err(|source| PkiError::Write { path: path.to_owned(), source })
+}
