@@ -1,0 +1,24 @@
+//! Berth's control plane: the `berth.v1` gRPC API over mTLS, the node
+//! registry, and (in later issues) the scheduler and reconciler.
+//!
+//! - [`config`]: flags and the validated [`Config`].
+//! - [`server`]: [`run`] wires the database, background loops and gRPC server.
+//! - [`auth`]: identity from client certificates and per-method role checks (a tower layer).
+//! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
+//! - [`api`]: one file per gRPC service.
+//! - [`sessions`]: the live agent streams.
+//! - [`store`]: persistence through sea-orm, with the event log.
+//! - [`db`]: connection, migrations and entities.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod metrics;
+pub mod server;
+pub mod sessions;
+pub mod store;
+
+pub use config::{Config, ControlPlaneArgs};
+pub use server::{run, ServeError};

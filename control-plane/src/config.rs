@@ -1,0 +1,109 @@
+//! The control plane's configuration: clap flags with `BERTH_…` env
+//! fallbacks, validated once into [`Config`].
+
+use berth_pki::TlsFiles;
+use clap::Args;
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+/// Flags of `berth-control-plane`.
+#[derive(Debug, Clone, Args)]
+pub struct ControlPlaneArgs {
+    /// Address of the gRPC API (mTLS only).
+    #[arg(long, env = "BERTH_GRPC_ADDR", default_value = "127.0.0.1:7443")]
+    pub grpc_addr: SocketAddr,
+    /// Address of the Prometheus `/metrics` endpoint (plain HTTP).
+    #[arg(long, env = "BERTH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
+    pub metrics_addr: SocketAddr,
+    /// Data directory: the SQLite database, and `certs/` unless the TLS flags say otherwise.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = ".berth")]
+    pub data_dir: PathBuf,
+    /// PostgreSQL URL (`postgres://user:pass@host/db`); SQLite in the data dir when unset.
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+    /// CA certificate that client certificates must chain to [default: DATA_DIR/certs/ca.pem].
+    #[arg(long, env = "BERTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This server's certificate [default: DATA_DIR/certs/control-plane.pem].
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This server's private key [default: DATA_DIR/certs/control-plane-key.pem].
+    #[arg(long, env = "BERTH_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<PathBuf>,
+    /// A node with no heartbeat for this long is marked down.
+    #[arg(long, env = "BERTH_NODE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub node_ttl: Duration,
+    /// How often agents are asked to heartbeat.
+    #[arg(long, env = "BERTH_HEARTBEAT_INTERVAL", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub heartbeat_interval: Duration,
+    /// Largest gRPC message accepted, in bytes.
+    #[arg(long, env = "BERTH_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
+    pub max_message_bytes: usize,
+}
+
+/// Validated configuration of the control plane.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub data_dir: PathBuf,
+    pub database_url: Option<String>,
+    pub tls: TlsFiles,
+    pub node_ttl: Duration,
+    pub heartbeat_interval: Duration,
+    pub max_message_bytes: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    /// Defaults for a data dir whose `certs/` holds `ca.pem` and `control-plane.pem`.
+    pub fn for_data_dir(data_dir: PathBuf) -> Self {
+        Self {
+            tls: TlsFiles::in_dir(&data_dir.join("certs"), "control-plane"),
+            data_dir,
+            database_url: None,
+            node_ttl: Duration::from_secs(15),
+            heartbeat_interval: Duration::from_secs(5),
+            max_message_bytes: 4 * 1024 * 1024,
+        }
+    }
+
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.node_ttl {
+            return Err(ConfigError(format!(
+                "the heartbeat interval ({:?}) must be above zero and below the node TTL ({:?})",
+                self.heartbeat_interval, self.node_ttl
+            )));
+        }
+        if self.max_message_bytes < 1024 {
+            return Err(ConfigError("max message size must be at least 1024 bytes".into()));
+        }
+        if let Some(url) = &self.database_url {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+                return Err(ConfigError(
+                    "database URL must start with postgres://, postgresql:// or sqlite:".into(),
+                ));
+            }
+        }
+        Ok(self)
+    }
+}
+
+impl ControlPlaneArgs {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let defaults = Config::for_data_dir(self.data_dir);
+        Config {
+            tls: TlsFiles {
+                ca: self.tls_ca.unwrap_or(defaults.tls.ca.clone()),
+                cert: self.tls_cert.unwrap_or(defaults.tls.cert.clone()),
+                key: self.tls_key.unwrap_or(defaults.tls.key.clone()),
+            },
+            database_url: self.database_url,
+            node_ttl: self.node_ttl,
+            heartbeat_interval: self.heartbeat_interval,
+            max_message_bytes: self.max_message_bytes,
+            ..defaults
+        }
+        .validate()
+    }
+}

@@ -1,0 +1,48 @@
+//! The database behind sea-orm: connecting (SQLite file or PostgreSQL URL),
+//! migrating at start-up, and the entities.
+
+pub mod entities;
+
+use berth_migrations::{Migrator, MigratorTrait};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection};
+use std::{path::Path, time::Duration};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("creating data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("connecting to the database: {0}")]
+    Connect(sea_orm::DbErr),
+    #[error("applying migrations: {0}")]
+    Migrate(sea_orm::DbErr),
+}
+
+/// The SQLite URL of the embedded default database inside `data_dir`.
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}?mode=rwc", data_dir.join("berth.db").display())
+}
+
+/// Opens the database (`url`, or SQLite in `data_dir`) and applies pending migrations.
+pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<DatabaseConnection, DbError> {
+    let url = match url {
+        Some(url) => url.to_owned(),
+        None => {
+            std::fs::create_dir_all(data_dir).map_err(|source| DbError::DataDir {
+                path: data_dir.display().to_string(),
+                source,
+            })?;
+            sqlite_url(data_dir)
+        }
+    };
+    let sqlite = url.starts_with("sqlite:");
+    let mut options = ConnectOptions::new(url);
+    options
+        .connect_timeout(Duration::from_secs(10))
+        .acquire_timeout(Duration::from_secs(10))
+        // One writer at a time is what SQLite supports anyway.
+        .max_connections(if sqlite { 1 } else { 16 })
+        .sqlx_logging(false);
+    let db = Database::connect(options).await.map_err(DbError::Connect)?;
+    Migrator::up(&db, None).await.map_err(DbError::Migrate)?;
+    Ok(db)
+}

@@ -1,0 +1,157 @@
+//! Wiring: database, store, background loops and the gRPC server.
+
+use crate::{
+    api::{agent::AgentApi, events::EventApi, nodes::NodeApi},
+    auth::AuthLayer,
+    config::Config,
+    db,
+    metrics::{Metrics, RpcMetricsLayer},
+    sessions::Sessions,
+    store::Store,
+};
+use berth_common::metrics_http;
+use berth_pki::Role;
+use berth_proto::pb::{
+    agent_service_server::AgentServiceServer, event_service_server::EventServiceServer,
+    node_service_server::NodeServiceServer,
+};
+use chrono::Utc;
+use prometheus_client::registry::Registry;
+use std::{sync::Arc, time::Duration};
+use tokio::{net::TcpListener, sync::RwLock};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+
+/// How long in-flight RPCs get to finish after shutdown begins.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Db(#[from] db::DbError),
+    #[error("TLS: {0}")]
+    Pki(#[from] berth_pki::PkiError),
+    #[error("the certificate is for {0}; the control plane needs a control-plane certificate")]
+    WrongRole(berth_pki::Identity),
+    #[error("gRPC server: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    #[error("reflection: {0}")]
+    Reflection(#[from] tonic_reflection::server::Error),
+}
+
+/// Runs the control plane on the given listeners until `shutdown` is cancelled.
+pub async fn run(
+    config: Config,
+    grpc: TcpListener,
+    metrics_listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), ServeError> {
+    let tls = config.tls.load()?;
+    let identity = tls.identity()?;
+    if identity.role != Role::ControlPlane {
+        return Err(ServeError::WrongRole(identity));
+    }
+    let db = db::connect(config.database_url.as_deref(), &config.data_dir).await?;
+    let store = Store::new(db);
+    let sessions = Sessions::default();
+
+    let metrics = Metrics::default();
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    let registry = Arc::new(RwLock::new(registry));
+    let metrics_task = tokio::spawn(metrics_http::serve(metrics_listener, registry, shutdown.clone()));
+    let sweeper = tokio::spawn(sweep_nodes(store.clone(), metrics.clone(), config.node_ttl, shutdown.clone()));
+
+    let limit = config.max_message_bytes;
+    let nodes = NodeServiceServer::new(NodeApi { store: store.clone(), sessions: sessions.clone() })
+        .max_decoding_message_size(limit);
+    let agents = AgentServiceServer::new(AgentApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        metrics: metrics.clone(),
+        heartbeat_interval: config.heartbeat_interval,
+        node_ttl: config.node_ttl,
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let events = EventServiceServer::new(EventApi { store: store.clone(), shutdown: shutdown.clone() })
+        .max_decoding_message_size(limit);
+
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health.set_serving::<NodeServiceServer<NodeApi>>().await;
+    health.set_serving::<AgentServiceServer<AgentApi>>().await;
+    health.set_serving::<EventServiceServer<EventApi>>().await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+
+    let addr = grpc.local_addr().ok();
+    tracing::info!(?addr, "control plane serving gRPC");
+    let layers = tower::ServiceBuilder::new()
+        .layer(RpcMetricsLayer(metrics.clone()))
+        .layer(AuthLayer);
+    let server = tonic::transport::Server::builder()
+        .tls_config(tls.server_config())?
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .layer(layers)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(nodes)
+        .add_service(agents)
+        .add_service(events)
+        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned());
+
+    let grace = async {
+        shutdown.cancelled().await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    let result = tokio::select! {
+        result = server => result.map_err(ServeError::from),
+        _ = grace => {
+            tracing::warn!("in-flight RPCs did not finish within the grace period");
+            Ok(())
+        }
+    };
+    shutdown.cancel();
+    health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
+    let _ = sweeper.await;
+    let _ = metrics_task.await;
+    store.db().clone().close().await.ok();
+    tracing::info!("control plane stopped");
+    result
+}
+
+/// Marks nodes down once their heartbeat is older than the TTL, and keeps
+/// the node gauges current.
+async fn sweep_nodes(store: Store, metrics: Metrics, ttl: Duration, shutdown: CancellationToken) {
+    let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::seconds(15));
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        match store.expire_nodes(Utc::now() - ttl).await {
+            Ok(marked) => {
+                for node in marked {
+                    tracing::warn!(node = %node, "node down: no heartbeat within the TTL");
+                }
+            }
+            Err(err) => tracing::error!(error = %err, "expiring nodes failed"),
+        }
+        match store.list_nodes(None).await {
+            Ok(nodes) => {
+                let mut counts = std::collections::HashMap::new();
+                for node in nodes {
+                    *counts.entry(node.state).or_insert(0) += 1;
+                }
+                metrics.set_node_counts(counts);
+            }
+            Err(err) => tracing::error!(error = %err, "counting nodes failed"),
+        }
+    }
+}
