@@ -1,0 +1,113 @@
+//! The agent's configuration: clap flags with `BERTH_…` env fallbacks,
+//! validated once into [`Config`].
+
+use berth_pki::TlsFiles;
+use clap::Args;
+use std::{collections::HashMap, path::PathBuf, time::Duration};
+
+/// Flags of `berth-node-agent`.
+#[derive(Debug, Clone, Args)]
+pub struct AgentArgs {
+    /// Control plane gRPC endpoint.
+    #[arg(long, env = "BERTH_CONTROL_PLANE", default_value = "https://127.0.0.1:7443")]
+    pub control_plane: String,
+    /// Data directory; `certs/` in it holds the defaults for the TLS flags.
+    #[arg(long, env = "BERTH_DATA_DIR", default_value = ".berth")]
+    pub data_dir: PathBuf,
+    /// CA certificate the control plane's certificate must chain to [default: DATA_DIR/certs/ca.pem].
+    #[arg(long, env = "BERTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This agent's certificate (role agent; its name is the node name) [default: DATA_DIR/certs/agent.pem].
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This agent's private key [default: DATA_DIR/certs/agent-key.pem].
+    #[arg(long, env = "BERTH_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<PathBuf>,
+    /// Address at which this node's published ports are reachable.
+    #[arg(long, env = "BERTH_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
+    pub advertise_address: String,
+    /// Node labels, `key=value`, repeatable or comma-separated.
+    #[arg(long = "label", env = "BERTH_LABELS", value_delimiter = ',')]
+    pub labels: Vec<String>,
+    /// Longest wait between reconnection attempts (jittered exponential backoff).
+    #[arg(long, env = "BERTH_RECONNECT_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub reconnect_max: Duration,
+}
+
+/// Validated configuration of the agent.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub control_plane: String,
+    pub tls: TlsFiles,
+    pub advertise_address: String,
+    pub labels: HashMap<String, String>,
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl Config {
+    pub fn new(control_plane: impl Into<String>, tls: TlsFiles) -> Self {
+        Self {
+            control_plane: control_plane.into(),
+            tls,
+            advertise_address: "127.0.0.1".into(),
+            labels: HashMap::new(),
+            reconnect_min: Duration::from_millis(200),
+            reconnect_max: Duration::from_secs(10),
+        }
+    }
+
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if !self.control_plane.starts_with("https://") {
+            return Err(ConfigError(format!(
+                "control plane endpoint {:?} must be https:// (plaintext gRPC is refused)",
+                self.control_plane
+            )));
+        }
+        if self.advertise_address.trim().is_empty() {
+            return Err(ConfigError("advertise address must not be empty".into()));
+        }
+        berth_proto::domain::validate_labels("label", &self.labels)
+            .map_err(|e| ConfigError(e.to_string()))?;
+        if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
+            return Err(ConfigError("reconnect backoff must be above zero and min ≤ max".into()));
+        }
+        Ok(self)
+    }
+}
+
+/// Parses `key=value` labels.
+pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, ConfigError> {
+    labels
+        .iter()
+        .filter(|l| !l.is_empty())
+        .map(|label| {
+            label
+                .split_once('=')
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .ok_or_else(|| ConfigError(format!("label {label:?} is not key=value")))
+        })
+        .collect()
+}
+
+impl AgentArgs {
+    pub fn into_config(self) -> Result<Config, ConfigError> {
+        let defaults = TlsFiles::in_dir(&self.data_dir.join("certs"), "agent");
+        let tls = TlsFiles {
+            ca: self.tls_ca.unwrap_or(defaults.ca),
+            cert: self.tls_cert.unwrap_or(defaults.cert),
+            key: self.tls_key.unwrap_or(defaults.key),
+        };
+        Config {
+            advertise_address: self.advertise_address,
+            labels: parse_labels(&self.labels)?,
+            reconnect_max: self.reconnect_max,
+            ..Config::new(self.control_plane, tls)
+        }
+        .validate()
+    }
+}

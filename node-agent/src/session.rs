@@ -1,0 +1,185 @@
+//! The agent's one stream to the control plane: register, heartbeat, take
+//! the desired state, report the actual state; reconnect with jittered
+//! exponential backoff whenever the stream ends.
+
+use crate::{config::Config, host};
+use backon::BackoffBuilder;
+use berth_pki::TlsMaterial;
+use berth_proto::pb::{
+    self, agent_message::Message as Up, agent_service_client::AgentServiceClient,
+    control_message::Message as Down,
+};
+use std::time::Duration;
+use tokio::sync::{mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REGISTERED_TIMEOUT: Duration = Duration::from_secs(10);
+const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error("connecting to {endpoint}: {source}")]
+    Connect { endpoint: String, source: tonic::transport::Error },
+    #[error("control plane refused the session: {0}")]
+    Refused(tonic::Status),
+    #[error("stream failed: {0}")]
+    Stream(tonic::Status),
+    #[error("control plane closed the stream")]
+    Closed,
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl SessionError {
+    /// A refusal that will not change by retrying (bad certificate, wrong name).
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SessionError::Refused(status)
+            if matches!(status.code(), tonic::Code::PermissionDenied | tonic::Code::InvalidArgument | tonic::Code::Unauthenticated))
+    }
+}
+
+/// What the agent knows of its link, for tests and logs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LinkStatus {
+    pub connected: bool,
+    /// Sessions successfully registered since start.
+    pub sessions: u64,
+    pub last_error: Option<String>,
+}
+
+/// Keeps a session open until `shutdown`, reconnecting with backoff.
+pub async fn run(
+    config: Config,
+    tls: TlsMaterial,
+    node_name: String,
+    status: watch::Sender<LinkStatus>,
+    shutdown: CancellationToken,
+) {
+    let backoff_builder = backon::ExponentialBuilder::default()
+        .with_min_delay(config.reconnect_min)
+        .with_max_delay(config.reconnect_max)
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times();
+    let mut backoff = backoff_builder.build();
+    loop {
+        let registered = std::sync::atomic::AtomicBool::new(false);
+        let result = session(&config, &tls, &node_name, &status, &registered, &shutdown).await;
+        status.send_modify(|s| s.connected = false);
+        if shutdown.is_cancelled() {
+            return;
+        }
+        if registered.load(std::sync::atomic::Ordering::Relaxed) {
+            // The link worked: start the backoff over.
+            backoff = backoff_builder.build();
+        }
+        let error = match result {
+            Ok(()) => SessionError::Closed,
+            Err(err) => err,
+        };
+        let delay = backoff.next().unwrap_or(config.reconnect_max);
+        if error.is_permanent() {
+            tracing::error!(%error, "control plane refused this agent; retrying in case it changes");
+        } else {
+            tracing::warn!(%error, retry_in = ?delay, "agent session ended");
+        }
+        status.send_modify(|s| s.last_error = Some(error.to_string()));
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(delay) => {}
+        }
+    }
+}
+
+async fn connect(config: &Config, tls: &TlsMaterial) -> Result<Channel, SessionError> {
+    let err = |source| SessionError::Connect { endpoint: config.control_plane.clone(), source };
+    Endpoint::from_shared(config.control_plane.clone())
+        .map_err(err)?
+        .tls_config(tls.client_config())
+        .map_err(err)?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(20))
+        .connect()
+        .await
+        .map_err(err)
+}
+
+async fn session(
+    config: &Config,
+    tls: &TlsMaterial,
+    node_name: &str,
+    status: &watch::Sender<LinkStatus>,
+    registered: &std::sync::atomic::AtomicBool,
+    shutdown: &CancellationToken,
+) -> Result<(), SessionError> {
+    let channel = tokio::select! {
+        _ = shutdown.cancelled() => return Ok(()),
+        channel = connect(config, tls) => channel?,
+    };
+    let mut client = AgentServiceClient::new(channel);
+    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
+    let register = pb::Register {
+        node_name: node_name.to_owned(),
+        address: config.advertise_address.clone(),
+        capacity: Some(host::capacity()),
+        runtimes: host::runtimes().await,
+        labels: config.labels.clone(),
+        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+    };
+    send(&tx, Up::Register(register)).await?;
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(SessionError::Refused)?
+        .into_inner();
+
+    let first = tokio::time::timeout(REGISTERED_TIMEOUT, inbound.message())
+        .await
+        .map_err(|_| SessionError::Protocol("no answer to register within 10 s".into()))?
+        .map_err(SessionError::Refused)?
+        .ok_or(SessionError::Closed)?;
+    let Some(Down::Registered(accepted)) = first.message else {
+        return Err(SessionError::Protocol("expected registered as the first message".into()));
+    };
+    registered.store(true, std::sync::atomic::Ordering::Relaxed);
+    status.send_modify(|s| {
+        s.connected = true;
+        s.sessions += 1;
+        s.last_error = None;
+    });
+    let interval = Duration::from_millis(u64::from(accepted.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
+    tracing::info!(node = %accepted.node_name, heartbeat = ?interval, "registered with the control plane");
+
+    let mut heartbeat = tokio::time::interval(interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sequence = 0u64;
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = heartbeat.tick() => {
+                sequence += 1;
+                send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, ..Default::default() })).await?;
+            }
+            message = inbound.message() => {
+                match message.map_err(SessionError::Stream)? {
+                    None => return Err(SessionError::Closed),
+                    Some(pb::ControlMessage { message: Some(Down::DesiredState(desired)) }) => {
+                        tracing::debug!(generation = desired.generation, instances = desired.instances.len(), "desired state");
+                        // No driver runs instances yet: the actual set is empty.
+                        let report = pb::StateReport { generation: desired.generation, instances: Vec::new() };
+                        send(&tx, Up::StateReport(report)).await?;
+                    }
+                    Some(other) => tracing::debug!(?other, "control message not handled yet"),
+                }
+            }
+        }
+    }
+}
+
+async fn send(tx: &mpsc::Sender<pb::AgentMessage>, message: Up) -> Result<(), SessionError> {
+    tx.send(pb::AgentMessage { message: Some(message) }).await.map_err(|_| SessionError::Closed)
+}
