@@ -13,9 +13,8 @@ use std::time::Duration;
 use tokio::sync::{mpsc, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REGISTERED_TIMEOUT: Duration = Duration::from_secs(10);
 const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 
@@ -65,9 +64,10 @@ pub async fn run(
         .with_jitter()
         .without_max_times();
     let mut backoff = backoff_builder.build();
+    let mut runtimes = RuntimeCache::default();
     loop {
         let registered = std::sync::atomic::AtomicBool::new(false);
-        let result = session(&config, &tls, &node_name, &status, &registered, &shutdown).await;
+        let result = session(&mut runtimes, &config, &tls, &node_name, &status, &registered, &shutdown).await;
         status.send_modify(|s| s.connected = false);
         if shutdown.is_cancelled() {
             return;
@@ -96,19 +96,30 @@ pub async fn run(
 
 async fn connect(config: &Config, tls: &TlsMaterial) -> Result<Channel, SessionError> {
     let err = |source| SessionError::Connect { endpoint: config.control_plane.clone(), source };
-    Endpoint::from_shared(config.control_plane.clone())
-        .map_err(err)?
-        .tls_config(tls.client_config())
-        .map_err(err)?
-        .connect_timeout(CONNECT_TIMEOUT)
-        .http2_keep_alive_interval(Duration::from_secs(10))
-        .keep_alive_timeout(Duration::from_secs(20))
-        .connect()
-        .await
-        .map_err(err)
+    tls.endpoint(&config.control_plane).map_err(err)?.connect().await.map_err(err)
+}
+
+/// Probing toolchains takes a moment; a reconnect within this reuses the last probe.
+const RUNTIME_PROBE_MAX_AGE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct RuntimeCache(Option<(tokio::time::Instant, Vec<pb::RuntimeInfo>)>);
+
+impl RuntimeCache {
+    async fn get(&mut self) -> Vec<pb::RuntimeInfo> {
+        match &self.0 {
+            Some((at, runtimes)) if at.elapsed() < RUNTIME_PROBE_MAX_AGE => runtimes.clone(),
+            _ => {
+                let runtimes = host::runtimes().await;
+                self.0 = Some((tokio::time::Instant::now(), runtimes.clone()));
+                runtimes
+            }
+        }
+    }
 }
 
 async fn session(
+    runtimes: &mut RuntimeCache,
     config: &Config,
     tls: &TlsMaterial,
     node_name: &str,
@@ -126,7 +137,7 @@ async fn session(
         node_name: node_name.to_owned(),
         address: config.advertise_address.clone(),
         capacity: Some(host::capacity()),
-        runtimes: host::runtimes().await,
+        runtimes: runtimes.get().await,
         labels: config.labels.clone(),
         agent_version: env!("CARGO_PKG_VERSION").to_owned(),
     };
