@@ -4,6 +4,7 @@
 //! - [`config`]: flags and the validated [`Config`].
 //! - [`server`]: [`run`] wires the database, background loops and gRPC server.
 //! - [`auth`]: identity from client certificates and per-method role checks (a tower layer).
+//! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
 //! - [`api`]: one file per gRPC service.
 //! - [`sessions`]: the live agent streams.
@@ -15,6 +16,7 @@ pub mod auth;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod sessions;

@@ -4,6 +4,7 @@ use crate::{
     api::{agent::AgentApi, events::EventApi, nodes::NodeApi},
     auth::AuthLayer,
     config::Config,
+    limits::MessageLimitLayer,
     db,
     metrics::{Metrics, RpcMetricsLayer},
     sessions::Sessions,
@@ -81,15 +82,20 @@ pub async fn run(
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<EventServiceServer<EventApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
+    // Both reflection versions: grpcurl, grpcui and friends speak one or the other.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let (reflection_v1, reflection_v1alpha) =
+        (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     let addr = grpc.local_addr().ok();
     tracing::info!(?addr, "control plane serving gRPC");
     let layers = tower::ServiceBuilder::new()
         .layer(RpcMetricsLayer(metrics.clone()))
+        .layer(MessageLimitLayer)
         .layer(AuthLayer);
     let server = tonic::transport::Server::builder()
         .tls_config(tls.server_config())?
@@ -97,7 +103,8 @@ pub async fn run(
         .http2_keepalive_timeout(Some(Duration::from_secs(20)))
         .layer(layers)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(nodes)
         .add_service(agents)
         .add_service(events)
