@@ -1,1 +1,67 @@
-fn main() {}
+//! `berth`: bring a Berth up on this host, make certificates, and manage
+//! the cluster through the control plane's gRPC API.
+//!
+//! - [`commands`]: one module per subcommand (`up`, `certs`, `nodes`).
+//! - [`client`]: finding and dialling the control plane as an admin.
+//! - [`output`]: tables and JSON.
+
+mod client;
+mod commands;
+mod output;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(name = "berth", version, about = "Run other people's code on your own hosts")]
+struct Cli {
+    /// Data directory of the local Berth (certificates, database, endpoints).
+    #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = ".berth")]
+    data_dir: PathBuf,
+    /// Control plane gRPC endpoint [default: the one `berth up` wrote to the data dir, else https://127.0.0.1:7443].
+    #[arg(long, global = true, env = "BERTH_ENDPOINT")]
+    endpoint: Option<String>,
+    /// Directory holding ca.pem, admin.pem and admin-key.pem [default: DATA_DIR/certs].
+    #[arg(long, global = true, env = "BERTH_CERTS")]
+    certs: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the control plane, one node agent and the gateway on this host.
+    Up(commands::up::UpArgs),
+    /// Make a certificate authority and leaf certificates.
+    #[command(subcommand)]
+    Certs(commands::certs::CertsCommand),
+    /// List and manage nodes.
+    Nodes(commands::nodes::NodesArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    berth_common::telemetry::init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: starting the async runtime: {err}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let target = client::Target { data_dir: cli.data_dir.clone(), endpoint: cli.endpoint, certs: cli.certs };
+    let result = runtime.block_on(async move {
+        match cli.command {
+            Command::Up(args) => commands::up::run(&cli.data_dir, args).await,
+            Command::Certs(command) => commands::certs::run(command),
+            Command::Nodes(args) => commands::nodes::run(&target, args).await,
+        }
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

@@ -66,7 +66,14 @@ async fn handle(req: Request<Incoming>, registry: &SharedRegistry) -> Response<F
     let (status, content_type, body) = match (req.method(), req.uri().path()) {
         (&Method::GET, "/metrics") => (StatusCode::OK, CONTENT_TYPE, render(registry).await),
         (&Method::GET, "/healthz") => (StatusCode::OK, "text/plain", "ok\n".to_owned()),
-        _ => (StatusCode::NOT_FOUND, "text/plain", "not found\n".to_owned()),
+        (method, path) => (
+            StatusCode::NOT_FOUND,
+            "application/json",
+            serde_json::json!({
+                "error": {"code": "not_found", "message": format!("no route for {method} {path}")}
+            })
+            .to_string(),
+        ),
     };
     let mut response = Response::new(Full::new(body.into()));
     *response.status_mut() = status;

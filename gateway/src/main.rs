@@ -1,1 +1,24 @@
-fn main() {}
+use anyhow::Context;
+use berth_gateway::GatewayArgs;
+use clap::Parser;
+
+/// Berth gateway: users' HTTP traffic to their apps.
+#[derive(Parser)]
+#[command(name = "berth-gateway", version)]
+struct Cli {
+    #[command(flatten)]
+    args: GatewayArgs,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    berth_common::telemetry::init();
+    let cli = Cli::parse();
+    let addr = cli.args.gateway_addr;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding gateway address {addr}"))?;
+    let shutdown = berth_common::shutdown::on_signal();
+    berth_gateway::run(cli.args.into_config(), listener, shutdown).await;
+    Ok(())
+}

@@ -1,0 +1,3 @@
+pub mod certs;
+pub mod nodes;
+pub mod up;
