@@ -22,6 +22,12 @@ async fn main() -> anyhow::Result<()> {
     let metrics = tokio::net::TcpListener::bind(metrics_addr)
         .await
         .with_context(|| format!("binding metrics address {metrics_addr}"))?;
+    // One line on stdout says where it listens (useful with port 0).
+    println!(
+        "berth-control-plane listening: grpc {} metrics {}",
+        grpc.local_addr()?,
+        metrics.local_addr()?
+    );
     let shutdown = berth_common::shutdown::on_signal();
     berth_control_plane::run(config, grpc, metrics, shutdown).await?;
     Ok(())
