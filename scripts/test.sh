@@ -9,4 +9,12 @@ BERTH_TEST_DATABASE_URL=$(scripts/postgres.sh)
 export BERTH_TEST_DATABASE_URL
 echo "PostgreSQL is up for the persistence tests" >&2
 
-cargo test --workspace --locked --no-fail-fast "$@"
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+status=0
+cargo test --workspace --locked --no-fail-fast "$@" 2>&1 | tee "$log" || status=$?
+
+# One closing line over all test binaries (cargo prints one per binary).
+awk '/^test result:/ { p += $4; f += $6; i += $8 }
+     END { printf "tests: %d passed, %d failed, %d skipped\n", p, f, i }' "$log"
+exit "$status"
