@@ -41,10 +41,16 @@ impl Target {
 
     /// An mTLS channel with the admin certificate.
     pub async fn connect(&self) -> anyhow::Result<Channel> {
-        let dir = self.certs.clone().unwrap_or_else(|| self.data_dir.join("certs"));
-        let tls = TlsFiles::in_dir(&dir, "admin")
-            .load()
-            .with_context(|| format!("loading the admin certificate from {} (run `berth up` first, or pass --certs)", dir.display()))?;
+        let dir = self
+            .certs
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("certs"));
+        let tls = TlsFiles::in_dir(&dir, "admin").load().with_context(|| {
+            format!(
+                "loading the admin certificate from {} (run `berth up` first, or pass --certs)",
+                dir.display()
+            )
+        })?;
         let endpoint = self.endpoint();
         tls.endpoint(&endpoint)
             .with_context(|| format!("endpoint {endpoint}"))?

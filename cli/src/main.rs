@@ -13,7 +13,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Parser)]
-#[command(name = "berth", version, about = "Run other people's code on your own hosts")]
+#[command(
+    name = "berth",
+    version,
+    about = "Run other people's code on your own hosts"
+)]
 struct Cli {
     /// Data directory of the local Berth (certificates, database, endpoints).
     #[arg(long, global = true, env = "BERTH_DATA_DIR", default_value = ".berth")]
@@ -42,14 +46,21 @@ enum Command {
 fn main() -> std::process::ExitCode {
     berth_common::telemetry::init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(err) => {
             eprintln!("error: starting the async runtime: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    let target = client::Target { data_dir: cli.data_dir.clone(), endpoint: cli.endpoint, certs: cli.certs };
+    let target = client::Target {
+        data_dir: cli.data_dir.clone(),
+        endpoint: cli.endpoint,
+        certs: cli.certs,
+    };
     let result = runtime.block_on(async move {
         match cli.command {
             Command::Up(args) => commands::up::run(&cli.data_dir, args).await,

@@ -19,7 +19,10 @@ use tower_service::Service;
 /// Roles allowed to call a gRPC method, by its path.
 pub fn allowed_roles(path: &str) -> &'static [Role] {
     use Role::*;
-    let (service, method) = path.trim_start_matches('/').split_once('/').unwrap_or((path, ""));
+    let (service, method) = path
+        .trim_start_matches('/')
+        .split_once('/')
+        .unwrap_or((path, ""));
     match service {
         // Standard tooling: any holder of a Berth certificate.
         "grpc.health.v1.Health"
@@ -46,7 +49,8 @@ fn peer_identity<B>(req: &http::Request<B>) -> Result<Identity, Status> {
     let leaf = certs
         .first()
         .ok_or_else(|| Status::unauthenticated("a client certificate is required"))?;
-    Identity::from_der(leaf).map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
+    Identity::from_der(leaf)
+        .map_err(|e| Status::unauthenticated(format!("client certificate: {e}")))
 }
 
 /// The caller of an RPC, for handlers: `request.extensions().get::<Caller>()`.
@@ -85,10 +89,8 @@ where
 {
     type Response = S::Response;
     type Error = S::Error;
-    type Future = futures::future::Either<
-        S::Future,
-        futures::future::Ready<Result<S::Response, S::Error>>,
-    >;
+    type Future =
+        futures::future::Either<S::Future, futures::future::Ready<Result<S::Response, S::Error>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
         self.inner.poll_ready(cx)

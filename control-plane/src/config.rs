@@ -76,10 +76,15 @@ impl Config {
             )));
         }
         if self.max_message_bytes < 1024 {
-            return Err(ConfigError("max message size must be at least 1024 bytes".into()));
+            return Err(ConfigError(
+                "max message size must be at least 1024 bytes".into(),
+            ));
         }
         if let Some(url) = &self.database_url {
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")) {
+            if !(url.starts_with("postgres://")
+                || url.starts_with("postgresql://")
+                || url.starts_with("sqlite:"))
+            {
                 return Err(ConfigError(
                     "database URL must start with postgres://, postgresql:// or sqlite:".into(),
                 ));

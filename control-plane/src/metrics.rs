@@ -38,22 +38,43 @@ pub struct Metrics {
 impl Metrics {
     pub fn register(&self, registry: &mut Registry) {
         registry.register("berth_nodes", "Nodes by state", self.nodes.clone());
-        registry.register("berth_grpc_requests", "gRPC requests by method and status code", self.rpcs.clone());
-        registry.register("berth_agent_sessions", "Agent streams connected now", self.agent_sessions.clone());
+        registry.register(
+            "berth_grpc_requests",
+            "gRPC requests by method and status code",
+            self.rpcs.clone(),
+        );
+        registry.register(
+            "berth_agent_sessions",
+            "Agent streams connected now",
+            self.agent_sessions.clone(),
+        );
     }
 
     pub fn set_node_counts(&self, counts: impl IntoIterator<Item = (NodeState, i64)>) {
         for &state in NodeState::ALL {
-            self.nodes.get_or_create(&StateLabel { state: state.to_string() }).set(0);
+            self.nodes
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(0);
         }
         for (state, count) in counts {
-            self.nodes.get_or_create(&StateLabel { state: state.to_string() }).set(count);
+            self.nodes
+                .get_or_create(&StateLabel {
+                    state: state.to_string(),
+                })
+                .set(count);
         }
     }
 
     fn count_rpc(&self, method: &str, code: tonic::Code) {
         let code = format!("{code:?}");
-        self.rpcs.get_or_create(&RpcLabels { method: method.to_owned(), code }).inc();
+        self.rpcs
+            .get_or_create(&RpcLabels {
+                method: method.to_owned(),
+                code,
+            })
+            .inc();
     }
 }
 
@@ -63,7 +84,10 @@ pub struct RpcMetricsLayer(pub Metrics);
 impl<S> Layer<S> for RpcMetricsLayer {
     type Service = RpcMetrics<S>;
     fn layer(&self, inner: S) -> Self::Service {
-        RpcMetrics { inner, metrics: self.0.clone() }
+        RpcMetrics {
+            inner,
+            metrics: self.0.clone(),
+        }
     }
 }
 

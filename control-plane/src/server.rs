@@ -4,8 +4,8 @@ use crate::{
     api::{agent::AgentApi, events::EventApi, nodes::NodeApi},
     auth::AuthLayer,
     config::Config,
-    limits::MessageLimitLayer,
     db,
+    limits::MessageLimitLayer,
     metrics::{Metrics, RpcMetricsLayer},
     sessions::Sessions,
     store::Store,
@@ -60,12 +60,24 @@ pub async fn run(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let registry = Arc::new(RwLock::new(registry));
-    let metrics_task = tokio::spawn(metrics_http::serve(metrics_listener, registry, shutdown.clone()));
-    let sweeper = tokio::spawn(sweep_nodes(store.clone(), metrics.clone(), config.node_ttl, shutdown.clone()));
+    let metrics_task = tokio::spawn(metrics_http::serve(
+        metrics_listener,
+        registry,
+        shutdown.clone(),
+    ));
+    let sweeper = tokio::spawn(sweep_nodes(
+        store.clone(),
+        metrics.clone(),
+        config.node_ttl,
+        shutdown.clone(),
+    ));
 
     let limit = config.max_message_bytes;
-    let nodes = NodeServiceServer::new(NodeApi { store: store.clone(), sessions: sessions.clone() })
-        .max_decoding_message_size(limit);
+    let nodes = NodeServiceServer::new(NodeApi {
+        store: store.clone(),
+        sessions: sessions.clone(),
+    })
+    .max_decoding_message_size(limit);
     let agents = AgentServiceServer::new(AgentApi {
         store: store.clone(),
         sessions: sessions.clone(),
@@ -75,8 +87,11 @@ pub async fn run(
         shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(limit);
-    let events = EventServiceServer::new(EventApi { store: store.clone(), shutdown: shutdown.clone() })
-        .max_decoding_message_size(limit);
+    let events = EventServiceServer::new(EventApi {
+        store: store.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(limit);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
@@ -108,7 +123,10 @@ pub async fn run(
         .add_service(nodes)
         .add_service(agents)
         .add_service(events)
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc), shutdown.clone().cancelled_owned());
+        .serve_with_incoming_shutdown(
+            TcpListenerStream::new(grpc),
+            shutdown.clone().cancelled_owned(),
+        );
 
     let grace = async {
         shutdown.cancelled().await;

@@ -34,7 +34,10 @@ impl Sessions {
     /// Ends session `id` of `node`, unless a newer one took its place.
     pub fn detach(&self, node: &NodeName, id: u64) {
         let mut sessions = self.lock();
-        if sessions.get(node).is_some_and(|(current, _)| *current == id) {
+        if sessions
+            .get(node)
+            .is_some_and(|(current, _)| *current == id)
+        {
             sessions.remove(node);
         }
     }
@@ -57,6 +60,8 @@ impl Sessions {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<NodeName, (u64, Outbound)>> {
-        self.inner.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.inner
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }

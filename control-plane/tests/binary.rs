@@ -15,7 +15,12 @@ async fn the_service_binary_serves_agents_and_stops_on_sigterm() {
     let pki = Pki::new();
     let data = tempfile::tempdir().unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_berth-control-plane"))
-        .args(["--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0"])
+        .args([
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--metrics-addr",
+            "127.0.0.1:0",
+        ])
         .arg("--data-dir")
         .arg(data.path())
         .env("BERTH_TLS_CA", pki.files("control-plane").ca)
@@ -28,7 +33,11 @@ async fn the_service_binary_serves_agents_and_stops_on_sigterm() {
         .unwrap();
     // The binary prints where it listens once bound.
     let mut line = String::new();
-    std::io::BufRead::read_line(&mut std::io::BufReader::new(child.stdout.take().unwrap()), &mut line).unwrap();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
     let grpc = line
         .strip_prefix("berth-control-plane listening: grpc ")
         .and_then(|rest| rest.split_whitespace().next())
@@ -48,15 +57,24 @@ async fn the_service_binary_serves_agents_and_stops_on_sigterm() {
 
     let files = pki.issue(berth_pki::Role::Agent, "node-bin");
     let agent = berth_node_agent::start(
-        berth_node_agent::Config::new(url.clone(), files).validate().unwrap(),
+        berth_node_agent::Config::new(url.clone(), files)
+            .validate()
+            .unwrap(),
         tokio_util::sync::CancellationToken::new(),
     )
     .unwrap();
     wait_node_state(&mut nodes, "node-bin", pb::NodeState::Ready).await;
-    assert!(data.path().join("berth.db").exists(), "SQLite in the data dir");
+    assert!(
+        data.path().join("berth.db").exists(),
+        "SQLite in the data dir"
+    );
 
     kill_agent(agent).await;
-    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
     let deadline = Instant::now() + WAIT;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {

@@ -3,7 +3,9 @@
 mod support;
 
 use berth_pki::{CertificateAuthority, LeafRequest, Role, TlsMaterial};
-use berth_proto::pb::{self, agent_service_client::AgentServiceClient, node_service_client::NodeServiceClient};
+use berth_proto::pb::{
+    self, agent_service_client::AgentServiceClient, node_service_client::NodeServiceClient,
+};
 use support::*;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use tonic::{transport::Certificate, transport::ClientTlsConfig, Code};
@@ -13,7 +15,10 @@ async fn list_nodes_with(url: &str, tls: ClientTlsConfig) -> Result<(), String> 
         .unwrap()
         .tls_config(tls)
         .map_err(|e| e.to_string())?;
-    let channel = endpoint.connect().await.map_err(|e| format!("connect: {e:?}"))?;
+    let channel = endpoint
+        .connect()
+        .await
+        .map_err(|e| format!("connect: {e:?}"))?;
     NodeServiceClient::new(channel)
         .list_nodes(pb::ListNodesRequest::default())
         .await
@@ -33,11 +38,18 @@ fn tls_with(ca_pem: &str, cert: Option<(&str, &str)>) -> ClientTlsConfig {
 async fn a_client_without_a_certificate_is_refused() {
     let cluster = Cluster::new(Backend::Sqlite);
     let cp = cluster.start().await;
-    let err = list_nodes_with(&cp.url(), tls_with(&cluster.pki.ca.cert_pem, None)).await.unwrap_err();
+    let err = list_nodes_with(&cp.url(), tls_with(&cluster.pki.ca.cert_pem, None))
+        .await
+        .unwrap_err();
     assert!(err.contains("CertificateRequired"), "{err}");
     // The same client with the admin certificate gets through.
     let admin = cluster.pki.material("admin");
-    list_nodes_with(&cp.url(), tls_with(&admin.ca_pem, Some((&admin.cert_pem, &admin.key_pem)))).await.unwrap();
+    list_nodes_with(
+        &cp.url(),
+        tls_with(&admin.ca_pem, Some((&admin.cert_pem, &admin.key_pem))),
+    )
+    .await
+    .unwrap();
     cp.stop().await;
 }
 
@@ -46,10 +58,15 @@ async fn a_certificate_from_another_ca_is_refused() {
     let cluster = Cluster::new(Backend::Sqlite);
     let cp = cluster.start().await;
     let other = CertificateAuthority::generate("someone else").unwrap();
-    let leaf = other.issue(&LeafRequest::new(Role::Admin, "admin", 1)).unwrap();
+    let leaf = other
+        .issue(&LeafRequest::new(Role::Admin, "admin", 1))
+        .unwrap();
     let err = list_nodes_with(
         &cp.url(),
-        tls_with(&cluster.pki.ca.cert_pem, Some((&leaf.cert_pem, &leaf.key_pem))),
+        tls_with(
+            &cluster.pki.ca.cert_pem,
+            Some((&leaf.cert_pem, &leaf.key_pem)),
+        ),
     )
     .await
     .unwrap_err();
@@ -65,7 +82,11 @@ async fn an_expired_certificate_is_refused() {
     let mut request = LeafRequest::new(Role::Admin, "old-admin", 1);
     request.not_before = now - TimeDuration::days(30);
     request.not_after = now - TimeDuration::days(1);
-    let expired = cluster.pki.issue_request(request, "old-admin").load().unwrap();
+    let expired = cluster
+        .pki
+        .issue_request(request, "old-admin")
+        .load()
+        .unwrap();
     let err = list_nodes_with(
         &cp.url(),
         tls_with(&expired.ca_pem, Some((&expired.cert_pem, &expired.key_pem))),
@@ -82,9 +103,12 @@ async fn a_client_that_does_not_trust_our_ca_refuses_the_server() {
     let cp = cluster.start().await;
     let other = CertificateAuthority::generate("someone else").unwrap();
     let admin = cluster.pki.material("admin");
-    let err = list_nodes_with(&cp.url(), tls_with(&other.cert_pem, Some((&admin.cert_pem, &admin.key_pem))))
-        .await
-        .unwrap_err();
+    let err = list_nodes_with(
+        &cp.url(),
+        tls_with(&other.cert_pem, Some((&admin.cert_pem, &admin.key_pem))),
+    )
+    .await
+    .unwrap_err();
     assert!(err.contains("UnknownIssuer"), "{err}");
     cp.stop().await;
 }
@@ -95,9 +119,13 @@ async fn plaintext_grpc_is_refused() {
     let cp = cluster.start().await;
     let url = format!("http://127.0.0.1:{}", cp.addr.port());
     let result = async {
-        let channel = tonic::transport::Endpoint::from_shared(url)?.connect().await?;
+        let channel = tonic::transport::Endpoint::from_shared(url)?
+            .connect()
+            .await?;
         Ok::<_, Box<dyn std::error::Error>>(
-            NodeServiceClient::new(channel).list_nodes(pb::ListNodesRequest::default()).await?,
+            NodeServiceClient::new(channel)
+                .list_nodes(pb::ListNodesRequest::default())
+                .await?,
         )
     }
     .await;
@@ -111,17 +139,37 @@ async fn an_agent_certificate_cannot_call_admin_rpcs() {
     let cp = cluster.start().await;
     cluster.pki.issue(Role::Agent, "node-a");
     let mut as_agent = NodeServiceClient::new(cluster.client(&cp, "node-a").await);
-    let status = as_agent.drain_node(pb::DrainNodeRequest { name: "node-a".into() }).await.unwrap_err();
+    let status = as_agent
+        .drain_node(pb::DrainNodeRequest {
+            name: "node-a".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
-    assert!(status.message().contains("agent/node-a"), "{}", status.message());
-    let status = as_agent.list_nodes(pb::ListNodesRequest::default()).await.unwrap_err();
+    assert!(
+        status.message().contains("agent/node-a"),
+        "{}",
+        status.message()
+    );
+    let status = as_agent
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
     // Nor may a gateway drain nodes, though it may list them.
     cluster.pki.issue(Role::Gateway, "gateway");
     let mut as_gateway = NodeServiceClient::new(cluster.client(&cp, "gateway").await);
-    as_gateway.list_nodes(pb::ListNodesRequest::default()).await.unwrap();
-    let status = as_gateway.drain_node(pb::DrainNodeRequest { name: "node-a".into() }).await.unwrap_err();
+    as_gateway
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap();
+    let status = as_gateway
+        .drain_node(pb::DrainNodeRequest {
+            name: "node-a".into(),
+        })
+        .await
+        .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
     cp.stop().await;
 }
@@ -131,7 +179,10 @@ async fn open_session(channel: tonic::transport::Channel, node_name: &str) -> to
         message: Some(pb::agent_message::Message::Register(pb::Register {
             node_name: node_name.into(),
             address: "127.0.0.1".into(),
-            capacity: Some(pb::Capacity { cpu_millis: 1000, memory_bytes: 1 << 30 }),
+            capacity: Some(pb::Capacity {
+                cpu_millis: 1000,
+                memory_bytes: 1 << 30,
+            }),
             ..Default::default()
         })),
     };
@@ -139,7 +190,10 @@ async fn open_session(channel: tonic::transport::Channel, node_name: &str) -> to
     match AgentServiceClient::new(channel).session(outbound).await {
         Ok(response) => {
             let mut inbound = response.into_inner();
-            inbound.message().await.expect_err("session must be refused")
+            inbound
+                .message()
+                .await
+                .expect_err("session must be refused")
         }
         Err(status) => status,
     }
@@ -154,7 +208,12 @@ async fn an_agent_cannot_register_as_another_node() {
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("node-b"), "{}", status.message());
     let mut admin = cluster.admin(&cp).await;
-    let nodes = admin.list_nodes(pb::ListNodesRequest::default()).await.unwrap().into_inner().nodes;
+    let nodes = admin
+        .list_nodes(pb::ListNodesRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
     assert!(nodes.is_empty(), "nothing registered: {nodes:?}");
 
     // An admin certificate is no agent at all.

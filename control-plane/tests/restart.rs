@@ -9,7 +9,11 @@ use support::*;
 async fn history(cluster: &Cluster, cp: &ControlPlane, node: &str) -> Vec<String> {
     let mut events = EventServiceClient::new(cluster.client(cp, "admin").await);
     let mut stream = events
-        .watch_events(pb::WatchEventsRequest { after_sequence: 0, follow: false, app_id: String::new() })
+        .watch_events(pb::WatchEventsRequest {
+            after_sequence: 0,
+            follow: false,
+            app_id: String::new(),
+        })
         .await
         .unwrap()
         .into_inner();
@@ -31,8 +35,19 @@ async fn restart_keeps_nodes_and_history(backend: Backend) {
     let b = cluster.agent(&cp, "node-b");
     wait_node_state(&mut admin, "node-a", pb::NodeState::Ready).await;
     wait_node_state(&mut admin, "node-b", pb::NodeState::Ready).await;
-    admin.drain_node(pb::DrainNodeRequest { name: "node-b".into() }).await.unwrap();
-    let before = admin.get_node(pb::GetNodeRequest { name: "node-a".into() }).await.unwrap().into_inner();
+    admin
+        .drain_node(pb::DrainNodeRequest {
+            name: "node-b".into(),
+        })
+        .await
+        .unwrap();
+    let before = admin
+        .get_node(pb::GetNodeRequest {
+            name: "node-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
     let history_before = history(&cluster, &cp, "node-a").await;
     assert_eq!(history_before, ["node.registered"]);
     cp.stop().await;
@@ -43,8 +58,17 @@ async fn restart_keeps_nodes_and_history(backend: Backend) {
     let mut admin = cluster.admin(&cp).await;
     wait_node_state(&mut admin, "node-a", pb::NodeState::Ready).await;
     wait_node_state(&mut admin, "node-b", pb::NodeState::Draining).await;
-    let after = admin.get_node(pb::GetNodeRequest { name: "node-a".into() }).await.unwrap().into_inner();
-    assert_eq!(after.registered_at, before.registered_at, "registration time kept");
+    let after = admin
+        .get_node(pb::GetNodeRequest {
+            name: "node-a".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        after.registered_at, before.registered_at,
+        "registration time kept"
+    );
     assert!(after.connected);
     wait_for("both agents to have registered twice", || {
         let (a, b) = (a.status.borrow().sessions, b.status.borrow().sessions);
@@ -53,10 +77,19 @@ async fn restart_keeps_nodes_and_history(backend: Backend) {
     .await;
 
     let history_after = history(&cluster, &cp, "node-a").await;
-    assert_eq!(history_after[0], "node.registered", "old history kept: {history_after:?}");
-    assert!(history_after.iter().any(|k| k == "node.reconnected"), "{history_after:?}");
+    assert_eq!(
+        history_after[0], "node.registered",
+        "old history kept: {history_after:?}"
+    );
+    assert!(
+        history_after.iter().any(|k| k == "node.reconnected"),
+        "{history_after:?}"
+    );
     let b_history = history(&cluster, &cp, "node-b").await;
-    assert!(b_history.iter().any(|k| k == "node.drained"), "{b_history:?}");
+    assert!(
+        b_history.iter().any(|k| k == "node.drained"),
+        "{b_history:?}"
+    );
 
     kill_agent(a).await;
     kill_agent(b).await;

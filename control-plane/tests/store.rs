@@ -3,7 +3,10 @@
 
 mod support;
 
-use berth_control_plane::{db, store::{nodes::Registration, Store}};
+use berth_control_plane::{
+    db,
+    store::{nodes::Registration, Store},
+};
 use berth_proto::domain::{NodeName, NodeState};
 use chrono::Utc;
 use support::Backend;
@@ -42,23 +45,55 @@ async fn node_registry_round_trip(backend: Backend) {
     assert_eq!(node.labels.get("zone").map(String::as_str), Some("a"));
 
     // Nothing is stale yet; a cutoff in the future expires it.
-    assert!(store.expire_nodes(Utc::now() - chrono::Duration::seconds(60)).await.unwrap().is_empty());
-    assert_eq!(store.expire_nodes(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), [name.clone()]);
+    assert!(store
+        .expire_nodes(Utc::now() - chrono::Duration::seconds(60))
+        .await
+        .unwrap()
+        .is_empty());
+    assert_eq!(
+        store
+            .expire_nodes(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        std::slice::from_ref(&name)
+    );
     assert_eq!(store.get_node(&name).await.unwrap().state, NodeState::Down);
-    assert!(store.expire_nodes(Utc::now() + chrono::Duration::seconds(1)).await.unwrap().is_empty(), "down once");
+    assert!(
+        store
+            .expire_nodes(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap()
+            .is_empty(),
+        "down once"
+    );
 
     // Drained while down: stays down, comes back draining.
-    assert_eq!(store.set_drained(&name, true).await.unwrap().state, NodeState::Down);
+    assert_eq!(
+        store.set_drained(&name, true).await.unwrap().state,
+        NodeState::Down
+    );
     assert_eq!(store.heartbeat(&name).await.unwrap(), NodeState::Draining);
     let (node, previous) = store.register_node(registration("node-1")).await.unwrap();
     assert_eq!(previous, Some(NodeState::Draining));
     assert_eq!(node.state, NodeState::Draining);
-    assert_eq!(store.set_drained(&name, false).await.unwrap().state, NodeState::Ready);
+    assert_eq!(
+        store.set_drained(&name, false).await.unwrap().state,
+        NodeState::Ready
+    );
 
     store.register_node(registration("node-0")).await.unwrap();
-    let names: Vec<_> = store.list_nodes(None).await.unwrap().into_iter().map(|n| n.name.to_string()).collect();
+    let names: Vec<_> = store
+        .list_nodes(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|n| n.name.to_string())
+        .collect();
     assert_eq!(names, ["node-0", "node-1"]);
-    assert_eq!(store.list_nodes(Some(NodeState::Down)).await.unwrap().len(), 0);
+    assert_eq!(
+        store.list_nodes(Some(NodeState::Down)).await.unwrap().len(),
+        0
+    );
 
     let kinds: Vec<_> = store
         .events_after(0, None, Some("node-1"))
@@ -69,11 +104,24 @@ async fn node_registry_round_trip(backend: Backend) {
         .collect();
     assert_eq!(
         kinds,
-        ["node.registered", "node.down", "node.drained", "node.ready", "node.reconnected", "node.undrained"]
+        [
+            "node.registered",
+            "node.down",
+            "node.drained",
+            "node.ready",
+            "node.reconnected",
+            "node.undrained"
+        ]
     );
     let all = store.events_after(0, None, None).await.unwrap();
-    assert!(all.windows(2).all(|w| w[0].sequence < w[1].sequence), "ordered by sequence");
-    let after = store.events_after(all[2].sequence, None, None).await.unwrap();
+    assert!(
+        all.windows(2).all(|w| w[0].sequence < w[1].sequence),
+        "ordered by sequence"
+    );
+    let after = store
+        .events_after(all[2].sequence, None, None)
+        .await
+        .unwrap();
     assert_eq!(after.len(), all.len() - 3);
 
     // A second open of the same database applies no migration twice and sees the same data.

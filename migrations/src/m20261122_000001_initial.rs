@@ -242,7 +242,13 @@ impl MigrationTrait for Migration {
                         (Tenants::Table, Tenants::Name),
                         ForeignKeyAction::Restrict,
                     ))
-                    .index(Index::create().name("ux_apps_tenant_name").col(Apps::Tenant).col(Apps::Name).unique())
+                    .index(
+                        Index::create()
+                            .name("ux_apps_tenant_name")
+                            .col(Apps::Tenant)
+                            .col(Apps::Name)
+                            .unique(),
+                    )
                     .to_owned(),
             )
             .await?;
@@ -356,7 +362,11 @@ impl MigrationTrait for Migration {
             .await?;
         manager
             .create_index(
-                Index::create().name("ix_events_app").table(Events::Table).col(Events::AppId).to_owned(),
+                Index::create()
+                    .name("ix_events_app")
+                    .table(Events::Table)
+                    .col(Events::AppId)
+                    .to_owned(),
             )
             .await
     }
@@ -372,7 +382,9 @@ impl MigrationTrait for Migration {
             ApiKeys::Table.into_iden(),
             Tenants::Table.into_iden(),
         ] {
-            manager.drop_table(Table::drop().table(table).to_owned()).await?;
+            manager
+                .drop_table(Table::drop().table(table).to_owned())
+                .await?;
         }
         Ok(())
     }

@@ -9,7 +9,11 @@ use std::{collections::HashMap, path::PathBuf, time::Duration};
 #[derive(Debug, Clone, Args)]
 pub struct AgentArgs {
     /// Control plane gRPC endpoint.
-    #[arg(long, env = "BERTH_CONTROL_PLANE", default_value = "https://127.0.0.1:7443")]
+    #[arg(
+        long,
+        env = "BERTH_CONTROL_PLANE",
+        default_value = "https://127.0.0.1:7443"
+    )]
     pub control_plane: String,
     /// Data directory; `certs/` in it holds the defaults for the TLS flags.
     #[arg(long, env = "BERTH_DATA_DIR", default_value = ".berth")]
@@ -74,7 +78,9 @@ impl Config {
         berth_proto::domain::validate_labels("label", &self.labels)
             .map_err(|e| ConfigError(e.to_string()))?;
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
-            return Err(ConfigError("reconnect backoff must be above zero and min ≤ max".into()));
+            return Err(ConfigError(
+                "reconnect backoff must be above zero and min ≤ max".into(),
+            ));
         }
         Ok(self)
     }

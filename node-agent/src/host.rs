@@ -8,7 +8,10 @@ use tokio::process::Command;
 /// CPU cores (as millicores) usable by this process, and total memory.
 pub fn capacity() -> pb::Capacity {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    pb::Capacity { cpu_millis: (cores * 1000) as u32, memory_bytes: mem_total().unwrap_or(0) }
+    pb::Capacity {
+        cpu_millis: (cores * 1000) as u32,
+        memory_bytes: mem_total().unwrap_or(0),
+    }
 }
 
 fn mem_total() -> Option<u64> {
@@ -33,7 +36,9 @@ const TOOLCHAINS: &[(&str, &str, &[&str])] = &[
 
 /// Docker and every toolchain, probed concurrently, each within a timeout.
 pub async fn runtimes() -> Vec<pb::RuntimeInfo> {
-    let toolchains = TOOLCHAINS.iter().map(|(name, program, args)| probe(name, program, args));
+    let toolchains = TOOLCHAINS
+        .iter()
+        .map(|(name, program, args)| probe(name, program, args));
     let (docker, mut found) = tokio::join!(docker(), futures::future::join_all(toolchains));
     found.insert(0, docker);
     found
@@ -41,7 +46,9 @@ pub async fn runtimes() -> Vec<pb::RuntimeInfo> {
 
 async fn docker() -> pb::RuntimeInfo {
     let probe = async {
-        let docker = bollard::Docker::connect_with_local_defaults()?.negotiate_version().await?;
+        let docker = bollard::Docker::connect_with_local_defaults()?
+            .negotiate_version()
+            .await?;
         let version = docker.version().await?;
         Ok::<_, bollard::errors::Error>(format!(
             "{} (API {})",
@@ -61,8 +68,17 @@ async fn probe(name: &str, program: &str, args: &[&str]) -> pb::RuntimeInfo {
     match tokio::time::timeout(PROBE_TIMEOUT, run).await {
         Ok(Ok(output)) if output.status.success() => {
             // Some tools (javac) print their version on stderr.
-            let text = if output.stdout.is_empty() { output.stderr } else { output.stdout };
-            let first = String::from_utf8_lossy(&text).lines().next().unwrap_or("").trim().to_owned();
+            let text = if output.stdout.is_empty() {
+                output.stderr
+            } else {
+                output.stdout
+            };
+            let first = String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_owned();
             available(name, first.chars().take(128).collect())
         }
         Ok(Ok(output)) => unavailable(name, format!("{program} exited with {}", output.status)),
@@ -72,11 +88,21 @@ async fn probe(name: &str, program: &str, args: &[&str]) -> pb::RuntimeInfo {
 }
 
 fn available(name: &str, version: String) -> pb::RuntimeInfo {
-    pb::RuntimeInfo { name: name.into(), available: true, version, detail: String::new() }
+    pb::RuntimeInfo {
+        name: name.into(),
+        available: true,
+        version,
+        detail: String::new(),
+    }
 }
 
 fn unavailable(name: &str, detail: String) -> pb::RuntimeInfo {
-    pb::RuntimeInfo { name: name.into(), available: false, version: String::new(), detail: detail.chars().take(512).collect() }
+    pb::RuntimeInfo {
+        name: name.into(),
+        available: false,
+        version: String::new(),
+        detail: detail.chars().take(512).collect(),
+    }
 }
 
 #[cfg(test)]
@@ -94,7 +120,19 @@ mod tests {
     async fn every_runtime_is_reported_found_or_not() {
         let runtimes = runtimes().await;
         let names: Vec<_> = runtimes.iter().map(|r| r.name.as_str()).collect();
-        assert_eq!(names, ["docker", "python", "javascript", "typescript", "java", "cpp", "go", "rust"]);
+        assert_eq!(
+            names,
+            [
+                "docker",
+                "python",
+                "javascript",
+                "typescript",
+                "java",
+                "cpp",
+                "go",
+                "rust"
+            ]
+        );
         for runtime in &runtimes {
             if runtime.available {
                 assert!(!runtime.version.is_empty(), "{runtime:?}");
@@ -103,6 +141,8 @@ mod tests {
             }
         }
         // This machine has python3 (the test suite's set-up needs it).
-        assert!(runtimes.iter().any(|r| r.name == "python" && r.available && r.version.contains("Python")));
+        assert!(runtimes
+            .iter()
+            .any(|r| r.name == "python" && r.available && r.version.contains("Python")));
     }
 }

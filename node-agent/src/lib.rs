@@ -41,8 +41,18 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
     }
     let (status_tx, status) = watch::channel(LinkStatus::default());
     let node_name = identity.name.clone();
-    let task = tokio::spawn(session::run(config, tls, identity.name, status_tx, shutdown));
-    Ok(Agent { node_name, status, task })
+    let task = tokio::spawn(session::run(
+        config,
+        tls,
+        identity.name,
+        status_tx,
+        shutdown,
+    ));
+    Ok(Agent {
+        node_name,
+        status,
+        task,
+    })
 }
 
 /// Runs the agent until `shutdown` is cancelled.

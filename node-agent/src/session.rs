@@ -21,7 +21,10 @@ const MIN_HEARTBEAT: Duration = Duration::from_millis(100);
 #[derive(Debug, thiserror::Error)]
 pub enum SessionError {
     #[error("connecting to {endpoint}: {source}")]
-    Connect { endpoint: String, source: tonic::transport::Error },
+    Connect {
+        endpoint: String,
+        source: tonic::transport::Error,
+    },
     #[error("control plane refused the session: {0}")]
     Refused(tonic::Status),
     #[error("stream failed: {0}")]
@@ -67,7 +70,16 @@ pub async fn run(
     let mut runtimes = RuntimeCache::default();
     loop {
         let registered = std::sync::atomic::AtomicBool::new(false);
-        let result = session(&mut runtimes, &config, &tls, &node_name, &status, &registered, &shutdown).await;
+        let result = session(
+            &mut runtimes,
+            &config,
+            &tls,
+            &node_name,
+            &status,
+            &registered,
+            &shutdown,
+        )
+        .await;
         status.send_modify(|s| s.connected = false);
         if shutdown.is_cancelled() {
             return;
@@ -95,8 +107,15 @@ pub async fn run(
 }
 
 async fn connect(config: &Config, tls: &TlsMaterial) -> Result<Channel, SessionError> {
-    let err = |source| SessionError::Connect { endpoint: config.control_plane.clone(), source };
-    tls.endpoint(&config.control_plane).map_err(err)?.connect().await.map_err(err)
+    let err = |source| SessionError::Connect {
+        endpoint: config.control_plane.clone(),
+        source,
+    };
+    tls.endpoint(&config.control_plane)
+        .map_err(err)?
+        .connect()
+        .await
+        .map_err(err)
 }
 
 /// Probing toolchains takes a moment; a reconnect within this reuses the last probe.
@@ -154,7 +173,9 @@ async fn session(
         .map_err(SessionError::Refused)?
         .ok_or(SessionError::Closed)?;
     let Some(Down::Registered(accepted)) = first.message else {
-        return Err(SessionError::Protocol("expected registered as the first message".into()));
+        return Err(SessionError::Protocol(
+            "expected registered as the first message".into(),
+        ));
     };
     registered.store(true, std::sync::atomic::Ordering::Relaxed);
     status.send_modify(|s| {
@@ -162,7 +183,8 @@ async fn session(
         s.sessions += 1;
         s.last_error = None;
     });
-    let interval = Duration::from_millis(u64::from(accepted.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
+    let interval =
+        Duration::from_millis(u64::from(accepted.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
     tracing::info!(node = %accepted.node_name, heartbeat = ?interval, "registered with the control plane");
 
     let mut heartbeat = tokio::time::interval(interval);
@@ -192,5 +214,9 @@ async fn session(
 }
 
 async fn send(tx: &mpsc::Sender<pb::AgentMessage>, message: Up) -> Result<(), SessionError> {
-    tx.send(pb::AgentMessage { message: Some(message) }).await.map_err(|_| SessionError::Closed)
+    tx.send(pb::AgentMessage {
+        message: Some(message),
+    })
+    .await
+    .map_err(|_| SessionError::Closed)
 }

@@ -78,7 +78,10 @@ impl CertificateAuthority {
         params.not_after = now + Duration::days(3650);
         let key = KeyPair::generate()?;
         let cert = params.self_signed(&key)?;
-        Ok(Self { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(Self {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 
     /// Reads `ca.pem` and `ca-key.pem` from `dir`.
@@ -87,15 +90,20 @@ impl CertificateAuthority {
             let path = dir.join(file);
             std::fs::read_to_string(&path).map_err(|source| PkiError::Read { path, source })
         };
-        let ca = Self { cert_pem: read(CA_CERT_FILE)?, key_pem: read(CA_KEY_FILE)? };
+        let ca = Self {
+            cert_pem: read(CA_CERT_FILE)?,
+            key_pem: read(CA_KEY_FILE)?,
+        };
         ca.issuer()?;
         Ok(ca)
     }
 
     /// Writes `ca.pem` and `ca-key.pem` into `dir` (created), never overwriting.
     pub fn save(&self, dir: &Path) -> Result<(), PkiError> {
-        std::fs::create_dir_all(dir)
-            .map_err(|source| PkiError::Write { path: dir.to_owned(), source })?;
+        std::fs::create_dir_all(dir).map_err(|source| PkiError::Write {
+            path: dir.to_owned(),
+            source,
+        })?;
         write_new(&dir.join(CA_CERT_FILE), &self.cert_pem, false)?;
         write_new(&dir.join(CA_KEY_FILE), &self.key_pem, true)
     }
@@ -108,8 +116,8 @@ impl CertificateAuthority {
     /// Issues a leaf certificate for `request`. Its identity URI SAN carries
     /// the role and name; the name is also a DNS SAN.
     pub fn issue(&self, request: &LeafRequest) -> Result<IssuedCert, PkiError> {
-        let name = NodeName::parse("name", &request.name)
-            .map_err(|e| PkiError::Invalid(e.to_string()))?;
+        let name =
+            NodeName::parse("name", &request.name).map_err(|e| PkiError::Invalid(e.to_string()))?;
         let identity = Identity::new(request.role, name.as_str());
         let mut params = CertificateParams::new(vec![name.to_string()])?;
         for san in &request.sans {
@@ -118,21 +126,30 @@ impl CertificateAuthority {
                 Err(_) => SanType::DnsName(san.clone().try_into()?),
             });
         }
-        params.subject_alt_names.push(SanType::URI(identity.uri().try_into()?));
+        params
+            .subject_alt_names
+            .push(SanType::URI(identity.uri().try_into()?));
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, name.as_str());
         dn.push(DnType::OrganizationalUnitName, request.role.as_str());
         params.distinguished_name = dn;
-        params.key_usages =
-            vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
-        params.extended_key_usages =
-            vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        params.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         params.not_before = request.not_before;
         params.not_after = request.not_after;
         params.use_authority_key_identifier_extension = true;
         let key = KeyPair::generate()?;
         let cert = params.signed_by(&key, &self.issuer()?)?;
-        Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+        Ok(IssuedCert {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
     }
 }
 
@@ -146,15 +163,24 @@ mod tests {
         let leaf = ca
             .issue(&LeafRequest::new(Role::Agent, "node-7", 1).with_sans(["127.0.0.1".into()]))
             .unwrap();
-        assert_eq!(Identity::from_pem(&leaf.cert_pem).unwrap(), Identity::new(Role::Agent, "node-7"));
-        assert!(Identity::from_pem(&ca.cert_pem).is_err(), "the CA has no identity");
+        assert_eq!(
+            Identity::from_pem(&leaf.cert_pem).unwrap(),
+            Identity::new(Role::Agent, "node-7")
+        );
+        assert!(
+            Identity::from_pem(&ca.cert_pem).is_err(),
+            "the CA has no identity"
+        );
     }
 
     #[test]
     fn names_that_are_not_dns_safe_are_refused() {
         let ca = CertificateAuthority::generate("test").unwrap();
         for bad in ["", "Node", "a/b", "x y"] {
-            assert!(ca.issue(&LeafRequest::new(Role::Agent, bad, 1)).is_err(), "{bad:?}");
+            assert!(
+                ca.issue(&LeafRequest::new(Role::Agent, bad, 1)).is_err(),
+                "{bad:?}"
+            );
         }
     }
 
@@ -166,6 +192,8 @@ mod tests {
         assert!(matches!(ca.save(dir.path()), Err(PkiError::Exists { .. })));
         let loaded = CertificateAuthority::load(dir.path()).unwrap();
         assert_eq!(loaded.cert_pem, ca.cert_pem);
-        loaded.issue(&LeafRequest::new(Role::Admin, "admin", 1)).unwrap();
+        loaded
+            .issue(&LeafRequest::new(Role::Admin, "admin", 1))
+            .unwrap();
     }
 }

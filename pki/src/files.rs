@@ -1,11 +1,11 @@
 //! PEM files on disk, and the tonic TLS configurations made from them.
 
 use crate::{authority::CA_CERT_FILE, Identity, PkiError};
+use std::time::Duration;
 use std::{
     io::Write,
     path::{Path, PathBuf},
 };
-use std::time::Duration;
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, ServerTlsConfig};
 
 /// The three files a party needs for mTLS: the CA to trust, its own
@@ -37,10 +37,16 @@ impl TlsFiles {
 
     pub fn load(&self) -> Result<TlsMaterial, PkiError> {
         let read = |path: &Path| {
-            std::fs::read_to_string(path)
-                .map_err(|source| PkiError::Read { path: path.to_owned(), source })
+            std::fs::read_to_string(path).map_err(|source| PkiError::Read {
+                path: path.to_owned(),
+                source,
+            })
         };
-        Ok(TlsMaterial { ca_pem: read(&self.ca)?, cert_pem: read(&self.cert)?, key_pem: read(&self.key)? })
+        Ok(TlsMaterial {
+            ca_pem: read(&self.ca)?,
+            cert_pem: read(&self.cert)?,
+            key_pem: read(&self.key)?,
+        })
     }
 }
 
@@ -54,7 +60,10 @@ impl TlsMaterial {
     /// checked against the CA (expiry included).
     pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
-            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
             .client_auth_optional(false)
     }
@@ -63,7 +72,10 @@ impl TlsMaterial {
     pub fn client_config(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
-            .identity(tonic::transport::Identity::from_pem(&self.cert_pem, &self.key_pem))
+            .identity(tonic::transport::Identity::from_pem(
+                &self.cert_pem,
+                &self.key_pem,
+            ))
     }
 
     /// An mTLS endpoint for `url` (`https://host:port`), with connect timeout
@@ -88,11 +100,19 @@ pub(crate) fn write_new(path: &Path, contents: &str, private: bool) -> Result<()
     }
     let mut file = options.open(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::AlreadyExists {
-            PkiError::Exists { path: path.to_owned() }
+            PkiError::Exists {
+                path: path.to_owned(),
+            }
         } else {
-            PkiError::Write { path: path.to_owned(), source }
+            PkiError::Write {
+                path: path.to_owned(),
+                source,
+            }
         }
     })?;
     file.write_all(contents.as_bytes())
-        .map_err(|source| PkiError::Write { path: path.to_owned(), source })
+        .map_err(|source| PkiError::Write {
+            path: path.to_owned(),
+            source,
+        })
 }

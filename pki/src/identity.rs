@@ -58,7 +58,10 @@ pub struct Identity {
 
 impl Identity {
     pub fn new(role: Role, name: impl Into<String>) -> Self {
-        Self { role, name: name.into() }
+        Self {
+            role,
+            name: name.into(),
+        }
     }
 
     pub fn uri(&self) -> String {
@@ -72,7 +75,10 @@ impl Identity {
         if name.is_empty() || name.contains('/') {
             return None;
         }
-        Some(Self { role: role.parse().ok()?, name: name.to_owned() })
+        Some(Self {
+            role: role.parse().ok()?,
+            name: name.to_owned(),
+        })
     }
 
     /// Reads the identity out of a DER certificate. A certificate with no
@@ -84,15 +90,21 @@ impl Identity {
             .subject_alternative_name()
             .map_err(|e| PkiError::Invalid(format!("bad subjectAltName: {e}")))?
             .ok_or_else(|| PkiError::Invalid("certificate has no subjectAltName".into()))?;
-        let mut found = sans.value.general_names.iter().filter_map(|name| match name {
-            GeneralName::URI(uri) if uri.starts_with(URI_PREFIX) => Some(*uri),
-            _ => None,
-        });
+        let mut found = sans
+            .value
+            .general_names
+            .iter()
+            .filter_map(|name| match name {
+                GeneralName::URI(uri) if uri.starts_with(URI_PREFIX) => Some(*uri),
+                _ => None,
+            });
         let uri = found
             .next()
             .ok_or_else(|| PkiError::Invalid("certificate carries no berth identity".into()))?;
         if found.next().is_some() {
-            return Err(PkiError::Invalid("certificate carries several berth identities".into()));
+            return Err(PkiError::Invalid(
+                "certificate carries several berth identities".into(),
+            ));
         }
         Self::from_uri(uri)
             .ok_or_else(|| PkiError::Invalid(format!("malformed berth identity {uri:?}")))

@@ -22,9 +22,15 @@ use std::path::PathBuf;
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("reading {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("writing {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{path} already exists; refusing to overwrite it")]
     Exists { path: PathBuf },
     #[error("certificate: {0}")]

@@ -35,7 +35,9 @@ pub enum CertsCommand {
 }
 
 fn parse_role(value: &str) -> Result<Role, String> {
-    value.parse().map_err(|e: berth_pki::PkiError| e.to_string())
+    value
+        .parse()
+        .map_err(|e: berth_pki::PkiError| e.to_string())
 }
 
 pub fn run(command: CertsCommand) -> anyhow::Result<()> {
@@ -45,10 +47,22 @@ pub fn run(command: CertsCommand) -> anyhow::Result<()> {
             ca.save(&dir)?;
             println!("CA written to {}", dir.join("ca.pem").display());
         }
-        CertsCommand::Issue { dir, role, name, sans, days, out } => {
+        CertsCommand::Issue {
+            dir,
+            role,
+            name,
+            sans,
+            days,
+            out,
+        } => {
             anyhow::ensure!(days > 0, "--days must be at least 1");
-            let ca = CertificateAuthority::load(&dir)
-                .with_context(|| format!("no CA in {} (run `berth certs init --dir {}`)", dir.display(), dir.display()))?;
+            let ca = CertificateAuthority::load(&dir).with_context(|| {
+                format!(
+                    "no CA in {} (run `berth certs init --dir {}`)",
+                    dir.display(),
+                    dir.display()
+                )
+            })?;
             let stem = out.unwrap_or_else(|| name.clone());
             let issued = ca.issue(&LeafRequest::new(role, &name, days).with_sans(sans))?;
             issued.save(&dir, &stem)?;

@@ -80,7 +80,12 @@ impl From<pb::Node> for NodeView {
             runtimes: node
                 .runtimes
                 .into_iter()
-                .map(|r| RuntimeView { name: r.name, available: r.available, version: r.version, detail: r.detail })
+                .map(|r| RuntimeView {
+                    name: r.name,
+                    available: r.available,
+                    version: r.version,
+                    detail: r.detail,
+                })
                 .collect(),
             labels: node.labels.into_iter().collect(),
             drained: node.drained,
@@ -98,7 +103,12 @@ fn rows(nodes: &[NodeView]) -> Vec<Vec<String>> {
     nodes
         .iter()
         .map(|n| {
-            let runtimes: Vec<_> = n.runtimes.iter().filter(|r| r.available).map(|r| r.name.as_str()).collect();
+            let runtimes: Vec<_> = n
+                .runtimes
+                .iter()
+                .filter(|r| r.available)
+                .map(|r| r.name.as_str())
+                .collect();
             vec![
                 n.name.clone(),
                 n.state.clone(),
@@ -106,13 +116,22 @@ fn rows(nodes: &[NodeView]) -> Vec<Vec<String>> {
                 format!("{:.1}", f64::from(n.cpu_millis) / 1000.0),
                 output::bytes(n.memory_bytes),
                 runtimes.join(","),
-                n.last_heartbeat_at.map_or("never".into(), |t| output::ago((now - t).num_seconds())),
+                n.last_heartbeat_at
+                    .map_or("never".into(), |t| output::ago((now - t).num_seconds())),
             ]
         })
         .collect()
 }
 
-const HEADERS: [&str; 7] = ["NAME", "STATE", "ADDRESS", "CPU", "MEMORY", "RUNTIMES", "LAST HEARTBEAT"];
+const HEADERS: [&str; 7] = [
+    "NAME",
+    "STATE",
+    "ADDRESS",
+    "CPU",
+    "MEMORY",
+    "RUNTIMES",
+    "LAST HEARTBEAT",
+];
 
 pub async fn run(target: &Target, args: NodesArgs) -> anyhow::Result<()> {
     let mut client = NodeServiceClient::new(target.connect().await?);
@@ -126,20 +145,30 @@ pub async fn run(target: &Target, args: NodesArgs) -> anyhow::Result<()> {
         NodesCommand::List { state } => {
             let state = match state {
                 None => pb::NodeState::Unspecified,
-                Some(s) => pb::NodeState::from(
-                    s.parse::<NodeState>()
-                        .map_err(|_| anyhow::anyhow!("--state must be ready, draining or down, not {s:?}"))?,
-                ),
+                Some(s) => pb::NodeState::from(s.parse::<NodeState>().map_err(|_| {
+                    anyhow::anyhow!("--state must be ready, draining or down, not {s:?}")
+                })?),
             };
-            let nodes = reply(client.list_nodes(pb::ListNodesRequest { state: state as i32 }).await)?.nodes;
+            let nodes = reply(
+                client
+                    .list_nodes(pb::ListNodesRequest {
+                        state: state as i32,
+                    })
+                    .await,
+            )?
+            .nodes;
             let views: Vec<NodeView> = nodes.into_iter().map(NodeView::from).collect();
             let rows = rows(&views);
             output::print(format, &views, &HEADERS, rows)
         }
-        NodesCommand::Get { name } => single(reply(client.get_node(pb::GetNodeRequest { name }).await)?),
-        NodesCommand::Drain { name } => single(reply(client.drain_node(pb::DrainNodeRequest { name }).await)?),
-        NodesCommand::Undrain { name } => {
-            single(reply(client.undrain_node(pb::UndrainNodeRequest { name }).await)?)
+        NodesCommand::Get { name } => {
+            single(reply(client.get_node(pb::GetNodeRequest { name }).await)?)
         }
+        NodesCommand::Drain { name } => single(reply(
+            client.drain_node(pb::DrainNodeRequest { name }).await,
+        )?),
+        NodesCommand::Undrain { name } => single(reply(
+            client.undrain_node(pb::UndrainNodeRequest { name }).await,
+        )?),
     }
 }

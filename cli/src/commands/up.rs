@@ -42,11 +42,23 @@ pub struct UpArgs {
 /// A lowercase DNS label made from the host name.
 fn default_node_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-    let first = host.trim().split('.').next().unwrap_or("").to_ascii_lowercase();
-    let cleaned: String =
-        first.chars().map(|c| if c.is_ascii_alphanumeric() { c } else { '-' }).take(63).collect();
+    let first = host
+        .trim()
+        .split('.')
+        .next()
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    let cleaned: String = first
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
+        .take(63)
+        .collect();
     let cleaned = cleaned.trim_matches('-').to_owned();
-    if cleaned.is_empty() { "node-1".to_owned() } else { cleaned }
+    if cleaned.is_empty() {
+        "node-1".to_owned()
+    } else {
+        cleaned
+    }
 }
 
 /// Makes the CA and every certificate this host needs, keeping what exists.
@@ -59,12 +71,19 @@ fn ensure_certs(dir: &Path, node_name: &str, grpc_addr: SocketAddr) -> anyhow::R
         println!("made a dev CA in {}", dir.display());
         ca
     };
-    let mut server_sans = vec!["localhost".to_owned(), "127.0.0.1".to_owned(), "::1".to_owned()];
+    let mut server_sans = vec![
+        "localhost".to_owned(),
+        "127.0.0.1".to_owned(),
+        "::1".to_owned(),
+    ];
     if !grpc_addr.ip().is_unspecified() && !grpc_addr.ip().is_loopback() {
         server_sans.push(grpc_addr.ip().to_string());
     }
     let leaves = [
-        (LeafRequest::new(Role::ControlPlane, "control-plane", 365).with_sans(server_sans), "control-plane"),
+        (
+            LeafRequest::new(Role::ControlPlane, "control-plane", 365).with_sans(server_sans),
+            "control-plane",
+        ),
         (LeafRequest::new(Role::Gateway, "gateway", 365), "gateway"),
         (LeafRequest::new(Role::Admin, "admin", 365), "admin"),
         (LeafRequest::new(Role::Agent, node_name, 365), "agent"),
@@ -78,18 +97,29 @@ fn ensure_certs(dir: &Path, node_name: &str, grpc_addr: SocketAddr) -> anyhow::R
 }
 
 async fn bind(addr: SocketAddr, what: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.with_context(|| format!("binding the {what} address {addr}"))
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding the {what} address {addr}"))
 }
 
 /// The address clients on this host dial for a listener bound to `addr`.
 fn local_url(scheme: &str, addr: SocketAddr) -> String {
-    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_owned() } else { addr.ip().to_string() };
-    let host = if host.contains(':') { format!("[{host}]") } else { host };
+    let host = if addr.ip().is_unspecified() {
+        "127.0.0.1".to_owned()
+    } else {
+        addr.ip().to_string()
+    };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host
+    };
     format!("{scheme}://{host}:{}", addr.port())
 }
 
 pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating {}", data_dir.display()))?;
+    std::fs::create_dir_all(data_dir)
+        .with_context(|| format!("creating {}", data_dir.display()))?;
     let certs: PathBuf = data_dir.join("certs");
     std::fs::create_dir_all(&certs).with_context(|| format!("creating {}", certs.display()))?;
     let agent_files = TlsFiles::in_dir(&certs, "agent");
@@ -128,17 +158,28 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let agent_config = agent_config.validate()?;
 
     let shutdown = berth_common::shutdown::on_signal();
-    let mut control_plane =
-        tokio::spawn(berth_control_plane::run(cp_config, grpc, metrics, shutdown.clone()));
+    let mut control_plane = tokio::spawn(berth_control_plane::run(
+        cp_config,
+        grpc,
+        metrics,
+        shutdown.clone(),
+    ));
     let agent = berth_node_agent::start(agent_config, shutdown.clone())?;
-    let gateway_task =
-        tokio::spawn(berth_gateway::run(berth_gateway::Config::default(), gateway, shutdown.clone()));
+    let gateway_task = tokio::spawn(berth_gateway::run(
+        berth_gateway::Config::default(),
+        gateway,
+        shutdown.clone(),
+    ));
 
     let endpoints_path = data_dir.join(ENDPOINTS_FILE);
     std::fs::write(&endpoints_path, serde_json::to_string_pretty(&endpoints)?)
         .with_context(|| format!("writing {}", endpoints_path.display()))?;
     println!("berth is up (data in {})", data_dir.display());
-    println!("  control plane gRPC  {}  (mTLS; admin certificate in {})", endpoints.grpc, certs.display());
+    println!(
+        "  control plane gRPC  {}  (mTLS; admin certificate in {})",
+        endpoints.grpc,
+        certs.display()
+    );
     println!("  gateway             {}", endpoints.gateway);
     println!("  metrics             {}/metrics", endpoints.metrics);
     println!("  node                {node_name}");

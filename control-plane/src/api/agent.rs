@@ -1,10 +1,15 @@
 //! `berth.v1.AgentService`: the one stream each node agent keeps open.
 
-use crate::{auth::caller, metrics::Metrics, sessions::Sessions, store::nodes::Registration, store::Store};
+use crate::{
+    auth::caller, metrics::Metrics, sessions::Sessions, store::nodes::Registration, store::Store,
+};
 use berth_pki::Identity;
 use berth_proto::{
     domain::{validate_labels, NodeName},
-    pb::{self, agent_message::Message as Up, agent_service_server::AgentService, control_message::Message as Down},
+    pb::{
+        self, agent_message::Message as Up, agent_service_server::AgentService,
+        control_message::Message as Down,
+    },
     FieldError,
 };
 use futures::{Stream, StreamExt};
@@ -42,7 +47,9 @@ impl AgentService for AgentApi {
             .map_err(|_| Status::deadline_exceeded("no register message within 10 s"))??
             .ok_or_else(|| Status::invalid_argument("stream ended before register"))?;
         let Some(Up::Register(register)) = first.message else {
-            return Err(Status::invalid_argument("the first message must be register"));
+            return Err(Status::invalid_argument(
+                "the first message must be register",
+            ));
         };
         let registration = validate_register(register, &identity)?;
         let name = registration.name.clone();
@@ -56,14 +63,21 @@ impl AgentService for AgentApi {
             node_ttl_ms: self.node_ttl.as_millis() as u32,
         };
         // Nothing is scheduled onto nodes yet: the desired set is empty.
-        let desired = pb::DesiredState { generation: 1, instances: Vec::new() };
+        let desired = pb::DesiredState {
+            generation: 1,
+            instances: Vec::new(),
+        };
         for message in [Down::Registered(registered), Down::DesiredState(desired)] {
-            tx.send(Ok(pb::ControlMessage { message: Some(message) }))
-                .await
-                .map_err(|_| Status::unavailable("session closed"))?;
+            tx.send(Ok(pb::ControlMessage {
+                message: Some(message),
+            }))
+            .await
+            .map_err(|_| Status::unavailable("session closed"))?;
         }
         let session_id = self.sessions.attach(name.clone(), tx);
-        self.metrics.agent_sessions.set(self.sessions.count() as i64);
+        self.metrics
+            .agent_sessions
+            .set(self.sessions.count() as i64);
 
         let store = self.store.clone();
         let sessions = self.sessions.clone();
@@ -139,7 +153,10 @@ fn validate_register(register: pb::Register, identity: &Identity) -> Result<Regi
     if register.runtimes.len() > MAX_RUNTIMES {
         return Err(FieldError::new(
             "register.runtimes",
-            format!("has {} entries; the limit is {MAX_RUNTIMES}", register.runtimes.len()),
+            format!(
+                "has {} entries; the limit is {MAX_RUNTIMES}",
+                register.runtimes.len()
+            ),
         )
         .into());
     }
@@ -147,12 +164,19 @@ fn validate_register(register: pb::Register, identity: &Identity) -> Result<Regi
         let field = format!("register.runtimes[{i}]");
         let name_ok = !runtime.name.is_empty()
             && runtime.name.len() <= 32
-            && runtime.name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+            && runtime
+                .name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
         if !name_ok {
-            return Err(FieldError::new(format!("{field}.name"), "must be 1–32 of a-z, 0-9, '-'").into());
+            return Err(
+                FieldError::new(format!("{field}.name"), "must be 1–32 of a-z, 0-9, '-'").into(),
+            );
         }
         if runtime.version.len() > 128 || runtime.detail.len() > 512 {
-            return Err(FieldError::new(field, "version is limited to 128 bytes, detail to 512").into());
+            return Err(
+                FieldError::new(field, "version is limited to 128 bytes, detail to 512").into(),
+            );
         }
     }
     validate_labels("register.labels", &register.labels)?;

@@ -38,12 +38,18 @@ impl NodeService for NodeApi {
         }))
     }
 
-    async fn get_node(&self, request: Request<pb::GetNodeRequest>) -> Result<Response<pb::Node>, Status> {
+    async fn get_node(
+        &self,
+        request: Request<pb::GetNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
         let name = NodeName::parse("name", &request.get_ref().name)?;
         Ok(Response::new(self.node(self.store.get_node(&name).await?)))
     }
 
-    async fn drain_node(&self, request: Request<pb::DrainNodeRequest>) -> Result<Response<pb::Node>, Status> {
+    async fn drain_node(
+        &self,
+        request: Request<pb::DrainNodeRequest>,
+    ) -> Result<Response<pb::Node>, Status> {
         let name = NodeName::parse("name", &request.get_ref().name)?;
         let node = self.store.set_drained(&name, true).await?;
         tracing::info!(node = %name, "node drained");

@@ -10,7 +10,10 @@ use std::{path::Path, time::Duration};
 #[derive(Debug, thiserror::Error)]
 pub enum DbError {
     #[error("creating data dir {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("connecting to the database: {0}")]
     Connect(sea_orm::DbErr),
     #[error("applying migrations: {0}")]

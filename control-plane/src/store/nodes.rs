@@ -109,7 +109,10 @@ impl NodeRecord {
 }
 
 pub fn timestamp(at: DateTime<Utc>) -> prost_types::Timestamp {
-    prost_types::Timestamp { seconds: at.timestamp(), nanos: at.timestamp_subsec_nanos() as i32 }
+    prost_types::Timestamp {
+        seconds: at.timestamp(),
+        nanos: at.timestamp_subsec_nanos() as i32,
+    }
 }
 
 fn runtimes_json(runtimes: &[pb::RuntimeInfo]) -> String {
@@ -139,7 +142,9 @@ impl Store {
     ) -> Result<(NodeRecord, Option<NodeState>)> {
         let now = Utc::now();
         let txn = self.db().begin().await?;
-        let existing = nodes::Entity::find_by_id(reg.name.as_str()).one(&txn).await?;
+        let existing = nodes::Entity::find_by_id(reg.name.as_str())
+            .one(&txn)
+            .await?;
         let previous = existing
             .as_ref()
             .map(|m| m.state.parse::<NodeState>())
@@ -184,7 +189,11 @@ impl Store {
             None => format!("registered from {}", reg.address),
             Some(prev) => format!("reconnected from {} (was {prev})", reg.address),
         };
-        let kind = if previous.is_none() { "node.registered" } else { "node.reconnected" };
+        let kind = if previous.is_none() {
+            "node.registered"
+        } else {
+            "node.reconnected"
+        };
         let event = events::append(&txn, NewEvent::node(kind, reg.name.as_str(), message)).await?;
         txn.commit().await?;
         self.publish([event]);
@@ -199,8 +208,15 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or_else(|| Error::NotFound(format!("node {name} is not registered")))?;
-        let state: NodeState = model.state.parse().map_err(|e| Error::Corrupt(format!("{e}")))?;
-        let next = if state == NodeState::Down { NodeState::alive(model.drained) } else { state };
+        let state: NodeState = model
+            .state
+            .parse()
+            .map_err(|e| Error::Corrupt(format!("{e}")))?;
+        let next = if state == NodeState::Down {
+            NodeState::alive(model.drained)
+        } else {
+            state
+        };
         let mut active = model.into_active_model();
         active.last_heartbeat_at = Set(now);
         let mut published = Vec::new();
@@ -240,7 +256,10 @@ impl Store {
             if updated.rows_affected == 0 {
                 continue;
             }
-            let message = format!("no heartbeat since {}", model.last_heartbeat_at.to_rfc3339());
+            let message = format!(
+                "no heartbeat since {}",
+                model.last_heartbeat_at.to_rfc3339()
+            );
             let event =
                 events::append(&txn, NewEvent::node("node.down", &model.name, message)).await?;
             txn.commit().await?;
@@ -260,7 +279,10 @@ impl Store {
             .one(&txn)
             .await?
             .ok_or_else(|| Error::NotFound(format!("node {name} not found")))?;
-        let state: NodeState = model.state.parse().map_err(|e| Error::Corrupt(format!("{e}")))?;
+        let state: NodeState = model
+            .state
+            .parse()
+            .map_err(|e| Error::Corrupt(format!("{e}")))?;
         let changed = model.drained != drained;
         let mut active = model.into_active_model();
         active.drained = Set(drained);
@@ -271,8 +293,13 @@ impl Store {
         let model = active.update(&txn).await?;
         let mut published = Vec::new();
         if changed {
-            let kind = if drained { "node.drained" } else { "node.undrained" };
-            published.push(events::append(&txn, NewEvent::node(kind, name.as_str(), "by admin")).await?);
+            let kind = if drained {
+                "node.drained"
+            } else {
+                "node.undrained"
+            };
+            published
+                .push(events::append(&txn, NewEvent::node(kind, name.as_str(), "by admin")).await?);
         }
         txn.commit().await?;
         self.publish(published);
@@ -293,6 +320,11 @@ impl Store {
         if let Some(state) = state {
             query = query.filter(nodes::Column::State.eq(state.as_str()));
         }
-        query.all(self.db()).await?.into_iter().map(NodeRecord::try_from).collect()
+        query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(NodeRecord::try_from)
+            .collect()
     }
 }

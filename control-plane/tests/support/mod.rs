@@ -26,7 +26,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -58,7 +61,11 @@ impl Pki {
     }
 
     pub fn issue_request(&self, request: LeafRequest, stem: &str) -> TlsFiles {
-        self.ca.issue(&request).unwrap().save(self.dir.path(), stem).unwrap();
+        self.ca
+            .issue(&request)
+            .unwrap()
+            .save(self.dir.path(), stem)
+            .unwrap();
         TlsFiles::in_dir(self.dir.path(), stem)
     }
 
@@ -86,8 +93,12 @@ impl Backend {
              which starts PostgreSQL and sets it",
         );
         let name = format!("berth_test_{}", uuid::Uuid::new_v4().simple());
-        let db = Database::connect(&admin).await.expect("connecting to PostgreSQL");
-        db.execute_unprepared(&format!("CREATE DATABASE {name}")).await.unwrap();
+        let db = Database::connect(&admin)
+            .await
+            .expect("connecting to PostgreSQL");
+        db.execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .unwrap();
         db.close().await.unwrap();
         let base = admin.rsplit_once('/').expect("URL has a database").0;
         Backend::Postgres(format!("{base}/{name}"))
@@ -150,8 +161,18 @@ impl Cluster {
         let (addr, metrics_addr) = (grpc.local_addr().unwrap(), metrics.local_addr().unwrap());
         let shutdown = CancellationToken::new();
         let config = self.config().validate().unwrap();
-        let task = tokio::spawn(berth_control_plane::run(config, grpc, metrics, shutdown.clone()));
-        let cp = ControlPlane { addr, metrics_addr, shutdown, task };
+        let task = tokio::spawn(berth_control_plane::run(
+            config,
+            grpc,
+            metrics,
+            shutdown.clone(),
+        ));
+        let cp = ControlPlane {
+            addr,
+            metrics_addr,
+            shutdown,
+            task,
+        };
         // Ready once it answers over mTLS.
         let admin = self.pki.material("admin");
         let url = cp.url();
@@ -160,7 +181,10 @@ impl Cluster {
             let url = url.clone();
             async move {
                 let channel = admin.endpoint(&url).ok()?.connect().await.ok()?;
-                NodeServiceClient::new(channel).list_nodes(pb::ListNodesRequest::default()).await.ok()
+                NodeServiceClient::new(channel)
+                    .list_nodes(pb::ListNodesRequest::default())
+                    .await
+                    .ok()
             }
         })
         .await;
@@ -183,7 +207,13 @@ impl Cluster {
     }
 
     pub async fn client(&self, cp: &ControlPlane, stem: &str) -> Channel {
-        self.pki.material(stem).endpoint(&cp.url()).unwrap().connect().await.unwrap()
+        self.pki
+            .material(stem)
+            .endpoint(&cp.url())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap()
     }
 
     pub async fn admin(&self, cp: &ControlPlane) -> NodeServiceClient<Channel> {
@@ -230,13 +260,24 @@ pub async fn kill_agent(agent: berth_node_agent::Agent) {
 }
 
 /// The node's state as the admin API reports it.
-pub async fn node_state(admin: &mut NodeServiceClient<Channel>, name: &str) -> Option<pb::NodeState> {
-    let node = admin.get_node(pb::GetNodeRequest { name: name.into() }).await.ok()?.into_inner();
+pub async fn node_state(
+    admin: &mut NodeServiceClient<Channel>,
+    name: &str,
+) -> Option<pb::NodeState> {
+    let node = admin
+        .get_node(pb::GetNodeRequest { name: name.into() })
+        .await
+        .ok()?
+        .into_inner();
     pb::NodeState::try_from(node.state).ok()
 }
 
 /// Waits until node `name` is in `state`.
-pub async fn wait_node_state(admin: &mut NodeServiceClient<Channel>, name: &str, state: pb::NodeState) {
+pub async fn wait_node_state(
+    admin: &mut NodeServiceClient<Channel>,
+    name: &str,
+    state: pb::NodeState,
+) {
     wait_for(&format!("node {name} to be {state:?}"), || {
         let mut admin = admin.clone();
         async move { (node_state(&mut admin, name).await == Some(state)).then_some(()) }

@@ -70,7 +70,10 @@ fn check_dns_label(label: &str) -> Result<(), String> {
         return Err("has an empty DNS label".into());
     }
     if label.len() > 63 {
-        return Err(format!("has a DNS label of {} characters; the limit is 63", label.len()));
+        return Err(format!(
+            "has a DNS label of {} characters; the limit is 63",
+            label.len()
+        ));
     }
     if let Some(bad) = label
         .chars()
@@ -133,14 +136,22 @@ mod tests {
     fn node_names_must_be_dns_safe() {
         assert!(NodeName::parse("name", "node-1").is_ok());
         assert!(NodeName::parse("name", "node-1.rack2.example").is_ok());
-        for bad in ["", "Node", "node_1", "-node", "node-", "a..b", "nodé", "a b"] {
+        for bad in [
+            "", "Node", "node_1", "-node", "node-", "a..b", "nodé", "a b",
+        ] {
             let err = NodeName::parse("name", bad).unwrap_err();
             assert_eq!(err.field, "name", "{bad:?}");
         }
         let long = "a".repeat(64);
-        assert!(NodeName::parse("name", &long).unwrap_err().message.contains("63"));
+        assert!(NodeName::parse("name", &long)
+            .unwrap_err()
+            .message
+            .contains("63"));
         let too_long = ["abc"; 70].join(".");
-        assert!(NodeName::parse("name", &too_long).unwrap_err().message.contains("253"));
+        assert!(NodeName::parse("name", &too_long)
+            .unwrap_err()
+            .message
+            .contains("253"));
     }
 
     #[test]
@@ -150,11 +161,20 @@ mod tests {
         labels.insert("berth.dev/gpu".to_owned(), "none".to_owned());
         assert!(validate_labels("labels", &labels).is_ok());
         labels.insert("bad key".to_owned(), "x".to_owned());
-        assert!(validate_labels("labels", &labels).unwrap_err().field.starts_with("labels["));
+        assert!(validate_labels("labels", &labels)
+            .unwrap_err()
+            .field
+            .starts_with("labels["));
         let many: HashMap<_, _> = (0..65).map(|i| (format!("k{i}"), String::new())).collect();
-        assert!(validate_labels("labels", &many).unwrap_err().message.contains("64"));
+        assert!(validate_labels("labels", &many)
+            .unwrap_err()
+            .message
+            .contains("64"));
         let mut long = HashMap::new();
         long.insert("k".to_owned(), "v".repeat(300));
-        assert!(validate_labels("labels", &long).unwrap_err().message.contains("256"));
+        assert!(validate_labels("labels", &long)
+            .unwrap_err()
+            .message
+            .contains("256"));
     }
 }

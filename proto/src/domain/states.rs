@@ -124,7 +124,10 @@ state_enum!(
 impl InstanceState {
     /// Whether the instance is (or is about to be) holding resources on its node.
     pub fn is_active(self) -> bool {
-        matches!(self, InstanceState::Pending | InstanceState::Starting | InstanceState::Running)
+        matches!(
+            self,
+            InstanceState::Pending | InstanceState::Starting | InstanceState::Running
+        )
     }
 
     /// Whether an agent report may move an instance from `self` to `next`.
