@@ -1,7 +1,7 @@
 //! The control plane's configuration: clap flags with `BERTH_…` env
 //! fallbacks, validated once into [`Config`].
 
-use berth_pki::TlsFiles;
+use berth_pki::{TlsArgs, TlsFiles};
 use clap::Args;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
@@ -20,15 +20,8 @@ pub struct ControlPlaneArgs {
     /// PostgreSQL URL (`postgres://user:pass@host/db`); SQLite in the data dir when unset.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     pub database_url: Option<String>,
-    /// CA certificate that client certificates must chain to [default: DATA_DIR/certs/ca.pem].
-    #[arg(long, env = "BERTH_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// This server's certificate [default: DATA_DIR/certs/control-plane.pem].
-    #[arg(long, env = "BERTH_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// This server's private key [default: DATA_DIR/certs/control-plane-key.pem].
-    #[arg(long, env = "BERTH_TLS_KEY", hide_env_values = true)]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// A node with no heartbeat for this long is marked down.
     #[arg(long, env = "BERTH_NODE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     pub node_ttl: Duration,
@@ -96,13 +89,10 @@ impl Config {
 
 impl ControlPlaneArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
+        let tls = self.tls.files(&self.data_dir, "control-plane");
         let defaults = Config::for_data_dir(self.data_dir);
         Config {
-            tls: TlsFiles {
-                ca: self.tls_ca.unwrap_or(defaults.tls.ca.clone()),
-                cert: self.tls_cert.unwrap_or(defaults.tls.cert.clone()),
-                key: self.tls_key.unwrap_or(defaults.tls.key.clone()),
-            },
+            tls,
             database_url: self.database_url,
             node_ttl: self.node_ttl,
             heartbeat_interval: self.heartbeat_interval,

@@ -3,9 +3,7 @@
 mod support;
 
 use berth_pki::{CertificateAuthority, LeafRequest, Role, TlsMaterial};
-use berth_proto::pb::{
-    self, agent_service_client::AgentServiceClient, node_service_client::NodeServiceClient,
-};
+use berth_proto::pb::{self, node_service_client::NodeServiceClient};
 use support::*;
 use time::{Duration as TimeDuration, OffsetDateTime};
 use tonic::{transport::Certificate, transport::ClientTlsConfig, Code};
@@ -174,37 +172,16 @@ async fn an_agent_certificate_cannot_call_admin_rpcs() {
     cp.stop().await;
 }
 
-async fn open_session(channel: tonic::transport::Channel, node_name: &str) -> tonic::Status {
-    let register = pb::AgentMessage {
-        message: Some(pb::agent_message::Message::Register(pb::Register {
-            node_name: node_name.into(),
-            address: "127.0.0.1".into(),
-            capacity: Some(pb::Capacity {
-                cpu_millis: 1000,
-                memory_bytes: 1 << 30,
-            }),
-            ..Default::default()
-        })),
-    };
-    let outbound = tokio_stream::iter(vec![register]);
-    match AgentServiceClient::new(channel).session(outbound).await {
-        Ok(response) => {
-            let mut inbound = response.into_inner();
-            inbound
-                .message()
-                .await
-                .expect_err("session must be refused")
-        }
-        Err(status) => status,
-    }
-}
-
 #[tokio::test]
 async fn an_agent_cannot_register_as_another_node() {
     let cluster = Cluster::new(Backend::Sqlite);
     let cp = cluster.start().await;
     cluster.pki.issue(Role::Agent, "node-a");
-    let status = open_session(cluster.client(&cp, "node-a").await, "node-b").await;
+    let status = refused_session(
+        cluster.client(&cp, "node-a").await,
+        valid_register("node-b"),
+    )
+    .await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     assert!(status.message().contains("node-b"), "{}", status.message());
     let mut admin = cluster.admin(&cp).await;
@@ -217,7 +194,7 @@ async fn an_agent_cannot_register_as_another_node() {
     assert!(nodes.is_empty(), "nothing registered: {nodes:?}");
 
     // An admin certificate is no agent at all.
-    let status = open_session(cluster.client(&cp, "admin").await, "admin").await;
+    let status = refused_session(cluster.client(&cp, "admin").await, valid_register("admin")).await;
     assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     cp.stop().await;
 }

@@ -3,9 +3,7 @@
 mod support;
 
 use berth_pki::Role;
-use berth_proto::pb::{
-    self, agent_service_client::AgentServiceClient, node_service_client::NodeServiceClient,
-};
+use berth_proto::pb::{self, node_service_client::NodeServiceClient};
 use support::*;
 use tonic::Code;
 
@@ -134,38 +132,12 @@ async fn oversized_messages_are_refused() {
     cp.stop().await;
 }
 
-async fn register(cluster: &Cluster, cp: &ControlPlane, register: pb::Register) -> tonic::Status {
-    let channel = cluster.client(cp, "node-a").await;
-    let first = pb::AgentMessage {
-        message: Some(pb::agent_message::Message::Register(register)),
-    };
-    match AgentServiceClient::new(channel)
-        .session(tokio_stream::iter(vec![first]))
-        .await
-    {
-        Ok(response) => response
-            .into_inner()
-            .message()
-            .await
-            .expect_err("register must be refused"),
-        Err(status) => status,
-    }
-}
-
 #[tokio::test]
 async fn bad_registrations_are_refused_and_nothing_is_written() {
     let cluster = Cluster::new(Backend::Sqlite);
     let cp = cluster.start().await;
     cluster.pki.issue(Role::Agent, "node-a");
-    let good = pb::Register {
-        node_name: "node-a".into(),
-        address: "127.0.0.1".into(),
-        capacity: Some(pb::Capacity {
-            cpu_millis: 2000,
-            memory_bytes: 1 << 30,
-        }),
-        ..Default::default()
-    };
+    let good = valid_register("node-a");
     let huge_label: std::collections::HashMap<_, _> =
         [("zone".to_owned(), "x".repeat(1000))].into();
     let bad_label: std::collections::HashMap<_, _> =
@@ -232,7 +204,7 @@ async fn bad_registrations_are_refused_and_nothing_is_written() {
         ),
     ];
     for (bad, field) in cases {
-        let status = register(&cluster, &cp, bad).await;
+        let status = refused_session(cluster.client(&cp, "node-a").await, bad).await;
         assert_invalid(&status, field);
     }
     let mut admin = cluster.admin(&cp).await;

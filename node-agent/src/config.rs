@@ -1,7 +1,7 @@
 //! The agent's configuration: clap flags with `BERTH_…` env fallbacks,
 //! validated once into [`Config`].
 
-use berth_pki::TlsFiles;
+use berth_pki::{TlsArgs, TlsFiles};
 use clap::Args;
 use std::{collections::HashMap, path::PathBuf, time::Duration};
 
@@ -18,15 +18,8 @@ pub struct AgentArgs {
     /// Data directory; `certs/` in it holds the defaults for the TLS flags.
     #[arg(long, env = "BERTH_DATA_DIR", default_value = ".berth")]
     pub data_dir: PathBuf,
-    /// CA certificate the control plane's certificate must chain to [default: DATA_DIR/certs/ca.pem].
-    #[arg(long, env = "BERTH_TLS_CA")]
-    pub tls_ca: Option<PathBuf>,
-    /// This agent's certificate (role agent; its name is the node name) [default: DATA_DIR/certs/agent.pem].
-    #[arg(long, env = "BERTH_TLS_CERT")]
-    pub tls_cert: Option<PathBuf>,
-    /// This agent's private key [default: DATA_DIR/certs/agent-key.pem].
-    #[arg(long, env = "BERTH_TLS_KEY", hide_env_values = true)]
-    pub tls_key: Option<PathBuf>,
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Address at which this node's published ports are reachable.
     #[arg(long, env = "BERTH_ADVERTISE_ADDRESS", default_value = "127.0.0.1")]
     pub advertise_address: String,
@@ -102,12 +95,7 @@ pub fn parse_labels(labels: &[String]) -> Result<HashMap<String, String>, Config
 
 impl AgentArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
-        let defaults = TlsFiles::in_dir(&self.data_dir.join("certs"), "agent");
-        let tls = TlsFiles {
-            ca: self.tls_ca.unwrap_or(defaults.ca),
-            cert: self.tls_cert.unwrap_or(defaults.cert),
-            key: self.tls_key.unwrap_or(defaults.key),
-        };
+        let tls = self.tls.files(&self.data_dir, "agent");
         Config {
             advertise_address: self.advertise_address,
             labels: parse_labels(&self.labels)?,

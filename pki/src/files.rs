@@ -17,6 +17,32 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
+/// The TLS flags every service takes; unset ones default to `DATA_DIR/certs/`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// CA certificate that peers' certificates must chain to [default: DATA_DIR/certs/ca.pem].
+    #[arg(long, env = "BERTH_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// This service's certificate [default: DATA_DIR/certs/<control-plane|agent|gateway>.pem].
+    #[arg(long, env = "BERTH_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// This service's private key [default: next to the certificate, `-key.pem`].
+    #[arg(long, env = "BERTH_TLS_KEY", hide_env_values = true)]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The files to use: the flags where given, else `data_dir/certs/{stem}.pem` and friends.
+    pub fn files(self, data_dir: &Path, stem: &str) -> TlsFiles {
+        let defaults = TlsFiles::in_dir(&data_dir.join("certs"), stem);
+        TlsFiles {
+            ca: self.tls_ca.unwrap_or(defaults.ca),
+            cert: self.tls_cert.unwrap_or(defaults.cert),
+            key: self.tls_key.unwrap_or(defaults.key),
+        }
+    }
+}
+
 /// [`TlsFiles`] read into memory.
 #[derive(Clone)]
 pub struct TlsMaterial {

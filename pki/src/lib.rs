@@ -14,7 +14,7 @@ pub mod files;
 pub mod identity;
 
 pub use authority::{CertificateAuthority, IssuedCert, LeafRequest};
-pub use files::{TlsFiles, TlsMaterial};
+pub use files::{TlsArgs, TlsFiles, TlsMaterial};
 pub use identity::{Identity, Role};
 
 use std::path::PathBuf;

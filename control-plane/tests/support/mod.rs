@@ -6,7 +6,7 @@ use berth_control_plane::Config;
 use berth_pki::{CertificateAuthority, LeafRequest, Role, TlsFiles, TlsMaterial};
 use berth_proto::pb::{self, node_service_client::NodeServiceClient};
 use sea_orm::{ConnectionTrait, Database};
-use std::{future::Future, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{future::Future, net::SocketAddr, time::Duration};
 use tempfile::TempDir;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -285,6 +285,32 @@ pub async fn wait_node_state(
     .await
 }
 
-pub fn data_dir(cluster: &Cluster) -> PathBuf {
-    cluster.data.path().to_owned()
+/// Opens an agent session whose first message is `register`, expecting the
+/// control plane to refuse it; returns the refusal.
+pub async fn refused_session(channel: Channel, register: pb::Register) -> tonic::Status {
+    let first = pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Register(register)),
+    };
+    let mut client = pb::agent_service_client::AgentServiceClient::new(channel);
+    match client.session(tokio_stream::iter(vec![first])).await {
+        Ok(response) => response
+            .into_inner()
+            .message()
+            .await
+            .expect_err("the session must be refused"),
+        Err(status) => status,
+    }
+}
+
+/// A registration that passes validation, for `name`.
+pub fn valid_register(name: &str) -> pb::Register {
+    pb::Register {
+        node_name: name.into(),
+        address: "127.0.0.1".into(),
+        capacity: Some(pb::Capacity {
+            cpu_millis: 1000,
+            memory_bytes: 1 << 30,
+        }),
+        ..Default::default()
+    }
 }
