@@ -8,7 +8,7 @@ use berth_control_plane::{
     store::{nodes::Registration, Store},
 };
 use berth_proto::domain::{NodeName, NodeState};
-use chrono::Utc;
+use chrono::{Timelike, Utc};
 use support::Backend;
 
 async fn open(backend: &Backend, dir: &std::path::Path) -> Store {
@@ -138,4 +138,179 @@ async fn node_registry_round_trip_on_sqlite() {
 #[tokio::test]
 async fn node_registry_round_trip_on_postgres() {
     node_registry_round_trip(Backend::postgres().await).await;
+}
+
+/// Every entity writes and reads back a full row: the entities and the
+/// migrations agree on every column, on both databases.
+async fn entities_match_the_schema(backend: Backend) {
+    use berth_control_plane::db::entities::*;
+    use sea_orm::{ActiveModelTrait, EntityTrait, IntoActiveModel};
+
+    let dir = tempfile::tempdir().unwrap();
+    let db = db::connect(backend.url().as_deref(), dir.path())
+        .await
+        .unwrap();
+    let now = Utc::now().with_nanosecond(123_000_000).unwrap();
+
+    let tenant = tenants::Entity::find_by_id("default")
+        .one(&db)
+        .await
+        .unwrap();
+    assert!(tenant.is_some(), "the default tenant exists from the start");
+
+    let node = nodes::Model {
+        name: "node-1".into(),
+        state: "ready".into(),
+        drained: false,
+        address: "10.0.0.1".into(),
+        cpu_millis: 2000,
+        memory_bytes: 1 << 33,
+        runtimes: "[]".into(),
+        labels: "{}".into(),
+        agent_version: "0.1.0".into(),
+        registered_at: now,
+        last_heartbeat_at: now,
+        updated_at: now,
+    };
+    let key = api_keys::Model {
+        id: "k1".into(),
+        tenant: "default".into(),
+        name: "ci".into(),
+        prefix: "bk_12345".into(),
+        key_hash: "hash".into(),
+        admin: false,
+        rate_per_second: 12.5,
+        burst: 20,
+        created_at: now,
+        revoked_at: None,
+    };
+    let app = apps::Model {
+        id: "a1".into(),
+        tenant: "default".into(),
+        name: "hello".into(),
+        runtime: "python".into(),
+        app_hostname: Some("hello.example".into()),
+        container_port: 8080,
+        cpu_millis: 1000,
+        memory_bytes: 512 << 20,
+        min_instances: 1,
+        max_instances: 3,
+        env: "{}".into(),
+        entry: "main.py".into(),
+        command: "[]".into(),
+        state: "building".into(),
+        status_message: String::new(),
+        current_build_id: Some("b1".into()),
+        created_at: now,
+        updated_at: now,
+    };
+    let build = builds::Model {
+        id: "b1".into(),
+        app_id: "a1".into(),
+        state: "building".into(),
+        digest: "0123456789ab".into(),
+        image_tag: "berth-app-default-hello:0123456789ab".into(),
+        logs: "step 1/3".into(),
+        error: String::new(),
+        created_at: now,
+        finished_at: None,
+    };
+    let instance = instances::Model {
+        id: "i1".into(),
+        app_id: "a1".into(),
+        build_id: Some("b1".into()),
+        node_name: Some("node-1".into()),
+        desired_state: "running".into(),
+        state: "pending".into(),
+        container_id: String::new(),
+        host_port: 0,
+        restarts: 0,
+        error: String::new(),
+        created_at: now,
+        updated_at: now,
+    };
+    let execution = executions::Model {
+        id: "e1".into(),
+        tenant: "default".into(),
+        language: "python".into(),
+        state: "succeeded".into(),
+        node_name: Some("node-1".into()),
+        timeout_ms: 30_000,
+        memory_bytes: 128 << 20,
+        stdout: b"hello\n\x00\xff".to_vec(),
+        stderr: Vec::new(),
+        stdout_truncated: false,
+        stderr_truncated: true,
+        exit_code: Some(0),
+        signal: None,
+        wall_time_ms: 12,
+        cpu_time_ms: 10,
+        peak_memory_bytes: 9 << 20,
+        error: String::new(),
+        created_at: now,
+        started_at: Some(now),
+        finished_at: Some(now),
+    };
+
+    assert_eq!(
+        node.clone().into_active_model().insert(&db).await.unwrap(),
+        node
+    );
+    assert_eq!(
+        key.clone().into_active_model().insert(&db).await.unwrap(),
+        key
+    );
+    assert_eq!(
+        app.clone().into_active_model().insert(&db).await.unwrap(),
+        app
+    );
+    assert_eq!(
+        build.clone().into_active_model().insert(&db).await.unwrap(),
+        build
+    );
+    assert_eq!(
+        instance
+            .clone()
+            .into_active_model()
+            .insert(&db)
+            .await
+            .unwrap(),
+        instance
+    );
+    assert_eq!(
+        execution
+            .clone()
+            .into_active_model()
+            .insert(&db)
+            .await
+            .unwrap(),
+        execution
+    );
+    assert_eq!(
+        executions::Entity::find_by_id("e1").one(&db).await.unwrap(),
+        Some(execution)
+    );
+
+    // Deleting an app takes its builds and instances with it.
+    apps::Entity::delete_by_id("a1").exec(&db).await.unwrap();
+    assert!(builds::Entity::find_by_id("b1")
+        .one(&db)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(instances::Entity::find_by_id("i1")
+        .one(&db)
+        .await
+        .unwrap()
+        .is_none());
+}
+
+#[tokio::test]
+async fn entities_match_the_schema_on_sqlite() {
+    entities_match_the_schema(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn entities_match_the_schema_on_postgres() {
+    entities_match_the_schema(Backend::postgres().await).await;
 }
