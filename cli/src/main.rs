@@ -1,7 +1,7 @@
 //! `berth`: bring a Berth up on this host, make certificates, and manage
 //! the cluster through the control plane's gRPC API.
 //!
-//! - [`commands`]: one module per subcommand (`up`, `certs`, `nodes`).
+//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`).
 //! - [`client`]: finding and dialling the control plane as an admin.
 //! - [`output`]: tables and JSON.
 
@@ -39,6 +39,9 @@ enum Command {
     /// Make a certificate authority and leaf certificates.
     #[command(subcommand)]
     Certs(commands::certs::CertsCommand),
+    /// Runtime base images.
+    #[command(subcommand)]
+    Images(commands::images::ImagesCommand),
     /// List and manage nodes.
     Nodes(commands::nodes::NodesArgs),
 }
@@ -65,6 +68,7 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => commands::up::run(&cli.data_dir, args).await,
             Command::Certs(command) => commands::certs::run(command),
+            Command::Images(command) => commands::images::run(command).await,
             Command::Nodes(args) => commands::nodes::run(&target, args).await,
         }
     });

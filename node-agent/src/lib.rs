@@ -3,10 +3,12 @@
 //! sandboxes toward the desired state it is sent.
 //!
 //! - [`config`]: flags and the validated [`Config`].
+//! - [`docker`]: the Docker driver (base images, builds, containers).
 //! - [`host`]: capacity and runtimes found on this host.
 //! - [`session`]: the stream to the control plane, with reconnects.
 
 pub mod config;
+pub mod docker;
 pub mod host;
 pub mod session;
 

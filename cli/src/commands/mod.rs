@@ -1,3 +1,4 @@
 pub mod certs;
+pub mod images;
 pub mod nodes;
 pub mod up;
