@@ -3,8 +3,14 @@
 //!
 //! - [`base_images`]: runtime base images made from Debian packages
 //!   (debootstrap + import), for hosts that reach no image registry.
+//! - [`build`]: image builds from a checked context, with output and a time limit.
+//! - [`containers`]: instance containers: create (limits, hardening, own
+//!   network, published port), inspect, find by label, stop, remove.
 
 pub mod base_images;
+pub mod build;
+pub mod containers;
+pub mod readiness;
 
 use bollard::Docker;
 use std::time::Duration;

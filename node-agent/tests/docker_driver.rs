@@ -1,0 +1,156 @@
+//! The Docker driver against the real engine: builds, hardened containers,
+//! readiness, adoption by label, removal.
+
+use berth_node_agent::docker::{self, base_images, build, containers, readiness};
+use std::{collections::HashMap, time::Duration};
+
+const WAIT: Duration = Duration::from_secs(60);
+
+/// A tar with `files` (path, contents) at its root.
+fn tar_of(files: &[(&str, &str)]) -> bytes::Bytes {
+    let mut builder = tar::Builder::new(Vec::new());
+    for (path, contents) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(contents.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder.append_data(&mut header, path, contents.as_bytes()).unwrap();
+    }
+    builder.into_inner().unwrap().into()
+}
+
+async fn engine() -> bollard::Docker {
+    let docker = docker::connect().await.expect("the Docker engine is reachable");
+    let outcome = base_images::ensure(&docker, &base_images::PYTHON, &Default::default()).await.unwrap();
+    eprintln!("python base image: {outcome:?}");
+    docker
+}
+
+const APP: &str = r#"
+import http.server, os, json
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = json.dumps({"path": self.path, "uid": os.getuid(), "six": __import__("six").__version__}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+async fn http_get(port: u16, path: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    response
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builds_runs_hardened_and_adopts_a_python_app() {
+    let docker = engine().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let tag = format!("berth-test-driver:{}", &suffix[..12]);
+    let context = tar_of(&[(
+        "Dockerfile",
+        "FROM berth/python:3.11-bookworm\nRUN pip install --no-cache-dir six==1.16.0\n",
+    )]);
+    let mut log = String::new();
+    build::build_image(&docker, &tag, context, &HashMap::new(), WAIT * 5, |line| log.push_str(line))
+        .await
+        .unwrap_or_else(|e| panic!("build failed: {e}\n{log}"));
+    assert!(build::image_exists(&docker, &tag).await.unwrap());
+    assert!(log.contains("six"), "{log}");
+
+    let code = tempfile::tempdir().unwrap();
+    std::fs::write(code.path().join("main.py"), APP).unwrap();
+    // The container runs as nobody: the code must be readable by it.
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(code.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let plan = containers::ContainerPlan {
+        node: format!("test-{}", &suffix[..8]),
+        tenant: "default".into(),
+        app_id: format!("app{}", &suffix[..12]),
+        app_name: "driver".into(),
+        instance_id: suffix.clone(),
+        image: tag.clone(),
+        code_dir: Some(code.path().to_owned()),
+        container_port: 8080,
+        publish_ip: "127.0.0.1".into(),
+        cpu_millis: 500,
+        memory_bytes: 256 << 20,
+        env: HashMap::from([("GREETING".to_owned(), "hi".to_owned())]),
+        command: vec!["python3".into(), "/app/code/main.py".into()],
+        locked_down: true,
+    };
+    let id = containers::create_and_start(&docker, &plan).await.unwrap();
+    let observed = containers::inspect(&docker, &id).await.unwrap().unwrap();
+    let port = observed.host_port.expect("a published port");
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !readiness::answers_http("127.0.0.1", port).await {
+        assert!(tokio::time::Instant::now() < deadline, "the app never answered");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let response = http_get(port, "/hello?x=1").await;
+    assert!(response.starts_with("HTTP/1.0 200"), "{response}");
+    assert!(response.contains(r#""path": "/hello?x=1""#), "{response}");
+    assert!(response.contains(r#""uid": 65534"#), "runs as nobody: {response}");
+    assert!(response.contains(r#""six": "1.16.0""#), "{response}");
+
+    // What `docker inspect` shows.
+    let inspected = docker.inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
+    assert_eq!(inspected.name.as_deref(), Some(format!("/{}", plan.container_name()).as_str()));
+    assert!(plan.container_name().starts_with("berth-driver-"));
+    let host = inspected.host_config.unwrap();
+    assert_eq!(host.memory, Some(256 << 20));
+    assert_eq!(host.memory_swap, Some(256 << 20));
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(host.pids_limit, Some(containers::PIDS_LIMIT));
+    assert_eq!(host.restart_policy.unwrap().name, Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED));
+    assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_owned()]));
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(host.readonly_rootfs, Some(true));
+    assert_eq!(host.network_mode.as_deref(), Some(plan.network_name().as_str()));
+    let mounts = inspected.mounts.unwrap();
+    let code_mount = mounts.iter().find(|m| m.destination.as_deref() == Some("/app/code")).unwrap();
+    assert_eq!(code_mount.rw, Some(false));
+    let env = inspected.config.unwrap().env.unwrap();
+    assert!(env.contains(&"PORT=8080".to_owned()) && env.contains(&"GREETING=hi".to_owned()), "{env:?}");
+
+    // Found again by label, as after an agent restart: same container.
+    let managed = containers::list_managed(&docker, &plan.node).await.unwrap();
+    assert_eq!(managed.len(), 1);
+    assert_eq!(managed[0].container_id, id);
+    assert_eq!(managed[0].instance_id, plan.instance_id);
+    assert_eq!(managed[0].started_at, observed.started_at);
+
+    containers::remove(&docker, &id).await.unwrap();
+    assert!(containers::inspect(&docker, &id).await.unwrap().is_none());
+    assert!(containers::list_managed(&docker, &plan.node).await.unwrap().is_empty());
+    docker.remove_network(&plan.network_name()).await.unwrap();
+    docker
+        .remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_failing_build_reports_the_error_and_its_output() {
+    let docker = engine().await;
+    let context = tar_of(&[("Dockerfile", "FROM berth/python:3.11-bookworm\nRUN echo about-to-fail && exit 3\n")]);
+    let mut log = String::new();
+    let err = build::build_image(&docker, "berth-test-fail:x", context, &HashMap::new(), WAIT, |line| log.push_str(line))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, build::BuildError::Failed(_)), "{err:?}");
+    assert!(err.to_string().contains("returned a non-zero code: 3"), "{err}");
+    assert!(log.contains("about-to-fail"), "{log}");
+
+    let bad = tar_of(&[("Dockerfile", "FROM berth/python:3.11-bookworm\nNOT_AN_INSTRUCTION x\n")]);
+    let err = build::build_image(&docker, "berth-test-fail:y", bad, &HashMap::new(), WAIT, |_| {}).await.unwrap_err();
+    assert!(matches!(err, build::BuildError::Failed(_)), "{err:?}");
+    assert!(err.to_string().to_lowercase().contains("unknown instruction"), "{err}");
+}
