@@ -1,8 +1,12 @@
 //! Domain types shared by every Berth part: validated names and typed states.
 
+#[macro_use]
+mod macros;
+mod apps;
 mod names;
 mod states;
 
+pub use apps::{check_source_files, check_source_path, AppSpec, Runtime};
 pub use names::{validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN};
 pub use states::{
     AppState, BuildState, DesiredInstanceState, ExecutionState, InstanceState, NodeState,

@@ -65,6 +65,14 @@ fn check_dns_name(value: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a single lowercase DNS label (app and tenant names).
+pub(crate) fn check_dns_label_value(label: &str) -> Result<(), String> {
+    if label.is_empty() {
+        return Err("must not be empty".into());
+    }
+    check_dns_label(label)
+}
+
 fn check_dns_label(label: &str) -> Result<(), String> {
     if label.is_empty() {
         return Err("has an empty DNS label".into());

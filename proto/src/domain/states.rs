@@ -1,8 +1,6 @@
 //! Typed lifecycle states. Each is mapped here, once, to its proto enum and to
 //! the lowercase string the database stores; nothing else compares strings.
 
-use crate::pb;
-use std::{fmt, str::FromStr};
 
 /// A stored state string that is not one of the enum's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -12,71 +10,7 @@ pub struct UnknownState {
     pub value: String,
 }
 
-macro_rules! state_enum {
-    ($(#[$doc:meta])* $name:ident, $kind:literal, $pb:ident { $($variant:ident => $text:literal),+ $(,)? }) => {
-        $(#[$doc])*
-        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        #[serde(rename_all = "snake_case")]
-        pub enum $name { $($variant),+ }
-
-        impl $name {
-            pub const ALL: &'static [$name] = &[$($name::$variant),+];
-
-            /// The lowercase name, as stored and shown.
-            pub fn as_str(self) -> &'static str {
-                match self { $($name::$variant => $text),+ }
-            }
-        }
-
-        impl fmt::Display for $name {
-            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str(self.as_str())
-            }
-        }
-
-        impl FromStr for $name {
-            type Err = UnknownState;
-            fn from_str(s: &str) -> Result<Self, Self::Err> {
-                match s {
-                    $($text => Ok($name::$variant),)+
-                    _ => Err(UnknownState { kind: $kind, value: s.to_owned() }),
-                }
-            }
-        }
-
-        impl From<$name> for pb::$pb {
-            fn from(state: $name) -> Self {
-                match state { $($name::$variant => pb::$pb::$variant),+ }
-            }
-        }
-
-        impl From<$name> for i32 {
-            fn from(state: $name) -> Self {
-                pb::$pb::from(state) as i32
-            }
-        }
-
-        impl TryFrom<pb::$pb> for $name {
-            type Error = ();
-            fn try_from(state: pb::$pb) -> Result<Self, ()> {
-                match state {
-                    $(pb::$pb::$variant => Ok($name::$variant),)+
-                    _ => Err(()),
-                }
-            }
-        }
-
-        impl TryFrom<i32> for $name {
-            type Error = ();
-            /// Unspecified (0) and numbers outside the contract are errors.
-            fn try_from(value: i32) -> Result<Self, ()> {
-                pb::$pb::try_from(value).map_err(|_| ()).and_then($name::try_from)
-            }
-        }
-    };
-}
-
-state_enum!(
+wire_enum!(
     /// `ready | draining | down`.
     NodeState, "node", NodeState { Ready => "ready", Draining => "draining", Down => "down" }
 );
@@ -97,7 +31,7 @@ impl NodeState {
     }
 }
 
-state_enum!(
+wire_enum!(
     /// `building → ready | build_failed`.
     BuildState, "build", BuildState { Building => "building", Ready => "ready", BuildFailed => "build_failed" }
 );
@@ -108,7 +42,7 @@ impl BuildState {
     }
 }
 
-state_enum!(
+wire_enum!(
     /// `pending → starting → running → (exited | failed | lost)`, plus `stopped`.
     InstanceState, "instance", InstanceState {
         Pending => "pending",
@@ -150,12 +84,12 @@ impl InstanceState {
     }
 }
 
-state_enum!(
+wire_enum!(
     /// What the control plane wants of an instance.
     DesiredInstanceState, "desired instance", DesiredInstanceState { Running => "running", Stopped => "stopped" }
 );
 
-state_enum!(
+wire_enum!(
     /// `queued → running → succeeded | failed | timeout | memory_exceeded | cancelled | rejected`.
     ExecutionState, "execution", ExecutionState {
         Queued => "queued",
@@ -179,7 +113,7 @@ impl ExecutionState {
     }
 }
 
-state_enum!(
+wire_enum!(
     /// Whole-app state, derived from its builds and instances.
     AppState, "app", AppState {
         Building => "building",
@@ -194,6 +128,7 @@ state_enum!(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::{fmt, str::FromStr};
 
     #[test]
     fn every_state_round_trips_through_its_string_and_proto() {
