@@ -37,7 +37,7 @@ $$;
 SQL
 # Databases left by earlier test runs.
 for db in $(as_root runuser -u postgres -- psql -At -p "$port" -c "SELECT datname FROM pg_database WHERE datname LIKE 'berth_test_%'"); do
-  as_root runuser -u postgres -- dropdb -p "$port" --if-exists "$db" >&2
+  as_root runuser -u postgres -- dropdb -p "$port" --if-exists --force "$db" >&2 || true
 done
 
 echo "postgres://berth:berth@127.0.0.1:$port/postgres"

@@ -203,6 +203,7 @@ async fn entities_match_the_schema(backend: Backend) {
         current_build_id: Some("b1".into()),
         created_at: now,
         updated_at: now,
+        stopped: false,
     };
     let build = builds::Model {
         id: "b1".into(),
@@ -214,6 +215,9 @@ async fn entities_match_the_schema(backend: Backend) {
         error: String::new(),
         created_at: now,
         finished_at: None,
+        node_name: Some("node-1".into()),
+        context_bytes: 4096,
+        cached: false,
     };
     let instance = instances::Model {
         id: "i1".into(),

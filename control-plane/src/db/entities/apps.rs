@@ -29,6 +29,8 @@ pub struct Model {
     pub current_build_id: Option<String>,
     pub created_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
+    /// Stopped by its owner: no instance should run.
+    pub stopped: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

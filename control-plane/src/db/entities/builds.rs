@@ -16,6 +16,11 @@ pub struct Model {
     pub error: String,
     pub created_at: ChronoDateTimeUtc,
     pub finished_at: Option<ChronoDateTimeUtc>,
+    /// Node building it, while it builds.
+    pub node_name: Option<String>,
+    pub context_bytes: i64,
+    /// The node had the image: nothing was built.
+    pub cached: bool,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

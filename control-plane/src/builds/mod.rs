@@ -1,0 +1,9 @@
+//! Builds: what the control plane makes of an upload before any node sees
+//! it. Runtime apps get a generated Dockerfile and launcher; Dockerfile
+//! apps are their checked archive. Either way the result is one
+//! deterministic tar and the digest that names its image.
+
+pub mod context;
+pub mod runtimes;
+
+pub use context::{BuildContext, ContextError};

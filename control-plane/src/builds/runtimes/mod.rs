@@ -1,0 +1,99 @@
+//! Generated Dockerfiles and launchers, one per language runtime.
+
+use berth_proto::domain::{AppSpec, Runtime};
+
+/// Files a runtime adds to the build context (beside the user's code).
+pub struct RuntimeFiles {
+    pub dockerfile: String,
+    /// (path in the context, contents)
+    pub extra: Vec<(&'static str, Vec<u8>)>,
+}
+
+const PYTHON_LAUNCHER: &str = include_str!("run.py");
+
+/// Frameworks whose `app` needs an ASGI server.
+const ASGI_FRAMEWORKS: &[&str] = &["fastapi", "starlette", "quart", "litestar", "sanic"];
+const ASGI_SERVERS: &[&str] = &["uvicorn", "hypercorn", "daphne"];
+
+/// Requirement names (lowercase, before any version or extra).
+fn requirement_names(requirements: &str) -> Vec<String> {
+    requirements
+        .lines()
+        .map(|line| line.split('#').next().unwrap_or("").trim())
+        .filter(|line| !line.is_empty() && !line.starts_with('-'))
+        .map(|line| {
+            line.split(|c: char| !(c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.'))
+                .next()
+                .unwrap_or("")
+                .to_ascii_lowercase()
+                .replace('_', "-")
+        })
+        .collect()
+}
+
+/// The requirements installed at build time: the user's, plus an ASGI
+/// server when the app uses an ASGI framework without naming one.
+pub fn python_requirements(user: Option<&str>) -> String {
+    let user = user.unwrap_or("");
+    let names = requirement_names(user);
+    let needs_server = names.iter().any(|n| ASGI_FRAMEWORKS.contains(&n.as_str()))
+        && !names.iter().any(|n| ASGI_SERVERS.contains(&n.as_str()));
+    let mut out = user.trim_end().to_owned();
+    if needs_server {
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str("uvicorn");
+    }
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    out
+}
+
+/// The Dockerfile and launcher of a runtime app; `None` for a runtime this
+/// control plane cannot build from code files.
+pub fn files_for(spec: &AppSpec, base_image: &str, requirements: Option<&str>) -> Option<RuntimeFiles> {
+    match spec.runtime {
+        Runtime::Python => {
+            let requirements = python_requirements(requirements);
+            let install = if requirements.is_empty() {
+                String::new()
+            } else {
+                "COPY requirements.txt /opt/berth/requirements.txt\n\
+                 RUN pip install --no-cache-dir --no-input -r /opt/berth/requirements.txt\n"
+                    .to_owned()
+            };
+            let dockerfile = format!(
+                "FROM {base_image}\n{install}COPY berth/run.py /opt/berth/run.py\n\
+                 WORKDIR /app/code\nENV PYTHONDONTWRITEBYTECODE=1\n\
+                 CMD [\"python3\", \"/opt/berth/run.py\", {entry}]\n",
+                entry = json_string(&spec.entry),
+            );
+            let mut extra = vec![("berth/run.py", PYTHON_LAUNCHER.as_bytes().to_vec())];
+            if !requirements.is_empty() {
+                extra.push(("requirements.txt", requirements.into_bytes()));
+            }
+            Some(RuntimeFiles { dockerfile, extra })
+        }
+        Runtime::Node | Runtime::Go | Runtime::Dockerfile => None,
+    }
+}
+
+fn json_string(value: &str) -> String {
+    serde_json::to_string(value).expect("strings serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn asgi_apps_get_a_server_unless_they_name_one() {
+        assert_eq!(python_requirements(Some("fastapi==0.110\n")), "fastapi==0.110\nuvicorn\n");
+        assert_eq!(python_requirements(Some("FastAPI[all]>=0.1\nuvicorn[standard]\n")), "FastAPI[all]>=0.1\nuvicorn[standard]\n");
+        assert_eq!(python_requirements(Some("flask\n")), "flask\n");
+        assert_eq!(python_requirements(None), "");
+        assert_eq!(python_requirements(Some("# nothing\n")), "# nothing\n");
+    }
+}
