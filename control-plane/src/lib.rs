@@ -7,6 +7,7 @@
 //! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
 //! - [`api`]: one file per gRPC service.
+//! - [`scheduler`]: instances onto nodes, builds onto builders, desired sets to agents.
 //! - [`sessions`]: the live agent streams.
 //! - [`store`]: persistence through sea-orm, with the event log.
 //! - [`db`]: connection, migrations and entities.
@@ -18,6 +19,7 @@ pub mod db;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod scheduler;
 pub mod server;
 pub mod sessions;
 pub mod store;

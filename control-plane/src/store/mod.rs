@@ -1,7 +1,9 @@
 //! Persistence of the cluster's state through sea-orm. Every change that
 //! matters to users also appends an event, in the same transaction.
 
+pub mod apps;
 pub mod events;
+pub mod instances;
 pub mod nodes;
 
 use crate::db::entities::events as event_entity;
