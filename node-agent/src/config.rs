@@ -35,6 +35,8 @@ pub struct AgentArgs {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub control_plane: String,
+    /// Where the agent keeps its files (unpacked app code).
+    pub work_dir: PathBuf,
     pub tls: TlsFiles,
     pub advertise_address: String,
     pub labels: HashMap<String, String>,
@@ -50,6 +52,7 @@ impl Config {
     pub fn new(control_plane: impl Into<String>, tls: TlsFiles) -> Self {
         Self {
             control_plane: control_plane.into(),
+            work_dir: PathBuf::from(".berth/agent"),
             tls,
             advertise_address: "127.0.0.1".into(),
             labels: HashMap::new(),
@@ -97,6 +100,7 @@ impl AgentArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let tls = self.tls.files(&self.data_dir, "agent");
         Config {
+            work_dir: self.data_dir.join("agent"),
             advertise_address: self.advertise_address,
             labels: parse_labels(&self.labels)?,
             reconnect_max: self.reconnect_max,

@@ -4,11 +4,13 @@
 //!
 //! - [`config`]: flags and the validated [`Config`].
 //! - [`docker`]: the Docker driver (base images, builds, containers).
+//! - [`driver`]: the desired set converged onto Docker; builds; reports.
 //! - [`host`]: capacity and runtimes found on this host.
 //! - [`session`]: the stream to the control plane, with reconnects.
 
 pub mod config;
 pub mod docker;
+pub mod driver;
 pub mod host;
 pub mod session;
 
@@ -25,6 +27,11 @@ pub enum AgentError {
     Pki(#[from] berth_pki::PkiError),
     #[error("the certificate is for {0}; a node agent needs an agent certificate")]
     WrongRole(berth_pki::Identity),
+    #[error("work dir {path}: {source}")]
+    WorkDir {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// A started agent: its node name and a view of its link.
@@ -43,13 +50,57 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
     }
     let (status_tx, status) = watch::channel(LinkStatus::default());
     let node_name = identity.name.clone();
-    let task = tokio::spawn(session::run(
-        config,
-        tls,
-        identity.name,
-        status_tx,
-        shutdown,
-    ));
+    let code_dir = config.work_dir.join("code");
+    let code_dir = std::fs::create_dir_all(&code_dir)
+        .and_then(|_| code_dir.canonicalize())
+        .map_err(|source| AgentError::WorkDir {
+            path: code_dir.clone(),
+            source,
+        })?;
+    let (outbox, outbox_rx) = tokio::sync::mpsc::channel(1024);
+    let links = driver::Links {
+        desired: watch::channel(None).0,
+        report: watch::channel(Default::default()).0,
+        channel: watch::channel(None).0,
+        outbox,
+    };
+    let driver_config = driver::DriverConfig {
+        node: node_name.clone(),
+        publish_ip: config.advertise_address.clone(),
+        code_dir,
+    };
+    let task = tokio::spawn(async move {
+        let builder = match docker::connect().await {
+            Ok(engine) => {
+                let builder = driver::builds::Builder::new(
+                    engine.clone(),
+                    driver_config.clone(),
+                    links.clone(),
+                );
+                let reconciler = driver::reconcile::Reconciler::new(
+                    engine,
+                    driver_config,
+                    links.clone(),
+                    builder.clone(),
+                );
+                tokio::spawn(reconciler.run(shutdown.clone()));
+                Some(builder)
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "no Docker engine: this node runs no deployments");
+                None
+            }
+        };
+        let session = session::Session {
+            config,
+            tls,
+            node_name: identity.name,
+            status: status_tx,
+            links,
+            builder,
+        };
+        session.run(outbox_rx, shutdown).await
+    });
     Ok(Agent {
         node_name,
         status,

@@ -2,7 +2,11 @@
 //! the desired state, report the actual state; reconnect with jittered
 //! exponential backoff whenever the stream ends.
 
-use crate::{config::Config, host};
+use crate::{
+    config::Config,
+    driver::{builds::Builder, Links},
+    host,
+};
 use backon::BackoffBuilder;
 use berth_pki::TlsMaterial;
 use berth_proto::pb::{
@@ -52,56 +56,62 @@ pub struct LinkStatus {
     pub last_error: Option<String>,
 }
 
-/// Keeps a session open until `shutdown`, reconnecting with backoff.
-pub async fn run(
-    config: Config,
-    tls: TlsMaterial,
-    node_name: String,
-    status: watch::Sender<LinkStatus>,
-    shutdown: CancellationToken,
-) {
-    let backoff_builder = backon::ExponentialBuilder::default()
-        .with_min_delay(config.reconnect_min)
-        .with_max_delay(config.reconnect_max)
-        .with_factor(2.0)
-        .with_jitter()
-        .without_max_times();
-    let mut backoff = backoff_builder.build();
-    let mut runtimes = RuntimeCache::default();
-    loop {
-        let registered = std::sync::atomic::AtomicBool::new(false);
-        let result = session(
-            &mut runtimes,
-            &config,
-            &tls,
-            &node_name,
-            &status,
-            &registered,
-            &shutdown,
-        )
-        .await;
-        status.send_modify(|s| s.connected = false);
-        if shutdown.is_cancelled() {
-            return;
-        }
-        if registered.load(std::sync::atomic::Ordering::Relaxed) {
-            // The link worked: start the backoff over.
-            backoff = backoff_builder.build();
-        }
-        let error = match result {
-            Ok(()) => SessionError::Closed,
-            Err(err) => err,
-        };
-        let delay = backoff.next().unwrap_or(config.reconnect_max);
-        if error.is_permanent() {
-            tracing::error!(%error, "control plane refused this agent; retrying in case it changes");
-        } else {
-            tracing::warn!(%error, retry_in = ?delay, "agent session ended");
-        }
-        status.send_modify(|s| s.last_error = Some(error.to_string()));
-        tokio::select! {
-            _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(delay) => {}
+/// Everything a session needs, kept across reconnects.
+pub struct Session {
+    pub config: Config,
+    pub tls: TlsMaterial,
+    pub node_name: String,
+    pub status: watch::Sender<LinkStatus>,
+    pub links: Links,
+    pub builder: Option<Builder>,
+}
+
+impl Session {
+    /// Keeps a session open until `shutdown`, reconnecting with backoff.
+    pub async fn run(
+        self,
+        mut outbox: mpsc::Receiver<pb::AgentMessage>,
+        shutdown: CancellationToken,
+    ) {
+        let config = &self.config;
+        let backoff_builder = backon::ExponentialBuilder::default()
+            .with_min_delay(config.reconnect_min)
+            .with_max_delay(config.reconnect_max)
+            .with_factor(2.0)
+            .with_jitter()
+            .without_max_times();
+        let mut backoff = backoff_builder.build();
+        let mut runtimes = RuntimeCache::default();
+        loop {
+            let registered = std::sync::atomic::AtomicBool::new(false);
+            let result = self
+                .once(&mut runtimes, &registered, &mut outbox, &shutdown)
+                .await;
+            self.status.send_modify(|s| s.connected = false);
+            self.links.channel.send_replace(None);
+            if shutdown.is_cancelled() {
+                return;
+            }
+            if registered.load(std::sync::atomic::Ordering::Relaxed) {
+                // The link worked: start the backoff over.
+                backoff = backoff_builder.build();
+            }
+            let error = match result {
+                Ok(()) => SessionError::Closed,
+                Err(err) => err,
+            };
+            let delay = backoff.next().unwrap_or(config.reconnect_max);
+            if error.is_permanent() {
+                tracing::error!(%error, "control plane refused this agent; retrying in case it changes");
+            } else {
+                tracing::warn!(%error, retry_in = ?delay, "agent session ended");
+            }
+            self.status
+                .send_modify(|s| s.last_error = Some(error.to_string()));
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
         }
     }
 }
@@ -137,76 +147,112 @@ impl RuntimeCache {
     }
 }
 
-async fn session(
-    runtimes: &mut RuntimeCache,
-    config: &Config,
-    tls: &TlsMaterial,
-    node_name: &str,
-    status: &watch::Sender<LinkStatus>,
-    registered: &std::sync::atomic::AtomicBool,
-    shutdown: &CancellationToken,
-) -> Result<(), SessionError> {
-    let channel = tokio::select! {
-        _ = shutdown.cancelled() => return Ok(()),
-        channel = connect(config, tls) => channel?,
-    };
-    let mut client = AgentServiceClient::new(channel);
-    let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
-    let register = pb::Register {
-        node_name: node_name.to_owned(),
-        address: config.advertise_address.clone(),
-        capacity: Some(host::capacity()),
-        runtimes: runtimes.get().await,
-        labels: config.labels.clone(),
-        agent_version: env!("CARGO_PKG_VERSION").to_owned(),
-    };
-    send(&tx, Up::Register(register)).await?;
-    let mut inbound = client
-        .session(ReceiverStream::new(rx))
-        .await
-        .map_err(SessionError::Refused)?
-        .into_inner();
-
-    let first = tokio::time::timeout(REGISTERED_TIMEOUT, inbound.message())
-        .await
-        .map_err(|_| SessionError::Protocol("no answer to register within 10 s".into()))?
-        .map_err(SessionError::Refused)?
-        .ok_or(SessionError::Closed)?;
-    let Some(Down::Registered(accepted)) = first.message else {
-        return Err(SessionError::Protocol(
-            "expected registered as the first message".into(),
-        ));
-    };
-    registered.store(true, std::sync::atomic::Ordering::Relaxed);
-    status.send_modify(|s| {
-        s.connected = true;
-        s.sessions += 1;
-        s.last_error = None;
-    });
-    let interval =
-        Duration::from_millis(u64::from(accepted.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
-    tracing::info!(node = %accepted.node_name, heartbeat = ?interval, "registered with the control plane");
-
-    let mut heartbeat = tokio::time::interval(interval);
-    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut sequence = 0u64;
-    loop {
-        tokio::select! {
+impl Session {
+    async fn once(
+        &self,
+        runtimes: &mut RuntimeCache,
+        registered: &std::sync::atomic::AtomicBool,
+        outbox: &mut mpsc::Receiver<pb::AgentMessage>,
+        shutdown: &CancellationToken,
+    ) -> Result<(), SessionError> {
+        let (config, tls, node_name, status) =
+            (&self.config, &self.tls, &self.node_name, &self.status);
+        let channel = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
-            _ = heartbeat.tick() => {
-                sequence += 1;
-                send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, ..Default::default() })).await?;
-            }
-            message = inbound.message() => {
-                match message.map_err(SessionError::Stream)? {
-                    None => return Err(SessionError::Closed),
-                    Some(pb::ControlMessage { message: Some(Down::DesiredState(desired)) }) => {
-                        tracing::debug!(generation = desired.generation, instances = desired.instances.len(), "desired state");
-                        // No driver runs instances yet: the actual set is empty.
-                        let report = pb::StateReport { generation: desired.generation, instances: Vec::new() };
-                        send(&tx, Up::StateReport(report)).await?;
+            channel = connect(config, tls) => channel?,
+        };
+        let mut client = AgentServiceClient::new(channel.clone());
+        let (tx, rx) = mpsc::channel::<pb::AgentMessage>(64);
+        let register = pb::Register {
+            node_name: node_name.to_owned(),
+            address: config.advertise_address.clone(),
+            capacity: Some(host::capacity()),
+            runtimes: runtimes.get().await,
+            labels: config.labels.clone(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        send(&tx, Up::Register(register)).await?;
+        let mut inbound = client
+            .session(ReceiverStream::new(rx))
+            .await
+            .map_err(SessionError::Refused)?
+            .into_inner();
+
+        let first = tokio::time::timeout(REGISTERED_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| SessionError::Protocol("no answer to register within 10 s".into()))?
+            .map_err(SessionError::Refused)?
+            .ok_or(SessionError::Closed)?;
+        let Some(Down::Registered(accepted)) = first.message else {
+            return Err(SessionError::Protocol(
+                "expected registered as the first message".into(),
+            ));
+        };
+        registered.store(true, std::sync::atomic::Ordering::Relaxed);
+        status.send_modify(|s| {
+            s.connected = true;
+            s.sessions += 1;
+            s.last_error = None;
+        });
+        let interval =
+            Duration::from_millis(u64::from(accepted.heartbeat_interval_ms)).max(MIN_HEARTBEAT);
+        tracing::info!(node = %accepted.node_name, heartbeat = ?interval, "registered with the control plane");
+
+        self.links.channel.send_replace(Some(channel));
+        let mut reports = self.links.report.subscribe();
+        // What actually runs, as soon as the session is up.
+        let current = reports.borrow_and_update().clone();
+        send(&tx, Up::StateReport(current)).await?;
+
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut sequence = 0u64;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return Ok(()),
+                _ = heartbeat.tick() => {
+                    sequence += 1;
+                    send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, ..Default::default() })).await?;
+                }
+                Ok(()) = reports.changed() => {
+                    let report = reports.borrow_and_update().clone();
+                    send(&tx, Up::StateReport(report)).await?;
+                }
+                Some(message) = outbox.recv() => {
+                    tx.send(message).await.map_err(|_| SessionError::Closed)?;
+                }
+                message = inbound.message() => {
+                    match message.map_err(SessionError::Stream)? {
+                        None => return Err(SessionError::Closed),
+                        Some(pb::ControlMessage { message: Some(Down::DesiredState(desired)) }) => {
+                            tracing::debug!(generation = desired.generation, instances = desired.instances.len(), "desired state");
+                            self.links.desired.send_if_modified(|current| {
+                                let newer = current.as_ref().is_none_or(|c| c.generation < desired.generation);
+                                if newer {
+                                    *current = Some(desired);
+                                }
+                                newer
+                            });
+                        }
+                        Some(pb::ControlMessage { message: Some(Down::Build(request)) }) => match &self.builder {
+                            Some(builder) => {
+                                tracing::info!(build = %request.build_id, image = %request.image_tag, "build requested");
+                                let builder = builder.clone();
+                                tokio::spawn(async move { builder.handle_request(request).await });
+                            }
+                            None => {
+                                let result = pb::BuildResult {
+                                    build_id: request.build_id,
+                                    state: berth_proto::domain::BuildState::BuildFailed.into(),
+                                    image_tag: request.image_tag,
+                                    error: "this node has no Docker engine".into(),
+                                    cached: false,
+                                };
+                                send(&tx, Up::BuildResult(result)).await?;
+                            }
+                        },
+                        Some(other) => tracing::debug!(?other, "control message not handled yet"),
                     }
-                    Some(other) => tracing::debug!(?other, "control message not handled yet"),
                 }
             }
         }

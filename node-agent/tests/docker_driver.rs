@@ -14,14 +14,20 @@ fn tar_of(files: &[(&str, &str)]) -> bytes::Bytes {
         header.set_size(contents.len() as u64);
         header.set_mode(0o644);
         header.set_cksum();
-        builder.append_data(&mut header, path, contents.as_bytes()).unwrap();
+        builder
+            .append_data(&mut header, path, contents.as_bytes())
+            .unwrap();
     }
     builder.into_inner().unwrap().into()
 }
 
 async fn engine() -> bollard::Docker {
-    let docker = docker::connect().await.expect("the Docker engine is reachable");
-    let outcome = base_images::ensure(&docker, &base_images::PYTHON, &Default::default()).await.unwrap();
+    let docker = docker::connect()
+        .await
+        .expect("the Docker engine is reachable");
+    let outcome = base_images::ensure(&docker, &base_images::PYTHON, &Default::default())
+        .await
+        .unwrap();
     eprintln!("python base image: {outcome:?}");
     docker
 }
@@ -41,7 +47,9 @@ http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).s
 
 async fn http_get(port: u16, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
     let request = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = String::new();
@@ -59,9 +67,11 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
         "FROM berth/python:3.11-bookworm\nRUN pip install --no-cache-dir six==1.16.0\n",
     )]);
     let mut log = String::new();
-    build::build_image(&docker, &tag, context, &HashMap::new(), WAIT * 5, |line| log.push_str(line))
-        .await
-        .unwrap_or_else(|e| panic!("build failed: {e}\n{log}"));
+    build::build_image(&docker, &tag, context, &HashMap::new(), WAIT * 5, |line| {
+        log.push_str(line)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("build failed: {e}\n{log}"));
     assert!(build::image_exists(&docker, &tag).await.unwrap());
     assert!(log.contains("six"), "{log}");
 
@@ -91,34 +101,64 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
     let port = observed.host_port.expect("a published port");
     let deadline = tokio::time::Instant::now() + WAIT;
     while !readiness::answers_http("127.0.0.1", port).await {
-        assert!(tokio::time::Instant::now() < deadline, "the app never answered");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the app never answered"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let response = http_get(port, "/hello?x=1").await;
     assert!(response.starts_with("HTTP/1.0 200"), "{response}");
     assert!(response.contains(r#""path": "/hello?x=1""#), "{response}");
-    assert!(response.contains(r#""uid": 65534"#), "runs as nobody: {response}");
+    assert!(
+        response.contains(r#""uid": 65534"#),
+        "runs as nobody: {response}"
+    );
     assert!(response.contains(r#""six": "1.16.0""#), "{response}");
 
     // What `docker inspect` shows.
-    let inspected = docker.inspect_container(&id, None::<bollard::query_parameters::InspectContainerOptions>).await.unwrap();
-    assert_eq!(inspected.name.as_deref(), Some(format!("/{}", plan.container_name()).as_str()));
+    let inspected = docker
+        .inspect_container(
+            &id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        inspected.name.as_deref(),
+        Some(format!("/{}", plan.container_name()).as_str())
+    );
     assert!(plan.container_name().starts_with("berth-driver-"));
     let host = inspected.host_config.unwrap();
     assert_eq!(host.memory, Some(256 << 20));
     assert_eq!(host.memory_swap, Some(256 << 20));
     assert_eq!(host.nano_cpus, Some(500_000_000));
     assert_eq!(host.pids_limit, Some(containers::PIDS_LIMIT));
-    assert_eq!(host.restart_policy.unwrap().name, Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED));
-    assert_eq!(host.security_opt, Some(vec!["no-new-privileges:true".to_owned()]));
+    assert_eq!(
+        host.restart_policy.unwrap().name,
+        Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED)
+    );
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges:true".to_owned()])
+    );
     assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
     assert_eq!(host.readonly_rootfs, Some(true));
-    assert_eq!(host.network_mode.as_deref(), Some(plan.network_name().as_str()));
+    assert_eq!(
+        host.network_mode.as_deref(),
+        Some(plan.network_name().as_str())
+    );
     let mounts = inspected.mounts.unwrap();
-    let code_mount = mounts.iter().find(|m| m.destination.as_deref() == Some("/app/code")).unwrap();
+    let code_mount = mounts
+        .iter()
+        .find(|m| m.destination.as_deref() == Some("/app/code"))
+        .unwrap();
     assert_eq!(code_mount.rw, Some(false));
     let env = inspected.config.unwrap().env.unwrap();
-    assert!(env.contains(&"PORT=8080".to_owned()) && env.contains(&"GREETING=hi".to_owned()), "{env:?}");
+    assert!(
+        env.contains(&"PORT=8080".to_owned()) && env.contains(&"GREETING=hi".to_owned()),
+        "{env:?}"
+    );
 
     // Found again by label, as after an agent restart: same container.
     let managed = containers::list_managed(&docker, &plan.node).await.unwrap();
@@ -129,10 +169,17 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
 
     containers::remove(&docker, &id).await.unwrap();
     assert!(containers::inspect(&docker, &id).await.unwrap().is_none());
-    assert!(containers::list_managed(&docker, &plan.node).await.unwrap().is_empty());
+    assert!(containers::list_managed(&docker, &plan.node)
+        .await
+        .unwrap()
+        .is_empty());
     docker.remove_network(&plan.network_name()).await.unwrap();
     docker
-        .remove_image(&tag, None::<bollard::query_parameters::RemoveImageOptions>, None)
+        .remove_image(
+            &tag,
+            None::<bollard::query_parameters::RemoveImageOptions>,
+            None,
+        )
         .await
         .unwrap();
 }
@@ -140,17 +187,47 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
 #[tokio::test]
 async fn a_failing_build_reports_the_error_and_its_output() {
     let docker = engine().await;
-    let context = tar_of(&[("Dockerfile", "FROM berth/python:3.11-bookworm\nRUN echo about-to-fail && exit 3\n")]);
+    let context = tar_of(&[(
+        "Dockerfile",
+        "FROM berth/python:3.11-bookworm\nRUN echo about-to-fail && exit 3\n",
+    )]);
     let mut log = String::new();
-    let err = build::build_image(&docker, "berth-test-fail:x", context, &HashMap::new(), WAIT, |line| log.push_str(line))
-        .await
-        .unwrap_err();
+    let err = build::build_image(
+        &docker,
+        "berth-test-fail:x",
+        context,
+        &HashMap::new(),
+        WAIT,
+        |line| log.push_str(line),
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, build::BuildError::Failed(_)), "{err:?}");
-    assert!(err.to_string().contains("returned a non-zero code: 3"), "{err}");
+    assert!(
+        err.to_string().contains("returned a non-zero code: 3"),
+        "{err}"
+    );
     assert!(log.contains("about-to-fail"), "{log}");
 
-    let bad = tar_of(&[("Dockerfile", "FROM berth/python:3.11-bookworm\nNOT_AN_INSTRUCTION x\n")]);
-    let err = build::build_image(&docker, "berth-test-fail:y", bad, &HashMap::new(), WAIT, |_| {}).await.unwrap_err();
+    let bad = tar_of(&[(
+        "Dockerfile",
+        "FROM berth/python:3.11-bookworm\nNOT_AN_INSTRUCTION x\n",
+    )]);
+    let err = build::build_image(
+        &docker,
+        "berth-test-fail:y",
+        bad,
+        &HashMap::new(),
+        WAIT,
+        |_| {},
+    )
+    .await
+    .unwrap_err();
     assert!(matches!(err, build::BuildError::Failed(_)), "{err:?}");
-    assert!(err.to_string().to_lowercase().contains("unknown instruction"), "{err}");
+    assert!(
+        err.to_string()
+            .to_lowercase()
+            .contains("unknown instruction"),
+        "{err}"
+    );
 }

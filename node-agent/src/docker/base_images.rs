@@ -78,14 +78,21 @@ pub enum Outcome {
 }
 
 /// Makes `base` unless the engine already has it (or `force`).
-pub async fn ensure(docker: &Docker, base: &BaseImage, options: &BootstrapOptions) -> Result<Outcome, DockerError> {
+pub async fn ensure(
+    docker: &Docker,
+    base: &BaseImage,
+    options: &BootstrapOptions,
+) -> Result<Outcome, DockerError> {
     if !options.force && docker.inspect_image(base.image).await.is_ok() {
         return Ok(Outcome::AlreadyPresent);
     }
     let scratch = tempfile::Builder::new()
         .prefix(&format!("berth-base-{}-", base.runtime))
         .tempdir_in(&options.work_dir)
-        .map_err(|source| DockerError::Io { context: format!("scratch dir in {}", options.work_dir.display()), source })?;
+        .map_err(|source| DockerError::Io {
+            context: format!("scratch dir in {}", options.work_dir.display()),
+            source,
+        })?;
     let rootfs = scratch.path().join("rootfs");
     tokio::time::timeout(options.timeout, async {
         debootstrap(base, options, &rootfs).await?;
@@ -93,11 +100,20 @@ pub async fn ensure(docker: &Docker, base: &BaseImage, options: &BootstrapOption
         import(docker, base, &rootfs).await
     })
     .await
-    .map_err(|_| DockerError::Failed(format!("making {} took longer than {:?}", base.image, options.timeout)))??;
+    .map_err(|_| {
+        DockerError::Failed(format!(
+            "making {} took longer than {:?}",
+            base.image, options.timeout
+        ))
+    })??;
     Ok(Outcome::Made)
 }
 
-async fn debootstrap(base: &BaseImage, options: &BootstrapOptions, rootfs: &Path) -> Result<(), DockerError> {
+async fn debootstrap(
+    base: &BaseImage,
+    options: &BootstrapOptions,
+    rootfs: &Path,
+) -> Result<(), DockerError> {
     tracing::info!(image = base.image, suite = %options.suite, "debootstrap of a base image");
     let output = Command::new("debootstrap")
         .arg("--variant=minbase")
@@ -154,7 +170,10 @@ async fn prepare_rootfs(rootfs: &Path, options: &BootstrapOptions) -> Result<(),
 
 /// Streams `tar -C rootfs -c .` into the engine's image import.
 async fn import(docker: &Docker, base: &BaseImage, rootfs: &Path) -> Result<(), DockerError> {
-    let (repo, tag) = base.image.rsplit_once(':').unwrap_or((base.image, "latest"));
+    let (repo, tag) = base
+        .image
+        .rsplit_once(':')
+        .unwrap_or((base.image, "latest"));
     let mut tar = Command::new("tar")
         .arg("-C")
         .arg(rootfs)
@@ -162,18 +181,33 @@ async fn import(docker: &Docker, base: &BaseImage, rootfs: &Path) -> Result<(), 
         .stdout(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
-        .map_err(|source| DockerError::Io { context: "running tar".into(), source })?;
+        .map_err(|source| DockerError::Io {
+            context: "running tar".into(),
+            source,
+        })?;
     let stdout = tar.stdout.take().expect("piped stdout");
     let body = ReaderStream::new(stdout);
-    let mut options = CreateImageOptionsBuilder::default().from_src("-").repo(repo).tag(tag);
+    let mut options = CreateImageOptionsBuilder::default()
+        .from_src("-")
+        .repo(repo)
+        .tag(tag);
     options = options.changes(base.changes.iter().map(|c| c.to_string()).collect());
-    let mut progress = docker.create_image(Some(options.build()), Some(bollard::body_try_stream(body)), None);
+    let mut progress = docker.create_image(
+        Some(options.build()),
+        Some(bollard::body_try_stream(body)),
+        None,
+    );
     while let Some(item) = progress.next().await {
         item?;
     }
-    let status = tar.wait().await.map_err(|source| DockerError::Io { context: "waiting for tar".into(), source })?;
+    let status = tar.wait().await.map_err(|source| DockerError::Io {
+        context: "waiting for tar".into(),
+        source,
+    })?;
     if !status.success() {
-        return Err(DockerError::Failed(format!("tar of the root filesystem failed ({status})")));
+        return Err(DockerError::Failed(format!(
+            "tar of the root filesystem failed ({status})"
+        )));
     }
     tracing::info!(image = base.image, "base image imported");
     Ok(())

@@ -22,7 +22,9 @@ pub enum BuildError {
 pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerError> {
     match docker.inspect_image(image).await {
         Ok(_) => Ok(true),
-        Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(false),
+        Err(EngineError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(false),
         Err(err) => Err(err.into()),
     }
 }
@@ -62,7 +64,10 @@ pub async fn build_image(
                     return Err(BuildError::Failed(error));
                 }
                 // The engine refuses the context itself (e.g. a bad Dockerfile path).
-                Err(EngineError::DockerResponseServerError { status_code, message }) if status_code < 500 => {
+                Err(EngineError::DockerResponseServerError {
+                    status_code,
+                    message,
+                }) if status_code < 500 => {
                     output(&format!("{message}\n"));
                     return Err(BuildError::Failed(message));
                 }
@@ -71,5 +76,7 @@ pub async fn build_image(
         }
         Ok(())
     };
-    tokio::time::timeout(timeout, run).await.map_err(|_| BuildError::Timeout(timeout))?
+    tokio::time::timeout(timeout, run)
+        .await
+        .map_err(|_| BuildError::Timeout(timeout))?
 }

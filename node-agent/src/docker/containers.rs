@@ -52,7 +52,12 @@ pub struct ContainerPlan {
 impl ContainerPlan {
     /// `berth-{app}-{instance8}`.
     pub fn container_name(&self) -> String {
-        let short: String = self.instance_id.chars().filter(|c| *c != '-').take(8).collect();
+        let short: String = self
+            .instance_id
+            .chars()
+            .filter(|c| *c != '-')
+            .take(8)
+            .collect();
         format!("berth-{}-{short}", self.app_name)
     }
 
@@ -98,12 +103,17 @@ impl ContainerPlan {
             security_opt: Some(vec!["no-new-privileges:true".into()]),
             cap_drop: Some(vec!["ALL".into()]),
             readonly_rootfs: Some(self.locked_down),
-            tmpfs: self.locked_down.then(|| HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev,size=64m".to_owned())])),
+            tmpfs: self.locked_down.then(|| {
+                HashMap::from([("/tmp".to_owned(), "rw,nosuid,nodev,size=64m".to_owned())])
+            }),
             mounts,
             network_mode: Some(self.network_name()),
             port_bindings: Some(HashMap::from([(
                 port_key.clone(),
-                Some(vec![PortBinding { host_ip: Some(self.publish_ip.clone()), host_port: Some(String::new()) }]),
+                Some(vec![PortBinding {
+                    host_ip: Some(self.publish_ip.clone()),
+                    host_port: Some(String::new()),
+                }]),
             )])),
             log_config: Some(bollard::models::HostConfigLogConfig {
                 typ: Some("json-file".into()),
@@ -131,9 +141,17 @@ impl ContainerPlan {
 /// Creates the app's network unless it exists.
 pub async fn ensure_network(docker: &Docker, plan: &ContainerPlan) -> Result<(), DockerError> {
     let name = plan.network_name();
-    match docker.inspect_network(&name, None::<bollard::query_parameters::InspectNetworkOptions>).await {
+    match docker
+        .inspect_network(
+            &name,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+    {
         Ok(_) => return Ok(()),
-        Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => {}
+        Err(EngineError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => {}
         Err(err) => return Err(err.into()),
     }
     let request = NetworkCreateRequest {
@@ -148,26 +166,44 @@ pub async fn ensure_network(docker: &Docker, plan: &ContainerPlan) -> Result<(),
     match docker.create_network(request).await {
         Ok(_) => Ok(()),
         // Created meanwhile by another instance of the same app.
-        Err(EngineError::DockerResponseServerError { status_code: 409, .. }) => Ok(()),
+        Err(EngineError::DockerResponseServerError {
+            status_code: 409, ..
+        }) => Ok(()),
         Err(err) => Err(err.into()),
     }
 }
 
 /// Creates and starts the container; returns its id.
-pub async fn create_and_start(docker: &Docker, plan: &ContainerPlan) -> Result<String, DockerError> {
+pub async fn create_and_start(
+    docker: &Docker,
+    plan: &ContainerPlan,
+) -> Result<String, DockerError> {
     ensure_network(docker, plan).await?;
     let name = plan.container_name();
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = match docker.create_container(Some(options), plan.body()).await {
         Ok(created) => created,
         // A container of that name is left from an earlier try: replace it.
-        Err(EngineError::DockerResponseServerError { status_code: 409, .. }) => {
+        Err(EngineError::DockerResponseServerError {
+            status_code: 409, ..
+        }) => {
             remove(docker, &name).await?;
-            docker.create_container(Some(CreateContainerOptionsBuilder::default().name(&name).build()), plan.body()).await?
+            docker
+                .create_container(
+                    Some(CreateContainerOptionsBuilder::default().name(&name).build()),
+                    plan.body(),
+                )
+                .await?
         }
         Err(err) => return Err(err.into()),
     };
-    if let Err(err) = docker.start_container(&created.id, None::<bollard::query_parameters::StartContainerOptions>).await {
+    if let Err(err) = docker
+        .start_container(
+            &created.id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+    {
         let _ = remove(docker, &created.id).await;
         return Err(err.into());
     }
@@ -176,18 +212,35 @@ pub async fn create_and_start(docker: &Docker, plan: &ContainerPlan) -> Result<S
 
 /// Stops a container (10 s grace, then SIGKILL).
 pub async fn stop(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    match docker.stop_container(id, Some(StopContainerOptionsBuilder::default().t(10).build())).await {
+    match docker
+        .stop_container(
+            id,
+            Some(StopContainerOptionsBuilder::default().t(10).build()),
+        )
+        .await
+    {
         Ok(()) => Ok(()),
-        Err(EngineError::DockerResponseServerError { status_code: 304 | 404, .. }) => Ok(()),
+        Err(EngineError::DockerResponseServerError {
+            status_code: 304 | 404,
+            ..
+        }) => Ok(()),
         Err(err) => Err(err.into()),
     }
 }
 
 /// Removes a container, running or not; absent is fine.
 pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
-    match docker.remove_container(id, Some(RemoveContainerOptionsBuilder::default().force(true).build())).await {
+    match docker
+        .remove_container(
+            id,
+            Some(RemoveContainerOptionsBuilder::default().force(true).build()),
+        )
+        .await
+    {
         Ok(()) => Ok(()),
-        Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(()),
+        Err(EngineError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(()),
         Err(err) => Err(err.into()),
     }
 }
@@ -219,9 +272,14 @@ pub enum ContainerStatus {
 
 /// Reads one container; `None` when it is gone.
 pub async fn inspect(docker: &Docker, id: &str) -> Result<Option<Observed>, DockerError> {
-    match docker.inspect_container(id, None::<InspectContainerOptions>).await {
+    match docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+    {
         Ok(response) => Ok(observed(response)),
-        Err(EngineError::DockerResponseServerError { status_code: 404, .. }) => Ok(None),
+        Err(EngineError::DockerResponseServerError {
+            status_code: 404, ..
+        }) => Ok(None),
         Err(err) => Err(err.into()),
     }
 }
@@ -241,7 +299,13 @@ fn observed(response: ContainerInspectResponse) -> Option<Observed> {
         .network_settings
         .as_ref()
         .and_then(|n| n.ports.as_ref())
-        .and_then(|ports| ports.values().flatten().flatten().find_map(|b| b.host_port.as_deref()?.parse().ok()));
+        .and_then(|ports| {
+            ports
+                .values()
+                .flatten()
+                .flatten()
+                .find_map(|b| b.host_port.as_deref()?.parse().ok())
+        });
     Some(Observed {
         container_id: response.id.clone()?,
         instance_id: labels.get(LABEL_INSTANCE)?.clone(),
@@ -260,9 +324,15 @@ fn observed(response: ContainerInspectResponse) -> Option<Observed> {
 pub async fn list_managed(docker: &Docker, node: &str) -> Result<Vec<Observed>, DockerError> {
     let filters = HashMap::from([(
         "label".to_owned(),
-        vec![format!("{LABEL_MANAGED}=true"), format!("{LABEL_NODE}={node}")],
+        vec![
+            format!("{LABEL_MANAGED}=true"),
+            format!("{LABEL_NODE}={node}"),
+        ],
     )]);
-    let options = ListContainersOptionsBuilder::default().all(true).filters(&filters).build();
+    let options = ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
     let mut found = Vec::new();
     for summary in docker.list_containers(Some(options)).await? {
         let Some(id) = summary.id else { continue };
@@ -271,4 +341,23 @@ pub async fn list_managed(docker: &Docker, node: &str) -> Result<Vec<Observed>, 
         }
     }
     Ok(found)
+}
+
+/// The last `lines` lines a container wrote (stdout and stderr), for errors.
+pub async fn logs_tail(docker: &Docker, id: &str, lines: usize) -> String {
+    use futures::StreamExt;
+    let options = bollard::query_parameters::LogsOptionsBuilder::default()
+        .stdout(true)
+        .stderr(true)
+        .tail(&lines.to_string())
+        .build();
+    let mut stream = docker.logs(id, Some(options));
+    let mut out = String::new();
+    while let Some(Ok(chunk)) = stream.next().await {
+        out.push_str(&String::from_utf8_lossy(&chunk.into_bytes()));
+        if out.len() > 16 * 1024 {
+            break;
+        }
+    }
+    out.trim_end().to_owned()
 }

@@ -22,7 +22,10 @@ pub enum DockerError {
     #[error("Docker engine did not answer within {0:?}")]
     Timeout(Duration),
     #[error("{context}: {source}")]
-    Io { context: String, source: std::io::Error },
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Failed(String),
 }

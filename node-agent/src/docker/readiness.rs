@@ -25,5 +25,8 @@ pub async fn answers_http(host: &str, port: u16) -> bool {
         }
         Some(head[..read].starts_with(b"HTTP/"))
     };
-    matches!(tokio::time::timeout(ATTEMPT_TIMEOUT, probe).await, Ok(Some(true)))
+    matches!(
+        tokio::time::timeout(ATTEMPT_TIMEOUT, probe).await,
+        Ok(Some(true))
+    )
 }

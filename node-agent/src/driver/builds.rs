@@ -1,0 +1,233 @@
+//! Images and code for this node: builds the control plane asks for, and
+//! the image and code an instance needs before it can start.
+
+use super::{code, DriverConfig, Links};
+use crate::docker::build::{self, BuildError};
+use berth_proto::{
+    domain::{BuildState, Runtime},
+    pb::{self, agent_message::Message as Up, agent_service_client::AgentServiceClient},
+};
+use bollard::Docker;
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+/// Largest build context accepted from the control plane.
+const MAX_CONTEXT_BYTES: u64 = 2 << 30;
+/// Default build time limit when the request names none.
+const DEFAULT_BUILD_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long to wait for a session to fetch a context through.
+const CHANNEL_WAIT: Duration = Duration::from_secs(30);
+/// Output is sent in batches of about this size, or this often.
+const OUTPUT_BATCH: usize = 4096;
+const OUTPUT_EVERY: Duration = Duration::from_millis(250);
+
+#[derive(Clone)]
+pub struct Builder {
+    docker: Docker,
+    config: DriverConfig,
+    links: Links,
+    /// One build per image at a time on this node.
+    locks: Arc<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>>,
+}
+
+impl Builder {
+    pub fn new(docker: Docker, config: DriverConfig, links: Links) -> Self {
+        Self {
+            docker,
+            config,
+            links,
+            locks: Arc::default(),
+        }
+    }
+
+    fn lock_for(&self, image: &str) -> Arc<tokio::sync::Mutex<()>> {
+        self.locks
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry(image.to_owned())
+            .or_default()
+            .clone()
+    }
+
+    /// The build context of `build_id`, from the control plane.
+    pub async fn fetch_context(&self, build_id: &str) -> Result<Vec<u8>, String> {
+        let mut channel_rx = self.links.channel.subscribe();
+        let channel = tokio::time::timeout(CHANNEL_WAIT, channel_rx.wait_for(Option::is_some))
+            .await
+            .map_err(|_| {
+                "no session to the control plane to fetch the build context through".to_owned()
+            })?
+            .map_err(|_| "the agent is stopping".to_owned())?
+            .clone()
+            .expect("waited for Some");
+        let mut stream = AgentServiceClient::new(channel)
+            .fetch_build_context(pb::FetchBuildContextRequest {
+                build_id: build_id.to_owned(),
+            })
+            .await
+            .map_err(|s| format!("fetching the build context: {}", s.message()))?
+            .into_inner();
+        let mut tar = Vec::new();
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| format!("fetching the build context: {}", s.message()))?
+        {
+            tar.extend_from_slice(&chunk.data);
+            if tar.len() as u64 > MAX_CONTEXT_BYTES {
+                return Err(format!(
+                    "the build context is more than {MAX_CONTEXT_BYTES} bytes"
+                ));
+            }
+        }
+        Ok(tar)
+    }
+
+    fn send(&self, message: Up) {
+        // Best effort: a full outbox (no session for a long while) drops it;
+        // the control plane re-dispatches builds whose node went away.
+        let _ = self.links.outbox.try_send(pb::AgentMessage {
+            message: Some(message),
+        });
+    }
+
+    /// Runs a build the control plane asked for, reporting output and result.
+    pub async fn handle_request(&self, request: pb::BuildRequest) {
+        let build_id = request.build_id.clone();
+        let timeout = match request.timeout_seconds {
+            0 => DEFAULT_BUILD_TIMEOUT,
+            s => Duration::from_secs(u64::from(s)),
+        };
+        let outcome = self
+            .build(
+                &build_id,
+                &request.image_tag,
+                &request.app_id,
+                timeout,
+                true,
+            )
+            .await;
+        let (state, error, cached) = match outcome {
+            Ok(cached) => (BuildState::Ready, String::new(), cached),
+            Err(error) => (BuildState::BuildFailed, error, false),
+        };
+        tracing::info!(build = %build_id, %state, cached, "build done");
+        self.send(Up::BuildResult(pb::BuildResult {
+            build_id,
+            state: state.into(),
+            image_tag: request.image_tag,
+            error,
+            cached,
+        }));
+    }
+
+    /// Makes sure `image` exists, building it from `build_id`'s context if
+    /// not. Returns whether it was there already.
+    async fn build(
+        &self,
+        build_id: &str,
+        image: &str,
+        app_id: &str,
+        timeout: Duration,
+        report: bool,
+    ) -> Result<bool, String> {
+        let lock = self.lock_for(image);
+        let _guard = lock.lock().await;
+        if build::image_exists(&self.docker, image)
+            .await
+            .map_err(|e| e.to_string())?
+        {
+            if report {
+                self.send(Up::BuildOutput(pb::BuildOutput {
+                    build_id: build_id.to_owned(),
+                    chunk: format!("image {image} is already on this node; nothing to build\n")
+                        .into_bytes(),
+                }));
+            }
+            return Ok(true);
+        }
+        let context = self.fetch_context(build_id).await?;
+        let labels = HashMap::from([
+            ("berth.managed".to_owned(), "true".to_owned()),
+            ("berth.app".to_owned(), app_id.to_owned()),
+            ("berth.build".to_owned(), build_id.to_owned()),
+        ]);
+        let mut batch = String::new();
+        let mut last = Instant::now();
+        let result = build::build_image(
+            &self.docker,
+            image,
+            context.into(),
+            &labels,
+            timeout,
+            |text| {
+                if !report {
+                    return;
+                }
+                batch.push_str(text);
+                if batch.len() >= OUTPUT_BATCH || last.elapsed() >= OUTPUT_EVERY {
+                    self.send(Up::BuildOutput(pb::BuildOutput {
+                        build_id: build_id.to_owned(),
+                        chunk: std::mem::take(&mut batch).into_bytes(),
+                    }));
+                    last = Instant::now();
+                }
+            },
+        )
+        .await;
+        if report && !batch.is_empty() {
+            self.send(Up::BuildOutput(pb::BuildOutput {
+                build_id: build_id.to_owned(),
+                chunk: batch.into_bytes(),
+            }));
+        }
+        match result {
+            Ok(()) => Ok(false),
+            Err(BuildError::Failed(message)) => Err(message),
+            Err(err) => Err(err.to_string()),
+        }
+    }
+
+    /// The image and code an instance needs, made ready on this node.
+    /// Returns the code folder to mount.
+    pub async fn prepare(&self, spec: &pb::InstanceSpec) -> Result<PathBuf, String> {
+        let runtime = Runtime::try_from(spec.runtime)
+            .map_err(|_| format!("unknown runtime {}", spec.runtime))?;
+        let code_dir = self.code_dir(&spec.build_id)?;
+        self.build(
+            &spec.build_id,
+            &spec.image,
+            &spec.app_id,
+            DEFAULT_BUILD_TIMEOUT,
+            false,
+        )
+        .await?;
+        if !code_dir.exists() {
+            let context = self.fetch_context(&spec.build_id).await?;
+            let dest = code_dir.clone();
+            tokio::task::spawn_blocking(move || {
+                code::unpack(&context, &dest, runtime == Runtime::Dockerfile)
+            })
+            .await
+            .map_err(|e| format!("unpacking code: {e}"))?
+            .map_err(|e| format!("unpacking code: {e}"))?;
+        }
+        Ok(code_dir)
+    }
+
+    fn code_dir(&self, build_id: &str) -> Result<PathBuf, String> {
+        let id =
+            uuid_like(build_id).ok_or_else(|| format!("build id {build_id:?} is not a UUID"))?;
+        Ok(self.config.code_dir.join(id))
+    }
+}
+
+/// Build ids are UUIDs; anything else never becomes a path.
+fn uuid_like(value: &str) -> Option<&str> {
+    let ok = value.len() == 36 && value.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+    ok.then_some(value)
+}
