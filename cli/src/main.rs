@@ -1,7 +1,7 @@
 //! `berth`: bring a Berth up on this host, make certificates, and manage
 //! the cluster through the control plane's gRPC API.
 //!
-//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`).
+//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`, `apps`, `builds`).
 //! - [`client`]: finding and dialling the control plane as an admin.
 //! - [`output`]: tables and JSON.
 
@@ -39,6 +39,13 @@ enum Command {
     /// Make a certificate authority and leaf certificates.
     #[command(subcommand)]
     Certs(commands::certs::CertsCommand),
+    /// Deploy and manage apps.
+    Apps(commands::apps::AppsArgs),
+    /// Builds and their output.
+    #[command(subcommand)]
+    Builds(commands::builds::BuildsCommand),
+    /// The event log (lifecycle of nodes, builds and instances).
+    Events(commands::builds::EventsArgs),
     /// Runtime base images.
     #[command(subcommand)]
     Images(commands::images::ImagesCommand),
@@ -68,6 +75,9 @@ fn main() -> std::process::ExitCode {
         match cli.command {
             Command::Up(args) => commands::up::run(&cli.data_dir, args).await,
             Command::Certs(command) => commands::certs::run(command),
+            Command::Apps(args) => commands::apps::run(&target, args).await,
+            Command::Builds(command) => commands::builds::run(&target, command).await,
+            Command::Events(args) => commands::builds::events(&target, args).await,
             Command::Images(command) => commands::images::run(command).await,
             Command::Nodes(args) => commands::nodes::run(&target, args).await,
         }

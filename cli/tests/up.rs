@@ -83,7 +83,13 @@ fn berth_up_serves_one_ready_node_and_stops_on_sigterm() {
             "--metrics-addr",
             "127.0.0.1:0",
         ])
-        .args(["--node-name", "test-node", "--label", "zone=z1"])
+        .args([
+            "--node-name",
+            "test-node",
+            "--label",
+            "zone=z1",
+            "--no-bootstrap",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

@@ -31,7 +31,31 @@ pub struct ControlPlaneArgs {
     /// Largest gRPC message accepted, in bytes.
     #[arg(long, env = "BERTH_MAX_MESSAGE_BYTES", default_value_t = 4 * 1024 * 1024)]
     pub max_message_bytes: usize,
+    /// Base image of a runtime, `runtime=image` (repeatable); the defaults are
+    /// the images `berth images bootstrap` makes.
+    #[arg(
+        long = "runtime-image",
+        env = "BERTH_RUNTIME_IMAGES",
+        value_delimiter = ','
+    )]
+    pub runtime_images: Vec<String>,
+    /// Longest an image build may take.
+    #[arg(long, env = "BERTH_BUILD_TIMEOUT", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub build_timeout: Duration,
+    /// Largest uploaded archive (compressed), in bytes.
+    #[arg(long, env = "BERTH_MAX_ARCHIVE_BYTES", default_value_t = 256 * 1024 * 1024)]
+    pub max_archive_bytes: u64,
+    /// Largest unpacked archive, in bytes.
+    #[arg(long, env = "BERTH_MAX_UNPACKED_BYTES", default_value_t = 1024 * 1024 * 1024)]
+    pub max_unpacked_bytes: u64,
 }
+
+/// The runtime base images used when no flag names one.
+pub const DEFAULT_RUNTIME_IMAGES: &[(&str, &str)] = &[
+    ("python", "berth/python:3.11-bookworm"),
+    ("node", "berth/node:18-bookworm"),
+    ("go", "berth/go:1.19-bookworm"),
+];
 
 /// Validated configuration of the control plane.
 #[derive(Debug, Clone)]
@@ -42,6 +66,11 @@ pub struct Config {
     pub node_ttl: Duration,
     pub heartbeat_interval: Duration,
     pub max_message_bytes: usize,
+    /// Runtime name → base image.
+    pub runtime_images: std::collections::BTreeMap<String, String>,
+    pub build_timeout: Duration,
+    pub max_archive_bytes: u64,
+    pub max_unpacked_bytes: u64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +87,13 @@ impl Config {
             node_ttl: Duration::from_secs(15),
             heartbeat_interval: Duration::from_secs(5),
             max_message_bytes: 4 * 1024 * 1024,
+            runtime_images: DEFAULT_RUNTIME_IMAGES
+                .iter()
+                .map(|(r, i)| (r.to_string(), i.to_string()))
+                .collect(),
+            build_timeout: Duration::from_secs(600),
+            max_archive_bytes: 256 << 20,
+            max_unpacked_bytes: 1 << 30,
         }
     }
 
@@ -91,7 +127,26 @@ impl ControlPlaneArgs {
     pub fn into_config(self) -> Result<Config, ConfigError> {
         let tls = self.tls.files(&self.data_dir, "control-plane");
         let defaults = Config::for_data_dir(self.data_dir);
+        let mut runtime_images = defaults.runtime_images.clone();
+        for pair in &self.runtime_images {
+            let (runtime, image) = pair
+                .split_once('=')
+                .filter(|(r, i)| !r.is_empty() && !i.is_empty())
+                .ok_or_else(|| {
+                    ConfigError(format!("--runtime-image {pair:?} is not runtime=image"))
+                })?;
+            if !runtime_images.contains_key(runtime) {
+                return Err(ConfigError(format!(
+                    "--runtime-image: unknown runtime {runtime:?} (python, node, go)"
+                )));
+            }
+            runtime_images.insert(runtime.to_owned(), image.to_owned());
+        }
         Config {
+            runtime_images,
+            build_timeout: self.build_timeout,
+            max_archive_bytes: self.max_archive_bytes,
+            max_unpacked_bytes: self.max_unpacked_bytes,
             tls,
             database_url: self.database_url,
             node_ttl: self.node_ttl,

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: flags and the validated [`Config`].
 //! - [`server`]: [`run`] wires the database, background loops and gRPC server.
+//! - [`builds`]: build contexts (generated or from checked archives), their storage and live output.
 //! - [`auth`]: identity from client certificates and per-method role checks (a tower layer).
 //! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
@@ -14,6 +15,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod builds;
 pub mod config;
 pub mod db;
 pub mod error;

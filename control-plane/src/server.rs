@@ -1,19 +1,27 @@
 //! Wiring: database, store, background loops and the gRPC server.
 
 use crate::{
-    api::{agent::AgentApi, events::EventApi, nodes::NodeApi},
+    api::{
+        agent::AgentApi,
+        apps::{AppApi, BuildApi},
+        events::EventApi,
+        nodes::NodeApi,
+    },
     auth::AuthLayer,
+    builds::{BuildLogs, ContextStore},
     config::Config,
     db,
     limits::MessageLimitLayer,
     metrics::{Metrics, RpcMetricsLayer},
+    scheduler::Scheduler,
     sessions::Sessions,
     store::Store,
 };
 use berth_common::metrics_http;
 use berth_pki::Role;
 use berth_proto::pb::{
-    agent_service_server::AgentServiceServer, event_service_server::EventServiceServer,
+    agent_service_server::AgentServiceServer, app_service_server::AppServiceServer,
+    build_service_server::BuildServiceServer, event_service_server::EventServiceServer,
     node_service_server::NodeServiceServer,
 };
 use chrono::Utc;
@@ -38,6 +46,8 @@ pub enum ServeError {
     Transport(#[from] tonic::transport::Error),
     #[error("reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    #[error("data dir: {0}")]
+    DataDir(std::io::Error),
 }
 
 /// Runs the control plane on the given listeners until `shutdown` is cancelled.
@@ -55,6 +65,11 @@ pub async fn run(
     let db = db::connect(config.database_url.as_deref(), &config.data_dir).await?;
     let store = Store::new(db);
     let sessions = Sessions::default();
+    let contexts = ContextStore::new(&config.data_dir).map_err(ServeError::DataDir)?;
+    let logs = BuildLogs::default();
+    let scheduler = Scheduler::new(store.clone(), sessions.clone(), config.build_timeout);
+    let scheduler_task = tokio::spawn(scheduler.clone().run(shutdown.clone()));
+    let config = Arc::new(config);
 
     let metrics = Metrics::default();
     let mut registry = Registry::default();
@@ -68,6 +83,7 @@ pub async fn run(
     let sweeper = tokio::spawn(sweep_nodes(
         store.clone(),
         metrics.clone(),
+        scheduler.clone(),
         config.node_ttl,
         shutdown.clone(),
     ));
@@ -85,6 +101,22 @@ pub async fn run(
         heartbeat_interval: config.heartbeat_interval,
         node_ttl: config.node_ttl,
         shutdown: shutdown.clone(),
+        scheduler: scheduler.clone(),
+        logs: logs.clone(),
+        contexts: contexts.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let apps = AppServiceServer::new(AppApi {
+        store: store.clone(),
+        scheduler: scheduler.clone(),
+        contexts: contexts.clone(),
+        logs: logs.clone(),
+        config: config.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let builds = BuildServiceServer::new(BuildApi {
+        store: store.clone(),
+        logs: logs.clone(),
     })
     .max_decoding_message_size(limit);
     let events = EventServiceServer::new(EventApi {
@@ -97,6 +129,8 @@ pub async fn run(
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
     health.set_serving::<AgentServiceServer<AgentApi>>().await;
     health.set_serving::<EventServiceServer<EventApi>>().await;
+    health.set_serving::<AppServiceServer<AppApi>>().await;
+    health.set_serving::<BuildServiceServer<BuildApi>>().await;
     // Both reflection versions: grpcurl, grpcui and friends speak one or the other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -123,6 +157,8 @@ pub async fn run(
         .add_service(nodes)
         .add_service(agents)
         .add_service(events)
+        .add_service(apps)
+        .add_service(builds)
         .serve_with_incoming_shutdown(
             TcpListenerStream::new(grpc),
             shutdown.clone().cancelled_owned(),
@@ -142,6 +178,7 @@ pub async fn run(
     shutdown.cancel();
     health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
     let _ = sweeper.await;
+    let _ = scheduler_task.await;
     let _ = metrics_task.await;
     store.db().clone().close().await.ok();
     tracing::info!("control plane stopped");
@@ -150,7 +187,13 @@ pub async fn run(
 
 /// Marks nodes down once their heartbeat is older than the TTL, and keeps
 /// the node gauges current.
-async fn sweep_nodes(store: Store, metrics: Metrics, ttl: Duration, shutdown: CancellationToken) {
+async fn sweep_nodes(
+    store: Store,
+    metrics: Metrics,
+    scheduler: Arc<Scheduler>,
+    ttl: Duration,
+    shutdown: CancellationToken,
+) {
     let period = (ttl / 4).clamp(Duration::from_millis(100), Duration::from_secs(2));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -162,8 +205,12 @@ async fn sweep_nodes(store: Store, metrics: Metrics, ttl: Duration, shutdown: Ca
         }
         match store.expire_nodes(Utc::now() - ttl).await {
             Ok(marked) => {
-                for node in marked {
+                for node in &marked {
                     tracing::warn!(node = %node, "node down: no heartbeat within the TTL");
+                }
+                if !marked.is_empty() {
+                    // Its instances are lost and get replaced elsewhere.
+                    scheduler.kick();
                 }
             }
             Err(err) => tracing::error!(error = %err, "expiring nodes failed"),

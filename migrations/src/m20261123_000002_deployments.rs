@@ -25,13 +25,32 @@ impl MigrationTrait for Migration {
     async fn up(&self, manager: &SchemaManager) -> Result<(), DbErr> {
         // SQLite alters one column per statement.
         let columns = [
-            (Builds::Table.into_iden(), string_len_null(Builds::NodeName, 253)),
-            (Builds::Table.into_iden(), big_integer(Builds::ContextBytes).default(0).to_owned()),
-            (Builds::Table.into_iden(), boolean(Builds::Cached).default(false).to_owned()),
-            (Apps::Table.into_iden(), boolean(Apps::Stopped).default(false).to_owned()),
+            (
+                Builds::Table.into_iden(),
+                string_len_null(Builds::NodeName, 253),
+            ),
+            (
+                Builds::Table.into_iden(),
+                big_integer(Builds::ContextBytes).default(0).to_owned(),
+            ),
+            (
+                Builds::Table.into_iden(),
+                boolean(Builds::Cached).default(false).to_owned(),
+            ),
+            (
+                Apps::Table.into_iden(),
+                boolean(Apps::Stopped).default(false).to_owned(),
+            ),
         ];
         for (table, mut column) in columns {
-            manager.alter_table(Table::alter().table(table).add_column(&mut column).to_owned()).await?;
+            manager
+                .alter_table(
+                    Table::alter()
+                        .table(table)
+                        .add_column(&mut column)
+                        .to_owned(),
+                )
+                .await?;
         }
         Ok(())
     }

@@ -12,7 +12,11 @@ pub enum ImagesCommand {
         #[arg(long = "runtime")]
         runtimes: Vec<String>,
         /// Debian mirror to debootstrap from.
-        #[arg(long, env = "BERTH_DEBIAN_MIRROR", default_value = "http://deb.debian.org/debian")]
+        #[arg(
+            long,
+            env = "BERTH_DEBIAN_MIRROR",
+            default_value = "http://deb.debian.org/debian"
+        )]
         mirror: String,
         /// Make them again even if they exist.
         #[arg(long)]
@@ -21,7 +25,11 @@ pub enum ImagesCommand {
 }
 
 pub async fn run(command: ImagesCommand) -> anyhow::Result<()> {
-    let ImagesCommand::Bootstrap { runtimes, mirror, force } = command;
+    let ImagesCommand::Bootstrap {
+        runtimes,
+        mirror,
+        force,
+    } = command;
     let selected: Vec<_> = if runtimes.is_empty() {
         base_images::ALL.iter().collect()
     } else {
@@ -30,17 +38,29 @@ pub async fn run(command: ImagesCommand) -> anyhow::Result<()> {
             .map(|r| {
                 base_images::by_runtime(r).ok_or_else(|| {
                     let known: Vec<_> = base_images::ALL.iter().map(|b| b.runtime).collect();
-                    anyhow::anyhow!("no base image for runtime {r:?}; known: {}", known.join(", "))
+                    anyhow::anyhow!(
+                        "no base image for runtime {r:?}; known: {}",
+                        known.join(", ")
+                    )
                 })
             })
             .collect::<anyhow::Result<_>>()?
     };
     let engine = docker::connect().await?;
-    let options = base_images::BootstrapOptions { mirror, force, ..Default::default() };
+    let options = base_images::BootstrapOptions {
+        mirror,
+        force,
+        ..Default::default()
+    };
     for base in selected {
-        println!("{}: making {} (a minute or two on first run)…", base.runtime, base.image);
+        println!(
+            "{}: making {} (a minute or two on first run)…",
+            base.runtime, base.image
+        );
         match base_images::ensure(&engine, base, &options).await? {
-            base_images::Outcome::AlreadyPresent => println!("{}: {} already present", base.runtime, base.image),
+            base_images::Outcome::AlreadyPresent => {
+                println!("{}: {} already present", base.runtime, base.image)
+            }
             base_images::Outcome::Made => println!("{}: {} made", base.runtime, base.image),
         }
     }

@@ -1,3 +1,5 @@
+pub mod apps;
+pub mod builds;
 pub mod certs;
 pub mod images;
 pub mod nodes;

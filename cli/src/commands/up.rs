@@ -37,6 +37,9 @@ pub struct UpArgs {
     /// A node with no heartbeat for this long is marked down.
     #[arg(long, env = "BERTH_NODE_TTL", default_value = "15s", value_parser = humantime::parse_duration)]
     node_ttl: std::time::Duration,
+    /// Do not make missing runtime base images (see `berth images bootstrap`).
+    #[arg(long, env = "BERTH_NO_BOOTSTRAP")]
+    no_bootstrap: bool,
 }
 
 /// A lowercase DNS label made from the host name.
@@ -117,6 +120,30 @@ fn local_url(scheme: &str, addr: SocketAddr) -> String {
     format!("{scheme}://{host}:{}", addr.port())
 }
 
+/// Makes missing runtime base images in the background, so that the first
+/// deployment of each runtime finds its image.
+async fn bootstrap_base_images(shutdown: tokio_util::sync::CancellationToken) {
+    use berth_node_agent::docker::{self, base_images};
+    let Ok(engine) = docker::connect().await else {
+        return;
+    };
+    let options = base_images::BootstrapOptions::default();
+    for base in base_images::ALL {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let made = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            made = base_images::ensure(&engine, base, &options) => made,
+        };
+        match made {
+            Ok(base_images::Outcome::Made) => println!("  base image {} made", base.image),
+            Ok(base_images::Outcome::AlreadyPresent) => {}
+            Err(err) => eprintln!("  base image {} could not be made: {err}", base.image),
+        }
+    }
+}
+
 pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     std::fs::create_dir_all(data_dir)
         .with_context(|| format!("creating {}", data_dir.display()))?;
@@ -153,6 +180,7 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     cp_config.heartbeat_interval = (args.node_ttl / 3).min(std::time::Duration::from_secs(5));
     let cp_config = cp_config.validate()?;
     let mut agent_config = berth_node_agent::Config::new(endpoints.grpc.clone(), agent_files);
+    agent_config.work_dir = data_dir.join("agent");
     agent_config.advertise_address = args.advertise_address;
     agent_config.labels = berth_node_agent::config::parse_labels(&args.labels)?;
     let agent_config = agent_config.validate()?;
@@ -170,6 +198,9 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         gateway,
         shutdown.clone(),
     ));
+    if !args.no_bootstrap {
+        tokio::spawn(bootstrap_base_images(shutdown.clone()));
+    }
 
     let endpoints_path = data_dir.join(ENDPOINTS_FILE);
     std::fs::write(&endpoints_path, serde_json::to_string_pretty(&endpoints)?)

@@ -1,11 +1,16 @@
 //! `berth.v1.AgentService`: the one stream each node agent keeps open.
 
 use crate::{
-    auth::caller, metrics::Metrics, sessions::Sessions, store::nodes::Registration, store::Store,
+    auth::caller,
+    builds::{BuildLogs, ContextStore},
+    metrics::Metrics,
+    scheduler::Scheduler,
+    sessions::Sessions,
+    store::{nodes::Registration, Store},
 };
 use berth_pki::Identity;
 use berth_proto::{
-    domain::{validate_labels, NodeName},
+    domain::{validate_labels, BuildState, NodeName},
     pb::{
         self, agent_message::Message as Up, agent_service_server::AgentService,
         control_message::Message as Down,
@@ -13,7 +18,7 @@ use berth_proto::{
     FieldError,
 };
 use futures::{Stream, StreamExt};
-use std::{pin::Pin, time::Duration};
+use std::{pin::Pin, sync::Arc, time::Duration};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
@@ -30,7 +35,12 @@ pub struct AgentApi {
     pub heartbeat_interval: Duration,
     pub node_ttl: Duration,
     pub shutdown: CancellationToken,
+    pub scheduler: Arc<Scheduler>,
+    pub logs: BuildLogs,
+    pub contexts: ContextStore,
 }
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BuildContextChunk, Status>> + Send>>;
 
 type ControlStream = Pin<Box<dyn Stream<Item = Result<pb::ControlMessage, Status>> + Send>>;
 
@@ -62,31 +72,30 @@ impl AgentService for AgentApi {
             heartbeat_interval_ms: self.heartbeat_interval.as_millis() as u32,
             node_ttl_ms: self.node_ttl.as_millis() as u32,
         };
-        // Nothing is scheduled onto nodes yet: the desired set is empty.
-        let desired = pb::DesiredState {
-            generation: 1,
-            instances: Vec::new(),
-        };
-        for message in [Down::Registered(registered), Down::DesiredState(desired)] {
-            tx.send(Ok(pb::ControlMessage {
-                message: Some(message),
-            }))
-            .await
-            .map_err(|_| Status::unavailable("session closed"))?;
-        }
+        tx.send(Ok(pb::ControlMessage {
+            message: Some(Down::Registered(registered)),
+        }))
+        .await
+        .map_err(|_| Status::unavailable("session closed"))?;
         let session_id = self.sessions.attach(name.clone(), tx);
         self.metrics
             .agent_sessions
             .set(self.sessions.count() as i64);
+        // Its desired set follows from the scheduler.
+        self.scheduler.node_connected(&name);
 
-        let store = self.store.clone();
+        let handler = Handler {
+            store: self.store.clone(),
+            scheduler: self.scheduler.clone(),
+            logs: self.logs.clone(),
+        };
         let sessions = self.sessions.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
-                _ = read_agent(&store, &name, inbound) => {}
+                _ = handler.read(&name, inbound) => {}
             }
             sessions.detach(&name, session_id);
             metrics.agent_sessions.set(sessions.count() as i64);
@@ -96,35 +105,98 @@ impl AgentService for AgentApi {
         let outbound = ReceiverStream::new(rx).take_until(self.shutdown.clone().cancelled_owned());
         Ok(Response::new(Box::pin(outbound)))
     }
+
+    async fn fetch_build_context(
+        &self,
+        request: Request<pb::FetchBuildContextRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let build_id = &request.get_ref().build_id;
+        let chunks = self
+            .contexts
+            .read_chunks(build_id)
+            .await
+            .map_err(|e| Status::internal(format!("reading the build context: {e}")))?
+            .ok_or_else(|| Status::not_found(format!("build {build_id} has no context here")))?;
+        let stream = ReceiverStream::new(chunks).map(|chunk| {
+            chunk
+                .map(|data| pb::BuildContextChunk { data })
+                .map_err(|e| Status::internal(format!("reading the build context: {e}")))
+        });
+        Ok(Response::new(Box::pin(stream)))
+    }
 }
 
-/// Handles what an agent sends after registering, until its stream ends.
-async fn read_agent(store: &Store, name: &NodeName, mut inbound: Streaming<pb::AgentMessage>) {
-    loop {
-        let message = match inbound.message().await {
-            Ok(Some(message)) => message,
-            Ok(None) => return,
-            Err(status) => {
-                tracing::info!(node = %name, %status, "agent stream failed");
-                return;
-            }
-        };
-        match message.message {
-            Some(Up::Heartbeat(_)) => {
-                if let Err(err) = store.heartbeat(name).await {
-                    tracing::warn!(node = %name, error = %err, "recording heartbeat failed");
+/// What handles an agent's messages after it registered.
+struct Handler {
+    store: Store,
+    scheduler: Arc<Scheduler>,
+    logs: BuildLogs,
+}
+
+impl Handler {
+    /// Handles what an agent sends after registering, until its stream ends.
+    async fn read(&self, name: &NodeName, mut inbound: Streaming<pb::AgentMessage>) {
+        let store = &self.store;
+        loop {
+            let message = match inbound.message().await {
+                Ok(Some(message)) => message,
+                Ok(None) => return,
+                Err(status) => {
+                    tracing::info!(node = %name, %status, "agent stream failed");
+                    return;
                 }
+            };
+            match message.message {
+                Some(Up::Heartbeat(_)) => {
+                    if let Err(err) = store.heartbeat(name).await {
+                        tracing::warn!(node = %name, error = %err, "recording heartbeat failed");
+                    }
+                }
+                Some(Up::StateReport(report)) => {
+                    tracing::debug!(node = %name, instances = report.instances.len(), "state report");
+                    match store
+                        .apply_instance_report(name.as_str(), &report.instances)
+                        .await
+                    {
+                        Ok(0) => {}
+                        Ok(_) => self.scheduler.kick(),
+                        Err(err) => {
+                            tracing::warn!(node = %name, error = %err, "applying a state report failed")
+                        }
+                    }
+                }
+                Some(Up::BuildOutput(output)) => {
+                    let text = String::from_utf8_lossy(&output.chunk);
+                    if let Err(err) = self.logs.append(store, &output.build_id, &text).await {
+                        tracing::warn!(build = %output.build_id, error = %err, "storing build output failed");
+                    }
+                }
+                Some(Up::BuildResult(result)) => {
+                    let state =
+                        BuildState::try_from(result.state).unwrap_or(BuildState::BuildFailed);
+                    let state = if state == BuildState::Building {
+                        BuildState::BuildFailed
+                    } else {
+                        state
+                    };
+                    tracing::info!(node = %name, build = %result.build_id, %state, cached = result.cached, "build finished");
+                    if let Err(err) = store
+                        .finish_build(&result.build_id, state, &result.error, result.cached)
+                        .await
+                    {
+                        tracing::warn!(build = %result.build_id, error = %err, "recording a build result failed");
+                    }
+                    self.logs.finish(&result.build_id);
+                    self.scheduler.kick();
+                }
+                Some(Up::Register(_)) => {
+                    tracing::warn!(node = %name, "agent registered twice on one stream; ignored");
+                }
+                Some(other) => {
+                    tracing::debug!(node = %name, message = ?std::mem::discriminant(&other), "not handled yet");
+                }
+                None => {}
             }
-            Some(Up::StateReport(report)) => {
-                tracing::debug!(node = %name, instances = report.instances.len(), "state report");
-            }
-            Some(Up::Register(_)) => {
-                tracing::warn!(node = %name, "agent registered twice on one stream; ignored");
-            }
-            Some(other) => {
-                tracing::debug!(node = %name, message = ?std::mem::discriminant(&other), "not handled yet");
-            }
-            None => {}
         }
     }
 }

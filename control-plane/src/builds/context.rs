@@ -20,7 +20,9 @@ pub const CODE_PREFIX: &str = "code/";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
-    #[error("runtime {0} cannot be built from code files here; upload an archive with a Dockerfile")]
+    #[error(
+        "runtime {0} cannot be built from code files here; upload an archive with a Dockerfile"
+    )]
     Unsupported(Runtime),
     #[error("the archive has no Dockerfile at its root")]
     NoDockerfile,
@@ -41,7 +43,12 @@ pub struct BuildContext {
 impl BuildContext {
     /// `berth-app-{tenant}-{app}:{digest12}`.
     pub fn image_tag(&self, spec: &AppSpec) -> String {
-        format!("berth-app-{}-{}:{}", spec.tenant, spec.name, &self.digest[..12])
+        format!(
+            "berth-app-{}-{}:{}",
+            spec.tenant,
+            spec.name,
+            &self.digest[..12]
+        )
     }
 }
 
@@ -57,12 +64,20 @@ fn append(builder: &mut tar::Builder<Vec<u8>>, path: &str, contents: &[u8]) -> s
 }
 
 /// The context of a runtime app from its uploaded files.
-pub fn for_runtime(spec: &AppSpec, files: &[pb::SourceFile], base_image: &str) -> Result<BuildContext, ContextError> {
+pub fn for_runtime(
+    spec: &AppSpec,
+    files: &[pb::SourceFile],
+    base_image: &str,
+) -> Result<BuildContext, ContextError> {
     let dependency = |name: &str| {
-        files.iter().find(|f| f.path == name).map(|f| String::from_utf8_lossy(&f.content).into_owned())
+        files
+            .iter()
+            .find(|f| f.path == name)
+            .map(|f| String::from_utf8_lossy(&f.content).into_owned())
     };
-    let generated = runtimes::files_for(spec, base_image, dependency("requirements.txt").as_deref())
-        .ok_or(ContextError::Unsupported(spec.runtime))?;
+    let generated =
+        runtimes::files_for(spec, base_image, dependency("requirements.txt").as_deref())
+            .ok_or(ContextError::Unsupported(spec.runtime))?;
 
     let mut hasher = Sha256::new();
     let mut hashed = |path: &str, contents: &[u8]| {
@@ -72,8 +87,16 @@ pub fn for_runtime(spec: &AppSpec, files: &[pb::SourceFile], base_image: &str) -
         hasher.update(contents);
     };
     let mut builder = tar::Builder::new(Vec::new());
-    let mut root: Vec<(&str, &[u8])> = vec![("Dockerfile", generated.dockerfile.as_bytes()), (".dockerignore", b"code\n")];
-    root.extend(generated.extra.iter().map(|(path, contents)| (*path, contents.as_slice())));
+    let mut root: Vec<(&str, &[u8])> = vec![
+        ("Dockerfile", generated.dockerfile.as_bytes()),
+        (".dockerignore", b"code\n"),
+    ];
+    root.extend(
+        generated
+            .extra
+            .iter()
+            .map(|(path, contents)| (*path, contents.as_slice())),
+    );
     root.sort_by_key(|(path, _)| *path);
     for (path, contents) in &root {
         hashed(path, contents);
@@ -82,10 +105,17 @@ pub fn for_runtime(spec: &AppSpec, files: &[pb::SourceFile], base_image: &str) -
     let mut code: Vec<&pb::SourceFile> = files.iter().collect();
     code.sort_by(|a, b| a.path.cmp(&b.path));
     for file in code {
-        append(&mut builder, &format!("{CODE_PREFIX}{}", file.path), &file.content)?;
+        append(
+            &mut builder,
+            &format!("{CODE_PREFIX}{}", file.path),
+            &file.content,
+        )?;
     }
     let tar = builder.into_inner()?;
-    Ok(BuildContext { digest: hex(&hasher.finalize()), tar })
+    Ok(BuildContext {
+        digest: hex(&hasher.finalize()),
+        tar,
+    })
 }
 
 /// The context of a Dockerfile app from its checked, extracted archive.
@@ -95,7 +125,10 @@ pub fn for_dockerfile(extracted: &Path) -> Result<BuildContext, ContextError> {
     }
     let mut tar = Vec::new();
     berth_archive::write_tar(extracted, "", &mut tar)?;
-    Ok(BuildContext { digest: hex(&Sha256::digest(&tar)), tar })
+    Ok(BuildContext {
+        digest: hex(&Sha256::digest(&tar)),
+        tar,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -107,30 +140,76 @@ mod tests {
     use super::*;
 
     fn spec() -> AppSpec {
-        AppSpec::from_proto(&pb::AppSettings { name: "hello".into(), runtime: pb::Runtime::Python as i32, ..Default::default() })
-            .unwrap()
+        AppSpec::from_proto(&pb::AppSettings {
+            name: "hello".into(),
+            runtime: pb::Runtime::Python as i32,
+            ..Default::default()
+        })
+        .unwrap()
     }
 
     fn file(path: &str, content: &str) -> pb::SourceFile {
-        pb::SourceFile { path: path.into(), content: content.as_bytes().to_vec() }
+        pb::SourceFile {
+            path: path.into(),
+            content: content.as_bytes().to_vec(),
+        }
     }
 
     fn entries(tar: &[u8]) -> Vec<String> {
         let mut archive = tar::Archive::new(tar);
-        archive.entries().unwrap().map(|e| e.unwrap().path().unwrap().display().to_string()).collect()
+        archive
+            .entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
     }
 
     #[test]
     fn new_code_with_the_same_dependencies_reuses_the_image() {
-        let a = for_runtime(&spec(), &[file("main.py", "print(1)"), file("requirements.txt", "six\n")], "base").unwrap();
-        let b = for_runtime(&spec(), &[file("main.py", "print(2)"), file("requirements.txt", "six\n")], "base").unwrap();
-        let c = for_runtime(&spec(), &[file("main.py", "print(2)"), file("requirements.txt", "six==1.16.0\n")], "base").unwrap();
-        let d = for_runtime(&spec(), &[file("main.py", "print(2)"), file("requirements.txt", "six\n")], "other-base").unwrap();
+        let a = for_runtime(
+            &spec(),
+            &[
+                file("main.py", "print(1)"),
+                file("requirements.txt", "six\n"),
+            ],
+            "base",
+        )
+        .unwrap();
+        let b = for_runtime(
+            &spec(),
+            &[
+                file("main.py", "print(2)"),
+                file("requirements.txt", "six\n"),
+            ],
+            "base",
+        )
+        .unwrap();
+        let c = for_runtime(
+            &spec(),
+            &[
+                file("main.py", "print(2)"),
+                file("requirements.txt", "six==1.16.0\n"),
+            ],
+            "base",
+        )
+        .unwrap();
+        let d = for_runtime(
+            &spec(),
+            &[
+                file("main.py", "print(2)"),
+                file("requirements.txt", "six\n"),
+            ],
+            "other-base",
+        )
+        .unwrap();
         assert_eq!(a.digest, b.digest);
         assert_ne!(a.tar, b.tar, "the code differs");
         assert_ne!(b.digest, c.digest, "dependencies changed");
         assert_ne!(b.digest, d.digest, "base image changed");
-        assert_eq!(a.image_tag(&spec()), format!("berth-app-default-hello:{}", &a.digest[..12]));
+        assert_eq!(
+            a.image_tag(&spec()),
+            format!("berth-app-default-hello:{}", &a.digest[..12])
+        );
     }
 
     #[test]
@@ -139,14 +218,26 @@ mod tests {
         let a = for_runtime(&spec(), &files, "base").unwrap();
         let b = for_runtime(&spec(), &files, "base").unwrap();
         assert_eq!(a.tar, b.tar);
-        assert_eq!(entries(&a.tar), [".dockerignore", "Dockerfile", "berth/run.py", "code/lib/util.py", "code/main.py"]);
+        assert_eq!(
+            entries(&a.tar),
+            [
+                ".dockerignore",
+                "Dockerfile",
+                "berth/run.py",
+                "code/lib/util.py",
+                "code/main.py"
+            ]
+        );
     }
 
     #[test]
     fn a_dockerfile_archive_needs_its_dockerfile() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.py"), "x").unwrap();
-        assert!(matches!(for_dockerfile(dir.path()), Err(ContextError::NoDockerfile)));
+        assert!(matches!(
+            for_dockerfile(dir.path()),
+            Err(ContextError::NoDockerfile)
+        ));
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
         let context = for_dockerfile(dir.path()).unwrap();
         assert_eq!(context.digest, for_dockerfile(dir.path()).unwrap().digest);

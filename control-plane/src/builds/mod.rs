@@ -4,6 +4,10 @@
 //! deterministic tar and the digest that names its image.
 
 pub mod context;
+pub mod logs;
 pub mod runtimes;
+pub mod storage;
 
 pub use context::{BuildContext, ContextError};
+pub use logs::BuildLogs;
+pub use storage::ContextStore;

@@ -9,7 +9,12 @@ pub mod placement;
 
 use crate::{
     sessions::Sessions,
-    store::{apps::{AppRecord, BuildRecord}, instances::InstanceRecord, nodes::NodeRecord, Store},
+    store::{
+        apps::{AppRecord, BuildRecord},
+        instances::InstanceRecord,
+        nodes::NodeRecord,
+        Store,
+    },
 };
 use berth_proto::{
     domain::{AppState, BuildState, DesiredInstanceState, InstanceState, NodeName, NodeState},
@@ -19,7 +24,10 @@ use placement::Candidate;
 use std::{
     collections::{hash_map::DefaultHasher, HashMap},
     hash::{Hash, Hasher},
-    sync::{atomic::{AtomicU64, Ordering}, Arc, Mutex},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc, Mutex,
+    },
     time::Duration,
 };
 use tokio::sync::Notify;
@@ -39,7 +47,9 @@ pub struct Scheduler {
 }
 
 fn docker_available(node: &NodeRecord) -> bool {
-    node.runtimes.iter().any(|r| r.name == "docker" && r.available)
+    node.runtimes
+        .iter()
+        .any(|r| r.name == "docker" && r.available)
 }
 
 fn active(state: InstanceState) -> bool {
@@ -69,7 +79,10 @@ impl Scheduler {
 
     /// A node (re)connected: it gets its full desired set on the next pass.
     pub fn node_connected(&self, node: &NodeName) {
-        self.sent.lock().unwrap_or_else(|p| p.into_inner()).remove(node.as_str());
+        self.sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(node.as_str());
         self.kick();
     }
 
@@ -92,14 +105,22 @@ impl Scheduler {
         let nodes = self.store.list_nodes(None).await?;
         let usable: Vec<&NodeRecord> = nodes
             .iter()
-            .filter(|n| n.state == NodeState::Ready && docker_available(n) && self.sessions.is_connected(&n.name))
+            .filter(|n| {
+                n.state == NodeState::Ready
+                    && docker_available(n)
+                    && self.sessions.is_connected(&n.name)
+            })
             .collect();
         self.dispatch_builds(&usable).await?;
 
         let apps = self.store.list_apps(None).await?;
         let mut instances = self.store.all_instances().await?;
         let mut builds: HashMap<String, BuildRecord> = HashMap::new();
-        for build_id in apps.iter().filter_map(|a| a.current_build_id.clone()).chain(instances.iter().filter_map(|i| i.build_id.clone())) {
+        for build_id in apps
+            .iter()
+            .filter_map(|a| a.current_build_id.clone())
+            .chain(instances.iter().filter_map(|i| i.build_id.clone()))
+        {
             if !builds.contains_key(&build_id) {
                 if let Ok(build) = self.store.get_build(&build_id).await {
                     builds.insert(build_id, build);
@@ -107,7 +128,8 @@ impl Scheduler {
             }
         }
         for app in &apps {
-            self.converge_app(app, &builds, &usable, &apps, &mut instances).await?;
+            self.converge_app(app, &builds, &usable, &apps, &mut instances)
+                .await?;
         }
         self.push_desired(&nodes, &apps, &instances, &builds).await;
         Ok(())
@@ -123,19 +145,33 @@ impl Scheduler {
             }
         }
         for build in builds {
-            let in_progress = build.node_name.as_deref().is_some_and(|n| usable.iter().any(|u| u.name.as_str() == n));
+            let in_progress = build
+                .node_name
+                .as_deref()
+                .is_some_and(|n| usable.iter().any(|u| u.name.as_str() == n));
             if in_progress {
                 continue;
             }
             let app = self.store.get_app(&build.app_id).await?;
-            let Some(node) = usable.iter().min_by_key(|n| (busy.get(n.name.as_str()).copied().unwrap_or(0), n.name.clone())) else {
+            let Some(node) = usable.iter().min_by_key(|n| {
+                (
+                    busy.get(n.name.as_str()).copied().unwrap_or(0),
+                    n.name.clone(),
+                )
+            }) else {
                 self.store.assign_build(&build.id, None).await?;
                 self.store
-                    .set_app_status(&app.id, AppState::Building, "waiting for a ready node with Docker to build on")
+                    .set_app_status(
+                        &app.id,
+                        AppState::Building,
+                        "waiting for a ready node with Docker to build on",
+                    )
                     .await?;
                 continue;
             };
-            self.store.assign_build(&build.id, Some(node.name.as_str())).await?;
+            self.store
+                .assign_build(&build.id, Some(node.name.as_str()))
+                .await?;
             let request = pb::BuildRequest {
                 build_id: build.id.clone(),
                 app_id: app.id.clone(),
@@ -145,9 +181,24 @@ impl Scheduler {
                 timeout_seconds: self.build_timeout.as_secs() as u32,
                 context_bytes: build.context_bytes,
             };
-            if self.sessions.send(&node.name, pb::ControlMessage { message: Some(Down::Build(request)) }).await {
+            if self
+                .sessions
+                .send(
+                    &node.name,
+                    pb::ControlMessage {
+                        message: Some(Down::Build(request)),
+                    },
+                )
+                .await
+            {
                 *busy.entry(node.name.to_string()).or_default() += 1;
-                self.store.set_app_status(&app.id, AppState::Building, &format!("building on {}", node.name)).await?;
+                self.store
+                    .set_app_status(
+                        &app.id,
+                        AppState::Building,
+                        &format!("building on {}", node.name),
+                    )
+                    .await?;
                 tracing::info!(build = %build.id, node = %node.name, "build dispatched");
             } else {
                 self.store.assign_build(&build.id, None).await?;
@@ -156,20 +207,34 @@ impl Scheduler {
         Ok(())
     }
 
-    fn candidates(&self, usable: &[&NodeRecord], apps: &[AppRecord], instances: &[InstanceRecord], app_id: &str) -> Vec<Candidate> {
+    fn candidates(
+        &self,
+        usable: &[&NodeRecord],
+        apps: &[AppRecord],
+        instances: &[InstanceRecord],
+        app_id: &str,
+    ) -> Vec<Candidate> {
         let limits: HashMap<&str, (i64, i64)> = apps
             .iter()
-            .map(|a| (a.id.as_str(), (i64::from(a.spec.cpu_millis), a.spec.memory_bytes as i64)))
+            .map(|a| {
+                (
+                    a.id.as_str(),
+                    (i64::from(a.spec.cpu_millis), a.spec.memory_bytes as i64),
+                )
+            })
             .collect();
         usable
             .iter()
             .map(|node| {
-                let here = instances
-                    .iter()
-                    .filter(|i| i.node_name.as_deref() == Some(node.name.as_str()) && active(i.state));
+                let here = instances.iter().filter(|i| {
+                    i.node_name.as_deref() == Some(node.name.as_str()) && active(i.state)
+                });
                 let (mut cpu, mut mem, mut same) = (0i64, 0i64, 0usize);
                 for instance in here {
-                    let (c, m) = limits.get(instance.app_id.as_str()).copied().unwrap_or((0, 0));
+                    let (c, m) = limits
+                        .get(instance.app_id.as_str())
+                        .copied()
+                        .unwrap_or((0, 0));
                     cpu += c;
                     mem += m;
                     same += usize::from(instance.app_id == app_id);
@@ -193,8 +258,14 @@ impl Scheduler {
         apps: &[AppRecord],
         instances: &mut Vec<InstanceRecord>,
     ) -> crate::error::Result<()> {
-        let Some(build) = app.current_build_id.as_ref().and_then(|id| builds.get(id)) else { return Ok(()) };
-        let want = if app.stopped { 0 } else { app.spec.min_instances as usize };
+        let Some(build) = app.current_build_id.as_ref().and_then(|id| builds.get(id)) else {
+            return Ok(());
+        };
+        let want = if app.stopped {
+            0
+        } else {
+            app.spec.min_instances as usize
+        };
         if app.stopped {
             // Stopping needs no build: every instance goes.
             for instance in instances.iter().filter(|i| i.app_id == app.id) {
@@ -239,11 +310,21 @@ impl Scheduler {
             .count();
         for _ in have..want {
             let candidates = self.candidates(usable, apps, instances, &app.id);
-            let instance = match placement::best_fit(&candidates, app.spec.cpu_millis, app.spec.memory_bytes) {
-                Ok(node) => self.store.create_instance(&app.id, &build.id, Some(&node.name), "").await?,
+            let instance = match placement::best_fit(
+                &candidates,
+                app.spec.cpu_millis,
+                app.spec.memory_bytes,
+            ) {
+                Ok(node) => {
+                    self.store
+                        .create_instance(&app.id, &build.id, Some(&node.name), "")
+                        .await?
+                }
                 Err(why) => {
                     reason = why.clone();
-                    self.store.create_instance(&app.id, &build.id, None, &why).await?
+                    self.store
+                        .create_instance(&app.id, &build.id, None, &why)
+                        .await?
                 }
             };
             instances.push(instance);
@@ -276,7 +357,10 @@ impl Scheduler {
             .filter(|i| i.app_id == app.id && i.build_id.as_deref() == Some(build.id.as_str()))
             .cloned()
             .collect();
-        let running = current.iter().filter(|i| i.state == InstanceState::Running).count();
+        let running = current
+            .iter()
+            .filter(|i| i.state == InstanceState::Running)
+            .count();
         // Rolling: the previous build's copies go once the new ones all run.
         if running >= want {
             let old: Vec<String> = instances
@@ -291,19 +375,28 @@ impl Scheduler {
         }
         let failed = current.iter().find(|i| i.state == InstanceState::Failed);
         let (state, message) = if want == 0 {
-            (AppState::Running, "scaled to zero; the first request starts it".to_owned())
+            (
+                AppState::Running,
+                "scaled to zero; the first request starts it".to_owned(),
+            )
         } else if running >= want {
             (AppState::Running, String::new())
         } else if let Some(failed) = failed {
             if running > 0 {
-                (AppState::Running, format!("{running} of {want} instances running; {}", failed.error))
+                (
+                    AppState::Running,
+                    format!("{running} of {want} instances running; {}", failed.error),
+                )
             } else {
                 (AppState::Failed, failed.error.clone())
             }
         } else if !reason.is_empty() {
             (AppState::Deploying, reason)
         } else {
-            (AppState::Deploying, format!("{running} of {want} instances running"))
+            (
+                AppState::Deploying,
+                format!("{running} of {want} instances running"),
+            )
         };
         self.store.set_app_status(&app.id, state, &message).await?;
         Ok(())
@@ -321,7 +414,10 @@ impl Scheduler {
         for node in nodes.iter().filter(|n| self.sessions.is_connected(&n.name)) {
             let mut specs: Vec<pb::InstanceSpec> = instances
                 .iter()
-                .filter(|i| i.node_name.as_deref() == Some(node.name.as_str()) && i.state != InstanceState::Lost)
+                .filter(|i| {
+                    i.node_name.as_deref() == Some(node.name.as_str())
+                        && i.state != InstanceState::Lost
+                })
                 .filter_map(|i| {
                     let app = apps.get(i.app_id.as_str())?;
                     let build = builds.get(i.build_id.as_deref()?)?;
@@ -332,24 +428,39 @@ impl Scheduler {
             let mut hasher = DefaultHasher::new();
             format!("{specs:?}").hash(&mut hasher);
             let hash = hasher.finish();
-            let unchanged = self.sent.lock().unwrap_or_else(|p| p.into_inner()).get(node.name.as_str()) == Some(&hash);
+            let unchanged = self
+                .sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(node.name.as_str())
+                == Some(&hash);
             if unchanged {
                 continue;
             }
             let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
             let count = specs.len();
             let message = pb::ControlMessage {
-                message: Some(Down::DesiredState(pb::DesiredState { generation, instances: specs })),
+                message: Some(Down::DesiredState(pb::DesiredState {
+                    generation,
+                    instances: specs,
+                })),
             };
             if self.sessions.send(&node.name, message).await {
-                self.sent.lock().unwrap_or_else(|p| p.into_inner()).insert(node.name.to_string(), hash);
+                self.sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(node.name.to_string(), hash);
                 tracing::debug!(node = %node.name, generation, instances = count, "desired state sent");
             }
         }
     }
 }
 
-fn instance_spec(app: &AppRecord, build: &BuildRecord, instance: &InstanceRecord) -> pb::InstanceSpec {
+fn instance_spec(
+    app: &AppRecord,
+    build: &BuildRecord,
+    instance: &InstanceRecord,
+) -> pb::InstanceSpec {
     pb::InstanceSpec {
         instance_id: instance.id.clone(),
         app_id: app.id.clone(),
@@ -367,4 +478,3 @@ fn instance_spec(app: &AppRecord, build: &BuildRecord, instance: &InstanceRecord
         context_bytes: build.context_bytes,
     }
 }
-

@@ -12,7 +12,11 @@ pub struct Candidate {
 }
 
 /// The node to use, or why there is none.
-pub fn best_fit(candidates: &[Candidate], cpu_millis: u32, memory_bytes: u64) -> Result<&Candidate, String> {
+pub fn best_fit(
+    candidates: &[Candidate],
+    cpu_millis: u32,
+    memory_bytes: u64,
+) -> Result<&Candidate, String> {
     let (cpu, memory) = (i64::from(cpu_millis), memory_bytes as i64);
     if candidates.is_empty() {
         return Err("no ready node with Docker".to_owned());
@@ -46,12 +50,21 @@ mod tests {
     use super::*;
 
     fn node(name: &str, cpu: i64, mem_mib: i64, same_app: usize) -> Candidate {
-        Candidate { name: name.into(), free_cpu_millis: cpu, free_memory_bytes: mem_mib << 20, same_app }
+        Candidate {
+            name: name.into(),
+            free_cpu_millis: cpu,
+            free_memory_bytes: mem_mib << 20,
+            same_app,
+        }
     }
 
     #[test]
     fn the_tightest_node_that_fits_wins() {
-        let nodes = [node("big", 8000, 16384, 0), node("small", 1500, 1024, 0), node("tiny", 500, 256, 0)];
+        let nodes = [
+            node("big", 8000, 16384, 0),
+            node("small", 1500, 1024, 0),
+            node("tiny", 500, 256, 0),
+        ];
         assert_eq!(best_fit(&nodes, 1000, 512 << 20).unwrap().name, "small");
         assert_eq!(best_fit(&nodes, 4000, 512 << 20).unwrap().name, "big");
     }
@@ -67,6 +80,9 @@ mod tests {
         let nodes = [node("a", 500, 256, 0)];
         let err = best_fit(&nodes, 1000, 512 << 20).unwrap_err();
         assert!(err.contains("1000m CPU and 512 MiB"), "{err}");
-        assert_eq!(best_fit(&[], 1000, 1).unwrap_err(), "no ready node with Docker");
+        assert_eq!(
+            best_fit(&[], 1000, 1).unwrap_err(),
+            "no ready node with Docker"
+        );
     }
 }

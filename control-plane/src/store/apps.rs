@@ -15,8 +15,8 @@ use berth_proto::{
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
-    TransactionTrait,
+    ActiveModelTrait, ColumnTrait, ConnectionTrait, EntityTrait, IntoActiveModel, QueryFilter,
+    QueryOrder, Set, TransactionTrait,
 };
 use std::collections::BTreeMap;
 
@@ -67,8 +67,10 @@ fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
 impl TryFrom<apps::Model> for AppRecord {
     type Error = Error;
     fn try_from(m: apps::Model) -> Result<Self> {
-        let env: BTreeMap<String, String> = serde_json::from_str(&m.env).map_err(|e| corrupt("app env", e))?;
-        let command: Vec<String> = serde_json::from_str(&m.command).map_err(|e| corrupt("app command", e))?;
+        let env: BTreeMap<String, String> =
+            serde_json::from_str(&m.env).map_err(|e| corrupt("app env", e))?;
+        let command: Vec<String> =
+            serde_json::from_str(&m.command).map_err(|e| corrupt("app command", e))?;
         let runtime: Runtime = m.runtime.parse().map_err(|e| corrupt("app runtime", e))?;
         Ok(Self {
             spec: AppSpec {
@@ -76,11 +78,14 @@ impl TryFrom<apps::Model> for AppRecord {
                 tenant: m.tenant,
                 runtime,
                 app_hostname: m.app_hostname,
-                container_port: u16::try_from(m.container_port).map_err(|e| corrupt("container port", e))?,
+                container_port: u16::try_from(m.container_port)
+                    .map_err(|e| corrupt("container port", e))?,
                 cpu_millis: u32::try_from(m.cpu_millis).map_err(|e| corrupt("cpu", e))?,
                 memory_bytes: u64::try_from(m.memory_bytes).map_err(|e| corrupt("memory", e))?,
-                min_instances: u32::try_from(m.min_instances).map_err(|e| corrupt("min instances", e))?,
-                max_instances: u32::try_from(m.max_instances).map_err(|e| corrupt("max instances", e))?,
+                min_instances: u32::try_from(m.min_instances)
+                    .map_err(|e| corrupt("min instances", e))?,
+                max_instances: u32::try_from(m.max_instances)
+                    .map_err(|e| corrupt("max instances", e))?,
                 env,
                 entry: m.entry,
                 command,
@@ -101,7 +106,8 @@ impl TryFrom<builds::Model> for BuildRecord {
     fn try_from(m: builds::Model) -> Result<Self> {
         Ok(Self {
             state: m.state.parse().map_err(|e| corrupt("build state", e))?,
-            context_bytes: u64::try_from(m.context_bytes).map_err(|e| corrupt("context bytes", e))?,
+            context_bytes: u64::try_from(m.context_bytes)
+                .map_err(|e| corrupt("context bytes", e))?,
             id: m.id,
             app_id: m.app_id,
             digest: m.digest,
@@ -126,6 +132,8 @@ impl BuildRecord {
             error: self.error.clone(),
             created_at: Some(timestamp(self.created_at)),
             finished_at: self.finished_at.map(timestamp),
+            cached: self.cached,
+            context_bytes: self.context_bytes,
         }
     }
 }
@@ -146,7 +154,12 @@ impl AppRecord {
     }
 }
 
-fn app_event(kind: &'static str, app: &AppRecord, subject: &str, message: impl Into<String>) -> NewEvent {
+fn app_event(
+    kind: &'static str,
+    app: &AppRecord,
+    subject: &str,
+    message: impl Into<String>,
+) -> NewEvent {
     NewEvent {
         kind,
         subject_id: subject.to_owned(),
@@ -190,7 +203,11 @@ fn conflict(err: sea_orm::DbErr, spec: &AppSpec) -> Error {
 
 async fn check_tenant(conn: &impl ConnectionTrait, tenant: &str) -> Result<()> {
     use crate::db::entities::tenants;
-    if tenants::Entity::find_by_id(tenant).one(conn).await?.is_none() {
+    if tenants::Entity::find_by_id(tenant)
+        .one(conn)
+        .await?
+        .is_none()
+    {
         return Err(Error::NotFound(format!("tenant {tenant:?} not found")));
     }
     Ok(())
@@ -213,7 +230,12 @@ fn spec_columns(active: &mut apps::ActiveModel, spec: &AppSpec) {
 
 impl Store {
     /// Records a new app and its first build, both `building`.
-    pub async fn create_app(&self, id: &str, spec: &AppSpec, build: &NewBuild) -> Result<(AppRecord, BuildRecord)> {
+    pub async fn create_app(
+        &self,
+        id: &str,
+        spec: &AppSpec,
+        build: &NewBuild,
+    ) -> Result<(AppRecord, BuildRecord)> {
         let now = Utc::now();
         let txn = self.db().begin().await?;
         check_tenant(&txn, &spec.tenant).await?;
@@ -230,19 +252,43 @@ impl Store {
         spec_columns(&mut active, spec);
         let app = AppRecord::try_from(active.insert(&txn).await.map_err(|e| conflict(e, spec))?)?;
         let build = BuildRecord::try_from(build_model(id, build, now).insert(&txn).await?)?;
-        let created = events::append(&txn, app_event("app.created", &app, &app.id, format!("{} app {}", spec.runtime, spec.name))).await?;
-        let started = events::append(&txn, app_event("build.started", &app, &build.id, build.image_tag.clone())).await?;
+        let created = events::append(
+            &txn,
+            app_event(
+                "app.created",
+                &app,
+                &app.id,
+                format!("{} app {}", spec.runtime, spec.name),
+            ),
+        )
+        .await?;
+        let started = events::append(
+            &txn,
+            app_event("build.started", &app, &build.id, build.image_tag.clone()),
+        )
+        .await?;
         txn.commit().await?;
         self.publish([created, started]);
         Ok((app, build))
     }
 
     /// Records new settings and a new build for an existing app.
-    pub async fn redeploy_app(&self, id: &str, spec: &AppSpec, build: &NewBuild) -> Result<(AppRecord, BuildRecord)> {
+    pub async fn redeploy_app(
+        &self,
+        id: &str,
+        spec: &AppSpec,
+        build: &NewBuild,
+    ) -> Result<(AppRecord, BuildRecord)> {
         let now = Utc::now();
         let txn = self.db().begin().await?;
-        let model = apps::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::NotFound(format!("app {id} not found")))?;
-        if model.tenant != spec.tenant || model.name != spec.name || model.runtime != spec.runtime.as_str() {
+        let model = apps::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("app {id} not found")))?;
+        if model.tenant != spec.tenant
+            || model.name != spec.name
+            || model.runtime != spec.runtime.as_str()
+        {
             return Err(Error::FailedPrecondition(
                 "an app's name, tenant and runtime stay as created; create a new app to change them".into(),
             ));
@@ -255,7 +301,11 @@ impl Store {
         active.updated_at = Set(now);
         let app = AppRecord::try_from(active.update(&txn).await.map_err(|e| conflict(e, spec))?)?;
         let build = BuildRecord::try_from(build_model(id, build, now).insert(&txn).await?)?;
-        let started = events::append(&txn, app_event("build.started", &app, &build.id, build.image_tag.clone())).await?;
+        let started = events::append(
+            &txn,
+            app_event("build.started", &app, &build.id, build.image_tag.clone()),
+        )
+        .await?;
         txn.commit().await?;
         self.publish([started]);
         Ok((app, build))
@@ -271,17 +321,27 @@ impl Store {
 
     /// All apps, or a tenant's, oldest first.
     pub async fn list_apps(&self, tenant: Option<&str>) -> Result<Vec<AppRecord>> {
-        let mut query = apps::Entity::find().order_by_asc(apps::Column::CreatedAt).order_by_asc(apps::Column::Id);
+        let mut query = apps::Entity::find()
+            .order_by_asc(apps::Column::CreatedAt)
+            .order_by_asc(apps::Column::Id);
         if let Some(tenant) = tenant {
             query = query.filter(apps::Column::Tenant.eq(tenant));
         }
-        query.all(self.db()).await?.into_iter().map(AppRecord::try_from).collect()
+        query
+            .all(self.db())
+            .await?
+            .into_iter()
+            .map(AppRecord::try_from)
+            .collect()
     }
 
     /// Marks an app stopped (no instance should run) or started again.
     pub async fn set_app_stopped(&self, id: &str, stopped: bool) -> Result<AppRecord> {
         let txn = self.db().begin().await?;
-        let model = apps::Entity::find_by_id(id).one(&txn).await?.ok_or_else(|| Error::NotFound(format!("app {id} not found")))?;
+        let model = apps::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("app {id} not found")))?;
         let changed = model.stopped != stopped;
         let mut active = model.into_active_model();
         active.stopped = Set(stopped);
@@ -293,8 +353,13 @@ impl Store {
         let app = AppRecord::try_from(active.update(&txn).await?)?;
         let mut published = Vec::new();
         if changed {
-            let kind = if stopped { "app.stopped" } else { "app.started" };
-            published.push(events::append(&txn, app_event(kind, &app, &app.id, "by request")).await?);
+            let kind = if stopped {
+                "app.stopped"
+            } else {
+                "app.started"
+            };
+            published
+                .push(events::append(&txn, app_event(kind, &app, &app.id, "by request")).await?);
         }
         txn.commit().await?;
         self.publish(published);
@@ -310,7 +375,11 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("app {id} not found")))?
             .try_into()?;
         apps::Entity::delete_by_id(id).exec(&txn).await?;
-        let event = events::append(&txn, app_event("app.deleted", &app, &app.id, app.spec.name.clone())).await?;
+        let event = events::append(
+            &txn,
+            app_event("app.deleted", &app, &app.id, app.spec.name.clone()),
+        )
+        .await?;
         txn.commit().await?;
         self.publish([event]);
         Ok(app)
@@ -318,7 +387,9 @@ impl Store {
 
     /// Sets the derived state and the reason shown with it; no event when unchanged.
     pub async fn set_app_status(&self, id: &str, state: AppState, message: &str) -> Result<()> {
-        let Some(model) = apps::Entity::find_by_id(id).one(self.db()).await? else { return Ok(()) };
+        let Some(model) = apps::Entity::find_by_id(id).one(self.db()).await? else {
+            return Ok(());
+        };
         if model.state == state.as_str() && model.status_message == message {
             return Ok(());
         }
@@ -336,7 +407,11 @@ impl Store {
                 AppState::Failed => "app.failed",
                 _ => "app.state",
             };
-            let message = if message.is_empty() { state.to_string() } else { format!("{state}: {message}") };
+            let message = if message.is_empty() {
+                state.to_string()
+            } else {
+                format!("{state}: {message}")
+            };
             published.push(events::append(&txn, app_event(kind, &app, &app.id, message)).await?);
         }
         txn.commit().await?;
@@ -376,7 +451,9 @@ impl Store {
 
     /// Appends output, keeping the newest [`BUILD_LOG_LIMIT`] bytes.
     pub async fn append_build_logs(&self, build_id: &str, text: &str) -> Result<()> {
-        let Some(model) = builds::Entity::find_by_id(build_id).one(self.db()).await? else { return Ok(()) };
+        let Some(model) = builds::Entity::find_by_id(build_id).one(self.db()).await? else {
+            return Ok(());
+        };
         let mut logs = model.logs.clone();
         logs.push_str(text);
         let mut active = model.into_active_model();
@@ -386,9 +463,17 @@ impl Store {
     }
 
     /// Records a build's end; moves its app on when it is the current build.
-    pub async fn finish_build(&self, build_id: &str, state: BuildState, error: &str, cached: bool) -> Result<Option<BuildRecord>> {
+    pub async fn finish_build(
+        &self,
+        build_id: &str,
+        state: BuildState,
+        error: &str,
+        cached: bool,
+    ) -> Result<Option<BuildRecord>> {
         let txn = self.db().begin().await?;
-        let Some(model) = builds::Entity::find_by_id(build_id).one(&txn).await? else { return Ok(None) };
+        let Some(model) = builds::Entity::find_by_id(build_id).one(&txn).await? else {
+            return Ok(None);
+        };
         if model.state != BuildState::Building.as_str() {
             return Ok(Some(model.try_into()?));
         }
@@ -405,13 +490,20 @@ impl Store {
             .ok_or_else(|| Error::NotFound(format!("app {} not found", build.app_id)))?
             .try_into()?;
         let (kind, message) = match state {
-            BuildState::Ready if cached => ("build.succeeded", format!("{} (image cached, nothing built)", build.image_tag)),
+            BuildState::Ready if cached => (
+                "build.succeeded",
+                format!("{} (image cached, nothing built)", build.image_tag),
+            ),
             BuildState::Ready => ("build.succeeded", build.image_tag.clone()),
             _ => ("build.failed", error.chars().take(512).collect()),
         };
         let event = events::append(&txn, app_event(kind, &app, &build.id, message)).await?;
         if app.current_build_id.as_deref() == Some(build_id) && state == BuildState::BuildFailed {
-            let mut active = apps::Entity::find_by_id(&app.id).one(&txn).await?.expect("read above").into_active_model();
+            let mut active = apps::Entity::find_by_id(&app.id)
+                .one(&txn)
+                .await?
+                .expect("read above")
+                .into_active_model();
             active.state = Set(AppState::BuildFailed.as_str().to_owned());
             active.status_message = Set(error.chars().take(512).collect());
             active.update(&txn).await?;

@@ -14,7 +14,10 @@ use berth_proto::{
     pb,
 };
 use chrono::{DateTime, Utc};
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set, TransactionTrait};
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
+};
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct InstanceRecord {
@@ -35,9 +38,14 @@ pub struct InstanceRecord {
 impl TryFrom<instances::Model> for InstanceRecord {
     type Error = Error;
     fn try_from(m: instances::Model) -> Result<Self> {
-        let corrupt = |what: &str, e: &dyn std::fmt::Display| Error::Corrupt(format!("instance {}: {what}: {e}", m.id));
+        let corrupt = |what: &str, e: &dyn std::fmt::Display| {
+            Error::Corrupt(format!("instance {}: {what}: {e}", m.id))
+        };
         Ok(Self {
-            desired: m.desired_state.parse().map_err(|e| corrupt("desired state", &e))?,
+            desired: m
+                .desired_state
+                .parse()
+                .map_err(|e| corrupt("desired state", &e))?,
             state: m.state.parse().map_err(|e| corrupt("state", &e))?,
             host_port: u16::try_from(m.host_port).map_err(|e| corrupt("host port", &e))?,
             restarts: u32::try_from(m.restarts).map_err(|e| corrupt("restarts", &e))?,
@@ -89,7 +97,10 @@ async fn instance_event(
     instance: &InstanceRecord,
     message: String,
 ) -> Result<crate::db::entities::events::Model> {
-    let hostname = apps::Entity::find_by_id(&instance.app_id).one(conn).await?.and_then(|a| a.app_hostname);
+    let hostname = apps::Entity::find_by_id(&instance.app_id)
+        .one(conn)
+        .await?
+        .and_then(|a| a.app_hostname);
     events::append(
         conn,
         NewEvent {
@@ -107,7 +118,13 @@ async fn instance_event(
 impl Store {
     /// A new `pending` instance of `app_id`, on `node` when one was found
     /// (`reason` says why not otherwise).
-    pub async fn create_instance(&self, app_id: &str, build_id: &str, node: Option<&str>, reason: &str) -> Result<InstanceRecord> {
+    pub async fn create_instance(
+        &self,
+        app_id: &str,
+        build_id: &str,
+        node: Option<&str>,
+        reason: &str,
+    ) -> Result<InstanceRecord> {
         let now = Utc::now();
         let txn = self.db().begin().await?;
         let model = instances::ActiveModel {
@@ -191,16 +208,30 @@ impl Store {
 
     /// Applies what a node reports of its instances. Reports for instances
     /// that are not on that node are ignored: a node speaks only for itself.
-    pub async fn apply_instance_report(&self, node: &str, statuses: &[pb::InstanceStatus]) -> Result<usize> {
+    pub async fn apply_instance_report(
+        &self,
+        node: &str,
+        statuses: &[pb::InstanceStatus],
+    ) -> Result<usize> {
         let mut changed = 0;
         for status in statuses {
-            let Ok(reported) = InstanceState::try_from(status.state) else { continue };
+            let Ok(reported) = InstanceState::try_from(status.state) else {
+                continue;
+            };
             let txn = self.db().begin().await?;
-            let Some(model) = instances::Entity::find_by_id(&status.instance_id).one(&txn).await? else { continue };
+            let Some(model) = instances::Entity::find_by_id(&status.instance_id)
+                .one(&txn)
+                .await?
+            else {
+                continue;
+            };
             if model.node_name.as_deref() != Some(node) {
                 continue;
             }
-            let current: InstanceState = model.state.parse().map_err(|e| Error::Corrupt(format!("{e}")))?;
+            let current: InstanceState = model
+                .state
+                .parse()
+                .map_err(|e| Error::Corrupt(format!("{e}")))?;
             let host_port = i32::try_from(status.host_port).unwrap_or(0);
             let restarts = i32::try_from(status.restarts).unwrap_or(i32::MAX);
             let error: String = status.error.chars().take(4096).collect();
@@ -225,7 +256,11 @@ impl Store {
             let instance = InstanceRecord::try_from(active.update(&txn).await?)?;
             let mut published = Vec::new();
             if moves {
-                let message = if error.is_empty() { format!("on {node}") } else { error };
+                let message = if error.is_empty() {
+                    format!("on {node}")
+                } else {
+                    error
+                };
                 published.push(instance_event(&txn, &instance, message).await?);
             }
             txn.commit().await?;
@@ -246,8 +281,12 @@ impl Store {
         if down.is_empty() {
             return Ok(Vec::new());
         }
-        let active = [InstanceState::Pending, InstanceState::Starting, InstanceState::Running]
-            .map(|s| s.as_str().to_owned());
+        let active = [
+            InstanceState::Pending,
+            InstanceState::Starting,
+            InstanceState::Running,
+        ]
+        .map(|s| s.as_str().to_owned());
         let models = instances::Entity::find()
             .filter(instances::Column::NodeName.is_in(down))
             .filter(instances::Column::State.is_in(active))

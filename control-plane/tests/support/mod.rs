@@ -16,12 +16,21 @@ use tonic::transport::Channel;
 pub const WAIT: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it returns `Some`, failing the test after [`WAIT`].
-pub async fn wait_for<T, F, Fut>(what: &str, mut check: F) -> T
+pub async fn wait_for<T, F, Fut>(what: &str, check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
 {
-    let deadline = tokio::time::Instant::now() + WAIT;
+    wait_within(WAIT, what, check).await
+}
+
+/// [`wait_for`] with its own limit (builds take longer).
+pub async fn wait_within<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
         if let Some(value) = check().await {
             return value;
@@ -199,6 +208,7 @@ impl Cluster {
             self.pki.issue(Role::Agent, name)
         };
         let mut config = berth_node_agent::Config::new(cp.url(), files);
+        config.work_dir = self.data.path().join("agents").join(name);
         config.reconnect_min = Duration::from_millis(50);
         config.reconnect_max = Duration::from_millis(500);
         config.labels.insert("zone".into(), "test".into());

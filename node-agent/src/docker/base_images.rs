@@ -18,6 +18,11 @@ pub struct BaseImage {
     pub image: &'static str,
     /// Debian packages on top of minbase.
     pub packages: &'static [&'static str],
+    /// Packages installed with apt inside the new root after debootstrap
+    /// (debootstrap's own resolver does not follow virtual packages).
+    pub apt_packages: &'static [&'static str],
+    /// Symlinks made in the root: (link, target).
+    pub links: &'static [(&'static str, &'static str)],
     /// Dockerfile instructions applied at import (`ENV`, `LABEL`, `CMD`).
     pub changes: &'static [&'static str],
 }
@@ -26,6 +31,8 @@ pub const PYTHON: BaseImage = BaseImage {
     runtime: "python",
     image: "berth/python:3.11-bookworm",
     packages: &["python3", "python3-pip", "python3-venv", "ca-certificates"],
+    apt_packages: &[],
+    links: &[],
     changes: &[
         "ENV LANG=C.UTF-8",
         "ENV PYTHONUNBUFFERED=1",
@@ -36,8 +43,25 @@ pub const PYTHON: BaseImage = BaseImage {
     ],
 };
 
+/// Node.js 18 with Express from Debian (no npm registry is needed: an app's
+/// dependencies are the Node packages Debian ships).
+pub const NODE: BaseImage = BaseImage {
+    runtime: "node",
+    image: "berth/node:18-bookworm",
+    packages: &["nodejs", "ca-certificates"],
+    apt_packages: &["node-express"],
+    // ES modules ignore NODE_PATH; a root node_modules serves both kinds.
+    links: &[("node_modules", "usr/share/nodejs")],
+    changes: &[
+        "ENV LANG=C.UTF-8",
+        "ENV NODE_PATH=/usr/share/nodejs:/usr/lib/x86_64-linux-gnu/nodejs",
+        "LABEL berth.base=node",
+        "CMD [\"node\"]",
+    ],
+};
+
 /// Every base image, by runtime.
-pub const ALL: &[BaseImage] = &[PYTHON];
+pub const ALL: &[BaseImage] = &[PYTHON, NODE];
 
 pub fn by_runtime(runtime: &str) -> Option<&'static BaseImage> {
     ALL.iter().find(|b| b.runtime == runtime)
@@ -96,7 +120,8 @@ pub async fn ensure(
     let rootfs = scratch.path().join("rootfs");
     tokio::time::timeout(options.timeout, async {
         debootstrap(base, options, &rootfs).await?;
-        prepare_rootfs(&rootfs, options).await?;
+        apt_install(base, &rootfs).await?;
+        prepare_rootfs(base, &rootfs, options).await?;
         import(docker, base, &rootfs).await
     })
     .await
@@ -142,9 +167,58 @@ async fn debootstrap(
     Ok(())
 }
 
-/// Trusts the host's CA bundle and drops package caches.
-async fn prepare_rootfs(rootfs: &Path, options: &BootstrapOptions) -> Result<(), DockerError> {
+/// Installs `apt_packages` inside the new root.
+async fn apt_install(base: &BaseImage, rootfs: &Path) -> Result<(), DockerError> {
+    if base.apt_packages.is_empty() {
+        return Ok(());
+    }
+    let output = Command::new("chroot")
+        .arg(rootfs)
+        .args(["apt-get", "install", "-y", "-q", "--no-install-recommends"])
+        .args(base.apt_packages)
+        .env("DEBIAN_FRONTEND", "noninteractive")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|source| DockerError::Io {
+            context: "running apt-get in the new root".into(),
+            source,
+        })?;
+    if !output.status.success() {
+        let err = String::from_utf8_lossy(&output.stderr);
+        return Err(DockerError::Failed(format!(
+            "installing {} into {} failed ({}): {}",
+            base.apt_packages.join(" "),
+            base.image,
+            output.status,
+            err.lines()
+                .rev()
+                .take(10)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect::<Vec<_>>()
+                .join("\n")
+        )));
+    }
+    Ok(())
+}
+
+/// Trusts the host's CA bundle, makes the links, and drops package caches.
+async fn prepare_rootfs(
+    base: &BaseImage,
+    rootfs: &Path,
+    options: &BootstrapOptions,
+) -> Result<(), DockerError> {
     let io = |context: String| move |source| DockerError::Io { context, source };
+    for (link, target) in base.links {
+        let path = rootfs.join(link);
+        if tokio::fs::symlink_metadata(&path).await.is_err() {
+            tokio::fs::symlink(target, &path)
+                .await
+                .map_err(io(format!("linking {link}")))?;
+        }
+    }
     if options.ca_bundle.exists() {
         let target = rootfs.join("etc/ssl/certs/ca-certificates.crt");
         tokio::fs::create_dir_all(target.parent().expect("has a parent"))

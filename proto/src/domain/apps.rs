@@ -72,7 +72,11 @@ impl AppSpec {
     pub fn from_proto(settings: &pb::AppSettings) -> Result<Self, FieldError> {
         let name = settings.name.trim();
         check_dns_label_value(name).map_err(|m| FieldError::new("name", m))?;
-        let tenant = if settings.tenant.is_empty() { "default" } else { settings.tenant.as_str() };
+        let tenant = if settings.tenant.is_empty() {
+            "default"
+        } else {
+            settings.tenant.as_str()
+        };
         check_dns_label_value(tenant).map_err(|m| FieldError::new("tenant", m))?;
         let runtime: Runtime = pb::Runtime::try_from(settings.runtime)
             .ok()
@@ -80,7 +84,10 @@ impl AppSpec {
             .ok_or_else(|| {
                 FieldError::new(
                     "runtime",
-                    format!("must be python, node, go or dockerfile (got enum value {})", settings.runtime),
+                    format!(
+                        "must be python, node, go or dockerfile (got enum value {})",
+                        settings.runtime
+                    ),
                 )
             })?;
         let app_hostname = match settings.app_hostname.trim() {
@@ -92,10 +99,12 @@ impl AppSpec {
         };
         let container_port = match settings.container_port {
             0 => DEFAULT_CONTAINER_PORT,
-            port => u16::try_from(port)
-                .ok()
-                .filter(|p| *p > 0)
-                .ok_or_else(|| FieldError::new("container_port", format!("{port} is not a TCP port (1–65535)")))?,
+            port => u16::try_from(port).ok().filter(|p| *p > 0).ok_or_else(|| {
+                FieldError::new(
+                    "container_port",
+                    format!("{port} is not a TCP port (1–65535)"),
+                )
+            })?,
         };
         let cpu_millis = match settings.cpu_millis {
             0 => DEFAULT_CPU_MILLIS,
@@ -103,7 +112,9 @@ impl AppSpec {
             cpu => {
                 return Err(FieldError::new(
                     "cpu_millis",
-                    format!("{cpu} is outside {MIN_CPU_MILLIS}–{MAX_CPU_MILLIS} (thousandths of a core)"),
+                    format!(
+                    "{cpu} is outside {MIN_CPU_MILLIS}–{MAX_CPU_MILLIS} (thousandths of a core)"
+                ),
                 ))
             }
         };
@@ -118,9 +129,14 @@ impl AppSpec {
             }
         };
         let min_instances = settings.min_instances.unwrap_or(DEFAULT_MIN_INSTANCES);
-        let max_instances = settings.max_instances.unwrap_or(DEFAULT_MAX_INSTANCES.max(min_instances));
+        let max_instances = settings
+            .max_instances
+            .unwrap_or(DEFAULT_MAX_INSTANCES.max(min_instances));
         if max_instances == 0 || max_instances > MAX_INSTANCES {
-            return Err(FieldError::new("max_instances", format!("{max_instances} is outside 1–{MAX_INSTANCES}")));
+            return Err(FieldError::new(
+                "max_instances",
+                format!("{max_instances} is outside 1–{MAX_INSTANCES}"),
+            ));
         }
         if min_instances > max_instances {
             return Err(FieldError::new(
@@ -129,7 +145,12 @@ impl AppSpec {
             ));
         }
         let env = validate_env(&settings.env)?;
-        if settings.command.len() > MAX_COMMAND_ARGS || settings.command.iter().any(|a| a.len() > 4096 || a.contains('\0')) {
+        if settings.command.len() > MAX_COMMAND_ARGS
+            || settings
+                .command
+                .iter()
+                .any(|a| a.len() > 4096 || a.contains('\0'))
+        {
             return Err(FieldError::new(
                 "command",
                 format!("at most {MAX_COMMAND_ARGS} arguments of at most 4096 bytes, without NUL"),
@@ -137,7 +158,10 @@ impl AppSpec {
         }
         let entry = match runtime.default_entry() {
             None if !settings.entry.is_empty() => {
-                return Err(FieldError::new("entry", "a dockerfile app has no entry file; use command"))
+                return Err(FieldError::new(
+                    "entry",
+                    "a dockerfile app has no entry file; use command",
+                ))
             }
             None => String::new(),
             Some(default) if settings.entry.is_empty() => default.to_owned(),
@@ -180,25 +204,41 @@ impl AppSpec {
     }
 }
 
-fn validate_env(env: &std::collections::HashMap<String, String>) -> Result<BTreeMap<String, String>, FieldError> {
+fn validate_env(
+    env: &std::collections::HashMap<String, String>,
+) -> Result<BTreeMap<String, String>, FieldError> {
     if env.len() > MAX_ENV_VARS {
-        return Err(FieldError::new("env", format!("has {} variables; the limit is {MAX_ENV_VARS}", env.len())));
+        return Err(FieldError::new(
+            "env",
+            format!("has {} variables; the limit is {MAX_ENV_VARS}", env.len()),
+        ));
     }
     let mut out = BTreeMap::new();
     for (key, value) in env {
         let field = format!("env[{key:?}]");
         let mut chars = key.chars();
         let name_ok = key.len() <= 128
-            && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && chars
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
             && chars.all(|c| c.is_ascii_alphanumeric() || c == '_');
         if !name_ok {
-            return Err(FieldError::new(field, "names are letters, digits and '_', not starting with a digit, at most 128"));
+            return Err(FieldError::new(
+                field,
+                "names are letters, digits and '_', not starting with a digit, at most 128",
+            ));
         }
         if key == "PORT" {
-            return Err(FieldError::new(field, "PORT is set by Berth from container_port"));
+            return Err(FieldError::new(
+                field,
+                "PORT is set by Berth from container_port",
+            ));
         }
         if value.len() > MAX_ENV_VALUE_BYTES || value.contains('\0') {
-            return Err(FieldError::new(field, format!("values are at most {MAX_ENV_VALUE_BYTES} bytes, without NUL")));
+            return Err(FieldError::new(
+                field,
+                format!("values are at most {MAX_ENV_VALUE_BYTES} bytes, without NUL"),
+            ));
         }
         out.insert(key.clone(), value.clone());
     }
@@ -212,12 +252,22 @@ pub fn check_source_path(path: &str) -> Result<(), String> {
         return Err(format!("paths are 1–{MAX_PATH_BYTES} bytes"));
     }
     if path.starts_with('/') {
-        return Err(format!("{path:?} is absolute; paths are relative to the app's root"));
+        return Err(format!(
+            "{path:?} is absolute; paths are relative to the app's root"
+        ));
     }
-    if let Some(bad) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/'))) {
-        return Err(format!("{path:?} holds {bad:?}; paths use letters, digits, '.', '_', '-' and '/'"));
+    if let Some(bad) = path
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '/')))
+    {
+        return Err(format!(
+            "{path:?} holds {bad:?}; paths use letters, digits, '.', '_', '-' and '/'"
+        ));
     }
-    if path.split('/').any(|part| part.is_empty() || part == "." || part == "..") {
+    if path
+        .split('/')
+        .any(|part| part.is_empty() || part == "." || part == "..")
+    {
         return Err(format!("{path:?} has an empty, '.' or '..' component"));
     }
     Ok(())
@@ -227,22 +277,35 @@ pub fn check_source_path(path: &str) -> Result<(), String> {
 /// and that `entry` is among them.
 pub fn check_source_files(files: &[pb::SourceFile], entry: &str) -> Result<(), FieldError> {
     if files.len() > MAX_FILES {
-        return Err(FieldError::new("files", format!("has {} files; the limit is {MAX_FILES}", files.len())));
+        return Err(FieldError::new(
+            "files",
+            format!("has {} files; the limit is {MAX_FILES}", files.len()),
+        ));
     }
     let mut seen = std::collections::HashSet::new();
     let mut total = 0u64;
     for (i, file) in files.iter().enumerate() {
-        check_source_path(&file.path).map_err(|m| FieldError::new(format!("files[{i}].path"), m))?;
+        check_source_path(&file.path)
+            .map_err(|m| FieldError::new(format!("files[{i}].path"), m))?;
         if !seen.insert(file.path.as_str()) {
-            return Err(FieldError::new(format!("files[{i}].path"), format!("{:?} is given twice", file.path)));
+            return Err(FieldError::new(
+                format!("files[{i}].path"),
+                format!("{:?} is given twice", file.path),
+            ));
         }
         total += file.content.len() as u64;
     }
     if total > MAX_SOURCE_BYTES {
-        return Err(FieldError::new("files", format!("are {total} bytes together; the limit is {MAX_SOURCE_BYTES}")));
+        return Err(FieldError::new(
+            "files",
+            format!("are {total} bytes together; the limit is {MAX_SOURCE_BYTES}"),
+        ));
     }
     if !entry.is_empty() && !seen.contains(entry) {
-        return Err(FieldError::new("entry", format!("{entry:?} is not among the uploaded files")));
+        return Err(FieldError::new(
+            "entry",
+            format!("{entry:?} is not among the uploaded files"),
+        ));
     }
     Ok(())
 }
@@ -252,7 +315,11 @@ mod tests {
     use super::*;
 
     fn settings() -> pb::AppSettings {
-        pb::AppSettings { name: "hello".into(), runtime: pb::Runtime::Python as i32, ..Default::default() }
+        pb::AppSettings {
+            name: "hello".into(),
+            runtime: pb::Runtime::Python as i32,
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -264,25 +331,102 @@ mod tests {
         assert_eq!(spec.memory_bytes, 512 << 20);
         assert_eq!((spec.min_instances, spec.max_instances), (1, 10));
         assert_eq!(spec.entry, "main.py");
-        let zero = AppSpec::from_proto(&pb::AppSettings { min_instances: Some(0), ..settings() }).unwrap();
+        let zero = AppSpec::from_proto(&pb::AppSettings {
+            min_instances: Some(0),
+            ..settings()
+        })
+        .unwrap();
         assert_eq!(zero.min_instances, 0, "scale to zero is kept");
     }
 
     #[test]
     fn bad_settings_name_their_field() {
         let cases: Vec<(pb::AppSettings, &str)> = vec![
-            (pb::AppSettings { name: "Hello World".into(), ..settings() }, "name"),
-            (pb::AppSettings { runtime: 0, ..settings() }, "runtime"),
-            (pb::AppSettings { runtime: 42, ..settings() }, "runtime"),
-            (pb::AppSettings { container_port: 70000, ..settings() }, "container_port"),
-            (pb::AppSettings { cpu_millis: 10, ..settings() }, "cpu_millis"),
-            (pb::AppSettings { memory_bytes: 1, ..settings() }, "memory_bytes"),
-            (pb::AppSettings { min_instances: Some(5), max_instances: Some(2), ..settings() }, "min_instances"),
-            (pb::AppSettings { max_instances: Some(1000), ..settings() }, "max_instances"),
-            (pb::AppSettings { app_hostname: "not a host".into(), ..settings() }, "app_hostname"),
-            (pb::AppSettings { env: [("PORT".into(), "1".into())].into(), ..settings() }, "env[\"PORT\"]"),
-            (pb::AppSettings { env: [("1X".into(), "1".into())].into(), ..settings() }, "env[\"1X\"]"),
-            (pb::AppSettings { entry: "../x.py".into(), ..settings() }, "entry"),
+            (
+                pb::AppSettings {
+                    name: "Hello World".into(),
+                    ..settings()
+                },
+                "name",
+            ),
+            (
+                pb::AppSettings {
+                    runtime: 0,
+                    ..settings()
+                },
+                "runtime",
+            ),
+            (
+                pb::AppSettings {
+                    runtime: 42,
+                    ..settings()
+                },
+                "runtime",
+            ),
+            (
+                pb::AppSettings {
+                    container_port: 70000,
+                    ..settings()
+                },
+                "container_port",
+            ),
+            (
+                pb::AppSettings {
+                    cpu_millis: 10,
+                    ..settings()
+                },
+                "cpu_millis",
+            ),
+            (
+                pb::AppSettings {
+                    memory_bytes: 1,
+                    ..settings()
+                },
+                "memory_bytes",
+            ),
+            (
+                pb::AppSettings {
+                    min_instances: Some(5),
+                    max_instances: Some(2),
+                    ..settings()
+                },
+                "min_instances",
+            ),
+            (
+                pb::AppSettings {
+                    max_instances: Some(1000),
+                    ..settings()
+                },
+                "max_instances",
+            ),
+            (
+                pb::AppSettings {
+                    app_hostname: "not a host".into(),
+                    ..settings()
+                },
+                "app_hostname",
+            ),
+            (
+                pb::AppSettings {
+                    env: [("PORT".into(), "1".into())].into(),
+                    ..settings()
+                },
+                "env[\"PORT\"]",
+            ),
+            (
+                pb::AppSettings {
+                    env: [("1X".into(), "1".into())].into(),
+                    ..settings()
+                },
+                "env[\"1X\"]",
+            ),
+            (
+                pb::AppSettings {
+                    entry: "../x.py".into(),
+                    ..settings()
+                },
+                "entry",
+            ),
         ];
         for (bad, field) in cases {
             let err = AppSpec::from_proto(&bad).unwrap_err();
@@ -292,12 +436,29 @@ mod tests {
 
     #[test]
     fn source_files_are_checked() {
-        let file = |path: &str| pb::SourceFile { path: path.into(), content: b"x".to_vec() };
+        let file = |path: &str| pb::SourceFile {
+            path: path.into(),
+            content: b"x".to_vec(),
+        };
         assert!(check_source_files(&[file("main.py"), file("lib/util.py")], "main.py").is_ok());
-        assert_eq!(check_source_files(&[file("app.py")], "main.py").unwrap_err().field, "entry");
-        assert_eq!(check_source_files(&[file("main.py"), file("main.py")], "main.py").unwrap_err().field, "files[1].path");
+        assert_eq!(
+            check_source_files(&[file("app.py")], "main.py")
+                .unwrap_err()
+                .field,
+            "entry"
+        );
+        assert_eq!(
+            check_source_files(&[file("main.py"), file("main.py")], "main.py")
+                .unwrap_err()
+                .field,
+            "files[1].path"
+        );
         for bad in ["/etc/passwd", "a/../b", "a//b", "sp ace.py", "./x"] {
-            assert_eq!(check_source_files(&[file(bad)], "").unwrap_err().field, "files[0].path", "{bad}");
+            assert_eq!(
+                check_source_files(&[file(bad)], "").unwrap_err().field,
+                "files[0].path",
+                "{bad}"
+            );
         }
     }
 }

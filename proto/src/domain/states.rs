@@ -1,7 +1,6 @@
 //! Typed lifecycle states. Each is mapped here, once, to its proto enum and to
 //! the lowercase string the database stores; nothing else compares strings.
 
-
 /// A stored state string that is not one of the enum's values.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {kind} state {value:?}")]

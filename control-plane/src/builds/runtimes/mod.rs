@@ -53,7 +53,11 @@ pub fn python_requirements(user: Option<&str>) -> String {
 
 /// The Dockerfile and launcher of a runtime app; `None` for a runtime this
 /// control plane cannot build from code files.
-pub fn files_for(spec: &AppSpec, base_image: &str, requirements: Option<&str>) -> Option<RuntimeFiles> {
+pub fn files_for(
+    spec: &AppSpec,
+    base_image: &str,
+    requirements: Option<&str>,
+) -> Option<RuntimeFiles> {
     match spec.runtime {
         Runtime::Python => {
             let requirements = python_requirements(requirements);
@@ -90,8 +94,14 @@ mod tests {
 
     #[test]
     fn asgi_apps_get_a_server_unless_they_name_one() {
-        assert_eq!(python_requirements(Some("fastapi==0.110\n")), "fastapi==0.110\nuvicorn\n");
-        assert_eq!(python_requirements(Some("FastAPI[all]>=0.1\nuvicorn[standard]\n")), "FastAPI[all]>=0.1\nuvicorn[standard]\n");
+        assert_eq!(
+            python_requirements(Some("fastapi==0.110\n")),
+            "fastapi==0.110\nuvicorn\n"
+        );
+        assert_eq!(
+            python_requirements(Some("FastAPI[all]>=0.1\nuvicorn[standard]\n")),
+            "FastAPI[all]>=0.1\nuvicorn[standard]\n"
+        );
         assert_eq!(python_requirements(Some("flask\n")), "flask\n");
         assert_eq!(python_requirements(None), "");
         assert_eq!(python_requirements(Some("# nothing\n")), "# nothing\n");
