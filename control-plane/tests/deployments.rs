@@ -338,3 +338,421 @@ async fn app_containers(docker: &bollard::Docker, app_id: &str) -> Vec<String> {
         .filter_map(|c| c.id)
         .collect()
 }
+
+/// A cluster with one agent and an admin channel, ready for apps.
+async fn cluster_with_node(
+    node: &str,
+) -> (Cluster, ControlPlane, berth_node_agent::Agent, Channel) {
+    berth_common::telemetry::init();
+    base_image().await;
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    let agent = cluster.agent(&cp, node);
+    let mut admin = cluster.admin(&cp).await;
+    wait_node_state(&mut admin, node, pb::NodeState::Ready).await;
+    let channel = cluster.client(&cp, "admin").await;
+    (cluster, cp, agent, channel)
+}
+
+fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// A stdlib-only app: builds in a moment, answers on $PORT.
+const PLAIN_APP: &str = r#"
+import http.server, os
+class Handler(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        if self.path == "/hog":
+            hog = bytearray(1 << 30)
+        body = b"plain\n"
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+http.server.ThreadingHTTPServer(("0.0.0.0", int(os.environ["PORT"])), Handler).serve_forever()
+"#;
+
+async fn inspect(docker: &bollard::Docker, id: &str) -> bollard::models::ContainerInspectResponse {
+    docker
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_restart_adopts_running_containers_and_drift_is_repaired() {
+    let (cluster, cp, agent, channel) = cluster_with_node("node-d2").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let created = apps
+        .create_app(tokio_stream::iter(vec![python_app(
+            &unique("plain"),
+            PLAIN_APP,
+            None,
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    let before = inspect(&docker, &app.instances[0].container_id).await;
+
+    // What `docker inspect` shows of an instance.
+    let host = before.host_config.clone().unwrap();
+    assert_eq!(host.memory, Some(128 << 20));
+    assert_eq!(host.nano_cpus, Some(500_000_000));
+    assert_eq!(
+        host.restart_policy.unwrap().name,
+        Some(bollard::models::RestartPolicyNameEnum::UNLESS_STOPPED)
+    );
+    assert_eq!(host.cap_drop, Some(vec!["ALL".to_owned()]));
+    assert_eq!(
+        host.security_opt,
+        Some(vec!["no-new-privileges:true".to_owned()])
+    );
+    assert!(host.network_mode.unwrap().starts_with("berth-app-"));
+    let mounts = before.mounts.clone().unwrap();
+    assert!(
+        mounts
+            .iter()
+            .any(|m| m.destination.as_deref() == Some("/app/code") && m.rw == Some(false)),
+        "{mounts:?}"
+    );
+
+    // The agent dies and comes back: the same container keeps running.
+    kill_agent(agent).await;
+    let agent = cluster.agent(&cp, "node-d2");
+    wait_for("the agent to be back", || {
+        let connected = agent.status.borrow().connected;
+        async move { connected.then_some(()) }
+    })
+    .await;
+    let app = wait_running(&mut apps, &app.id, 1).await;
+    let after = inspect(&docker, &app.instances[0].container_id).await;
+    assert_eq!(after.id, before.id, "same container");
+    assert_eq!(
+        after.state.as_ref().unwrap().started_at,
+        before.state.as_ref().unwrap().started_at,
+        "not restarted"
+    );
+    assert_eq!(after.restart_count, before.restart_count);
+
+    // A container removed behind the agent's back is made again.
+    berth_node_agent::docker::containers::remove(&docker, before.id.as_deref().unwrap())
+        .await
+        .unwrap();
+    let old = before.id.clone().unwrap();
+    let app = wait_within(BUILD_WAIT, "a new container", || {
+        let mut apps = apps.clone();
+        let (id, old) = (app.id.clone(), old.clone());
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            let instance = app.instances.first()?;
+            (instance.state == pb::InstanceState::Running as i32
+                && !instance.container_id.is_empty()
+                && instance.container_id != old)
+                .then_some(app)
+        }
+    })
+    .await;
+    let instance = &app.instances[0];
+    assert_eq!(
+        http_get(&instance.address, instance.host_port, "/")
+            .await
+            .unwrap()
+            .lines()
+            .last(),
+        Some("plain")
+    );
+
+    apps.delete_app(pb::AppRef {
+        app_id: app.id.clone(),
+    })
+    .await
+    .unwrap();
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_memory_hog_is_oom_killed_restarted_and_counted() {
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d3").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let mut request = python_app(&unique("hog"), PLAIN_APP, None);
+    if let Some(pb::create_app_request::Part::Header(header)) = &mut request.part {
+        header.settings.as_mut().unwrap().memory_bytes = 48 << 20;
+    }
+    let created = apps
+        .create_app(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let instance = app.instances[0].clone();
+    // The request dies with the process.
+    let _ = http_get(&instance.address, instance.host_port, "/hog").await;
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    let app = wait_within(BUILD_WAIT, "the restart to show", || {
+        let mut apps = apps.clone();
+        let id = app.id.clone();
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            let instance = app.instances.first()?;
+            (instance.restarts >= 1 && instance.state == pb::InstanceState::Running as i32)
+                .then_some(app)
+        }
+    })
+    .await;
+    let inspected = inspect(&docker, &app.instances[0].container_id).await;
+    assert!(inspected.restart_count.unwrap_or(0) >= 1);
+    assert_eq!(
+        inspected.id.as_deref(),
+        Some(instance.container_id.as_str()),
+        "Docker restarted the same container"
+    );
+    apps.delete_app(pb::AppRef {
+        app_id: app.id.clone(),
+    })
+    .await
+    .unwrap();
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_requirement_fails_the_build_with_the_error_in_its_logs() {
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d4").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let mut builds = BuildServiceClient::new(channel.clone());
+    let request = python_app(
+        &unique("badreq"),
+        PLAIN_APP,
+        Some("berth-no-such-package-anywhere==9.9.9\n"),
+    );
+    let created = apps
+        .create_app(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_within(BUILD_WAIT, "the build to fail", || {
+        let mut apps = apps.clone();
+        let id = created.id.clone();
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (app.state == pb::AppState::BuildFailed as i32).then_some(app)
+        }
+    })
+    .await;
+    let failed = build(&mut builds, &app.current_build_id).await;
+    assert_eq!(failed.state, pb::BuildState::BuildFailed as i32);
+    assert!(failed.error.contains("non-zero code"), "{}", failed.error);
+    let mut logs = builds
+        .stream_build_logs(pb::StreamBuildLogsRequest {
+            build_id: failed.id.clone(),
+            follow: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.message().await.unwrap() {
+        text.extend(chunk.data);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(text.contains("berth-no-such-package-anywhere"), "{text}");
+    assert!(app.instances.is_empty(), "nothing runs a failed build");
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
+    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    let mut builder = tar::Builder::new(encoder);
+    for (path, body) in files {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, path, body.as_bytes())
+            .unwrap();
+    }
+    builder.into_inner().unwrap().finish().unwrap()
+}
+
+fn dockerfile_app(name: &str, archive: Vec<u8>) -> Vec<pb::CreateAppRequest> {
+    let mut messages = vec![pb::CreateAppRequest {
+        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
+            settings: Some(pb::AppSettings {
+                name: name.into(),
+                runtime: pb::Runtime::Dockerfile as i32,
+                memory_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            files: Vec::new(),
+        })),
+    }];
+    // Small chunks, as a client streaming a big archive would send.
+    for chunk in archive.chunks(100) {
+        messages.push(pb::CreateAppRequest {
+            part: Some(pb::create_app_request::Part::ArchiveChunk(chunk.to_vec())),
+        });
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dockerfile_archive_is_built_and_served_and_a_hostile_one_is_refused() {
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d5").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let archive = tar_gz(&[
+        ("Dockerfile", "FROM berth/python:3.11-bookworm\nCOPY server.py /srv/server.py\nCMD [\"python3\", \"/srv/server.py\"]\n"),
+        ("server.py", &PLAIN_APP.replace("plain", "from-dockerfile")),
+    ]);
+    let created = apps
+        .create_app(tokio_stream::iter(dockerfile_app(&unique("df"), archive)))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let instance = &app.instances[0];
+    let body = http_get(&instance.address, instance.host_port, "/")
+        .await
+        .unwrap();
+    assert!(body.ends_with("from-dockerfile\n"), "{body}");
+
+    // Climbing out of the archive is refused with the entry named, and no app is made.
+    let mut evil = tar::Builder::new(Vec::new());
+    let mut header = tar::Header::new_gnu();
+    header.set_size(4);
+    header.set_mode(0o644);
+    header.as_gnu_mut().unwrap().name[..11].copy_from_slice(b"../evil.txt");
+    header.set_cksum();
+    evil.append(&header, &b"evil"[..]).unwrap();
+    let name = unique("evil");
+    let status = apps
+        .create_app(tokio_stream::iter(dockerfile_app(
+            &name,
+            evil.into_inner().unwrap(),
+        )))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    assert!(
+        status.message().contains("../evil.txt"),
+        "{}",
+        status.message()
+    );
+    let all = apps
+        .list_apps(pb::ListAppsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    assert!(all
+        .iter()
+        .all(|a| a.settings.as_ref().unwrap().name != name));
+
+    // No Dockerfile at the root.
+    let status = apps
+        .create_app(tokio_stream::iter(dockerfile_app(
+            &unique("nodf"),
+            tar_gz(&[("app.py", "x")]),
+        )))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().contains("no Dockerfile"),
+        "{}",
+        status.message()
+    );
+
+    apps.delete_app(pb::AppRef {
+        app_id: app.id.clone(),
+    })
+    .await
+    .unwrap();
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn bad_app_settings_are_refused_before_anything_is_stored() {
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    let mut apps = AppServiceClient::new(cluster.client(&cp, "admin").await);
+    let mut request = python_app("Bad Name", PLAIN_APP, None);
+    let status = apps
+        .create_app(tokio_stream::iter(vec![request.clone()]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::InvalidArgument);
+    assert!(
+        status.message().starts_with("name:"),
+        "{}",
+        status.message()
+    );
+    if let Some(pb::create_app_request::Part::Header(header)) = &mut request.part {
+        let settings = header.settings.as_mut().unwrap();
+        settings.name = "ok".into();
+        settings.min_instances = Some(5);
+        settings.max_instances = Some(2);
+    }
+    let status = apps
+        .create_app(tokio_stream::iter(vec![request.clone()]))
+        .await
+        .unwrap_err();
+    assert!(
+        status.message().starts_with("min_instances:"),
+        "{}",
+        status.message()
+    );
+    // A tenant that does not exist.
+    if let Some(pb::create_app_request::Part::Header(header)) = &mut request.part {
+        let settings = header.settings.as_mut().unwrap();
+        settings.min_instances = None;
+        settings.max_instances = None;
+        settings.tenant = "nobody".into();
+    }
+    let status = apps
+        .create_app(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::NotFound, "{status:?}");
+    assert!(apps
+        .list_apps(pb::ListAppsRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .apps
+        .is_empty());
+    // Names are unique per tenant.
+    let first = python_app("twice", PLAIN_APP, None);
+    apps.create_app(tokio_stream::iter(vec![first.clone()]))
+        .await
+        .unwrap();
+    let status = apps
+        .create_app(tokio_stream::iter(vec![first]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
+    cp.stop().await;
+}

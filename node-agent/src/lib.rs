@@ -39,10 +39,14 @@ pub struct Agent {
     pub node_name: String,
     pub status: watch::Receiver<LinkStatus>,
     pub task: tokio::task::JoinHandle<()>,
+    /// Cancelled to stop every task of this agent (a child of the shutdown token).
+    pub stop: CancellationToken,
 }
 
 /// Starts the agent; it runs until `shutdown` is cancelled.
 pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, AgentError> {
+    let shutdown = shutdown.child_token();
+    let stop = shutdown.clone();
     let tls = config.tls.load()?;
     let identity = tls.identity()?;
     if identity.role != Role::Agent {
@@ -105,6 +109,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
         node_name,
         status,
         task,
+        stop,
     })
 }
 

@@ -265,6 +265,7 @@ impl ControlPlane {
 
 /// Stops an agent, as if its process were killed.
 pub async fn kill_agent(agent: berth_node_agent::Agent) {
+    agent.stop.cancel();
     agent.task.abort();
     let _ = agent.task.await;
 }
