@@ -756,3 +756,133 @@ async fn bad_app_settings_are_refused_before_anything_is_stored() {
     assert_eq!(status.code(), tonic::Code::AlreadyExists, "{status:?}");
     cp.stop().await;
 }
+
+fn node_app(name: &str, code: &str, package_json: &str) -> pb::CreateAppRequest {
+    pb::CreateAppRequest {
+        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
+            settings: Some(pb::AppSettings {
+                name: name.into(),
+                runtime: pb::Runtime::Node as i32,
+                memory_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            files: vec![
+                pb::SourceFile {
+                    path: "index.js".into(),
+                    content: code.as_bytes().to_vec(),
+                },
+                pb::SourceFile {
+                    path: "package.json".into(),
+                    content: package_json.as_bytes().to_vec(),
+                },
+            ],
+        })),
+    }
+}
+
+const EXPRESS_APP: &str = r#"
+const express = require('express');
+const app = express();
+app.get('/', (req, res) => res.json({ runtime: 'node', express: require('express/package.json').version }));
+module.exports = app;
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_express_app_runs_and_a_missing_dependency_fails_its_build() {
+    {
+        let docker = berth_node_agent::docker::connect().await.unwrap();
+        use berth_node_agent::docker::base_images;
+        base_images::ensure(&docker, &base_images::NODE, &Default::default())
+            .await
+            .expect("the node base image");
+    }
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d6").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let mut builds = BuildServiceClient::new(channel.clone());
+    let package = r#"{"name": "hello", "dependencies": {"express": "^4.17.0"}}"#;
+    let created = apps
+        .create_app(tokio_stream::iter(vec![node_app(
+            &unique("express"),
+            EXPRESS_APP,
+            package,
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let instance = &app.instances[0];
+    let body = http_get(&instance.address, instance.host_port, "/")
+        .await
+        .unwrap();
+    assert!(
+        body.contains(r#""runtime":"node""#) && body.contains(r#""express":"4."#),
+        "{body}"
+    );
+
+    let missing = r#"{"dependencies": {"left-pad": "^1.3.0"}}"#;
+    let created = apps
+        .create_app(tokio_stream::iter(vec![node_app(
+            &unique("leftpad"),
+            EXPRESS_APP,
+            missing,
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let failed = wait_within(BUILD_WAIT, "the build to fail", || {
+        let mut apps = apps.clone();
+        let id = created.id.clone();
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (app.state == pb::AppState::BuildFailed as i32).then_some(app)
+        }
+    })
+    .await;
+    let build = build(&mut builds, &failed.current_build_id).await;
+    let mut logs = builds
+        .stream_build_logs(pb::StreamBuildLogsRequest {
+            build_id: build.id,
+            follow: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.message().await.unwrap() {
+        text.extend(chunk.data);
+    }
+    let text = String::from_utf8_lossy(&text);
+    assert!(
+        text.contains(r#"dependency "left-pad@^1.3.0" is not available"#),
+        "{text}"
+    );
+
+    delete_and_wait(&mut apps, &app.id).await;
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+/// Deletes an app and waits until Docker has none of its containers left.
+async fn delete_and_wait(apps: &mut AppServiceClient<Channel>, app_id: &str) {
+    apps.delete_app(pb::AppRef {
+        app_id: app_id.to_owned(),
+    })
+    .await
+    .unwrap();
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    wait_for("the deleted app's containers to go", || {
+        let docker = docker.clone();
+        let app_id = app_id.to_owned();
+        async move {
+            app_containers(&docker, &app_id)
+                .await
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+}

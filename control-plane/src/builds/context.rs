@@ -75,9 +75,8 @@ pub fn for_runtime(
             .find(|f| f.path == name)
             .map(|f| String::from_utf8_lossy(&f.content).into_owned())
     };
-    let generated =
-        runtimes::files_for(spec, base_image, dependency("requirements.txt").as_deref())
-            .ok_or(ContextError::Unsupported(spec.runtime))?;
+    let generated = runtimes::files_for(spec, base_image, dependency)
+        .ok_or(ContextError::Unsupported(spec.runtime))?;
 
     let mut hasher = Sha256::new();
     let mut hashed = |path: &str, contents: &[u8]| {

@@ -10,6 +10,8 @@ pub struct RuntimeFiles {
 }
 
 const PYTHON_LAUNCHER: &str = include_str!("run.py");
+const NODE_LAUNCHER: &str = include_str!("run.js");
+const NODE_CHECK_DEPS: &str = include_str!("check-deps.js");
 
 /// Frameworks whose `app` needs an ASGI server.
 const ASGI_FRAMEWORKS: &[&str] = &["fastapi", "starlette", "quart", "litestar", "sanic"];
@@ -52,12 +54,15 @@ pub fn python_requirements(user: Option<&str>) -> String {
 }
 
 /// The Dockerfile and launcher of a runtime app; `None` for a runtime this
-/// control plane cannot build from code files.
+/// control plane cannot build from code files. `dependency` reads an
+/// uploaded dependency file by name.
 pub fn files_for(
     spec: &AppSpec,
     base_image: &str,
-    requirements: Option<&str>,
+    dependency: impl Fn(&str) -> Option<String>,
 ) -> Option<RuntimeFiles> {
+    let requirements = dependency("requirements.txt");
+    let requirements = requirements.as_deref();
     match spec.runtime {
         Runtime::Python => {
             let requirements = python_requirements(requirements);
@@ -80,7 +85,29 @@ pub fn files_for(
             }
             Some(RuntimeFiles { dockerfile, extra })
         }
-        Runtime::Node | Runtime::Go | Runtime::Dockerfile => None,
+        Runtime::Node => {
+            let manifest = dependency("package.json");
+            let check = if manifest.is_some() {
+                "COPY package.json /opt/berth/package.json\nRUN node /opt/berth/check-deps.js /opt/berth/package.json\n"
+            } else {
+                ""
+            };
+            let dockerfile = format!(
+                "FROM {base_image}\nCOPY berth/run.js berth/check-deps.js /opt/berth/\n{check}\
+                 WORKDIR /app/code\nENV NODE_ENV=production\n\
+                 CMD [\"node\", \"/opt/berth/run.js\", {entry}]\n",
+                entry = json_string(&spec.entry),
+            );
+            let mut extra = vec![
+                ("berth/run.js", NODE_LAUNCHER.as_bytes().to_vec()),
+                ("berth/check-deps.js", NODE_CHECK_DEPS.as_bytes().to_vec()),
+            ];
+            if let Some(manifest) = manifest {
+                extra.push(("package.json", manifest.into_bytes()));
+            }
+            Some(RuntimeFiles { dockerfile, extra })
+        }
+        Runtime::Go | Runtime::Dockerfile => None,
     }
 }
 
