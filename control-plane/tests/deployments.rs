@@ -475,11 +475,7 @@ async fn an_agent_restart_adopts_running_containers_and_drift_is_repaired() {
         Some("plain")
     );
 
-    apps.delete_app(pb::AppRef {
-        app_id: app.id.clone(),
-    })
-    .await
-    .unwrap();
+    delete_and_wait(&mut apps, &app.id).await;
     kill_agent(agent).await;
     cp.stop().await;
 }
@@ -524,11 +520,7 @@ async fn a_memory_hog_is_oom_killed_restarted_and_counted() {
         Some(instance.container_id.as_str()),
         "Docker restarted the same container"
     );
-    apps.delete_app(pb::AppRef {
-        app_id: app.id.clone(),
-    })
-    .await
-    .unwrap();
+    delete_and_wait(&mut apps, &app.id).await;
     kill_agent(agent).await;
     cp.stop().await;
 }
@@ -685,11 +677,7 @@ async fn a_dockerfile_archive_is_built_and_served_and_a_hostile_one_is_refused()
         status.message()
     );
 
-    apps.delete_app(pb::AppRef {
-        app_id: app.id.clone(),
-    })
-    .await
-    .unwrap();
+    delete_and_wait(&mut apps, &app.id).await;
     kill_agent(agent).await;
     cp.stop().await;
 }
