@@ -8,6 +8,7 @@
 //! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
 //! - [`api`]: one file per gRPC service.
+//! - [`requests`]: questions to agents (logs, stats, cleanup) and their replies.
 //! - [`scheduler`]: instances onto nodes, builds onto builders, desired sets to agents.
 //! - [`sessions`]: the live agent streams.
 //! - [`store`]: persistence through sea-orm, with the event log.
@@ -21,6 +22,7 @@ pub mod db;
 pub mod error;
 pub mod limits;
 pub mod metrics;
+pub mod requests;
 pub mod scheduler;
 pub mod server;
 pub mod sessions;

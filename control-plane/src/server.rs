@@ -67,6 +67,7 @@ pub async fn run(
     let sessions = Sessions::default();
     let contexts = ContextStore::new(&config.data_dir).map_err(ServeError::DataDir)?;
     let logs = BuildLogs::default();
+    let requests = crate::requests::Requests::default();
     let scheduler = Scheduler::new(store.clone(), sessions.clone(), config.build_timeout);
     let scheduler_task = tokio::spawn(scheduler.clone().run(shutdown.clone()));
     let config = Arc::new(config);
@@ -104,10 +105,13 @@ pub async fn run(
         scheduler: scheduler.clone(),
         logs: logs.clone(),
         contexts: contexts.clone(),
+        requests: requests.clone(),
     })
     .max_decoding_message_size(limit);
     let apps = AppServiceServer::new(AppApi {
         store: store.clone(),
+        sessions: sessions.clone(),
+        requests: requests.clone(),
         scheduler: scheduler.clone(),
         contexts: contexts.clone(),
         logs: logs.clone(),

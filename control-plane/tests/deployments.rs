@@ -874,3 +874,117 @@ async fn delete_and_wait(apps: &mut AppServiceClient<Channel>, app_id: &str) {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_stats_and_cleanup_reach_the_containers() {
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d7").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let mut builds = BuildServiceClient::new(channel.clone());
+    let created = apps
+        .create_app(tokio_stream::iter(vec![python_app(
+            &unique("logs"),
+            PLAIN_APP,
+            None,
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let instance = app.instances[0].clone();
+    http_get(&instance.address, instance.host_port, "/first")
+        .await
+        .unwrap();
+
+    // The tail holds the request the app logged (http.server logs to stderr).
+    let tail = wait_for("the request in the logs", || {
+        let mut apps = apps.clone();
+        let id = app.id.clone();
+        async move {
+            let request = pb::StreamAppLogsRequest {
+                app_id: id,
+                instance_id: String::new(),
+                tail: 50,
+                follow: false,
+            };
+            let mut stream = apps.stream_app_logs(request).await.ok()?.into_inner();
+            let mut lines = Vec::new();
+            while let Some(line) = stream.message().await.ok()? {
+                lines.push(line);
+            }
+            lines
+                .iter()
+                .any(|l| String::from_utf8_lossy(&l.line).contains("GET /first"))
+                .then_some(lines)
+        }
+    })
+    .await;
+    assert!(tail
+        .iter()
+        .all(|l| l.instance_id == instance.id && l.timestamp.is_some()));
+    assert!(tail.iter().any(|l| l.stream == "stderr"));
+
+    // Following shows what happens next.
+    let request = pb::StreamAppLogsRequest {
+        app_id: app.id.clone(),
+        instance_id: instance.id.clone(),
+        tail: 1,
+        follow: true,
+    };
+    let mut follow = apps.stream_app_logs(request).await.unwrap().into_inner();
+    http_get(&instance.address, instance.host_port, "/second")
+        .await
+        .unwrap();
+    let seen = tokio::time::timeout(WAIT, async {
+        while let Some(line) = follow.message().await.unwrap() {
+            if String::from_utf8_lossy(&line.line).contains("GET /second") {
+                return true;
+            }
+        }
+        false
+    })
+    .await
+    .expect("the followed line arrives");
+    assert!(seen);
+    drop(follow);
+
+    let stats = apps
+        .get_app_stats(pb::AppRef {
+            app_id: app.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stats.instances.len(), 1);
+    let stat = &stats.instances[0];
+    assert_eq!(stat.instance_id, instance.id);
+    assert!(stat.memory_mb > 1.0 && stat.memory_mb < 128.0, "{stat:?}");
+    assert!(
+        stat.memory_percent > 0.0 && stat.memory_percent < 100.0,
+        "{stat:?}"
+    );
+    assert!(stat.cpu_percent >= 0.0);
+
+    // Deleting the app leaves its image; cleanup removes it.
+    let image = build(&mut builds, &app.current_build_id).await.image_tag;
+    delete_and_wait(&mut apps, &app.id).await;
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    assert!(
+        berth_node_agent::docker::build::image_exists(&docker, &image)
+            .await
+            .unwrap()
+    );
+    let cleaned = apps
+        .cleanup(pb::CleanupRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cleaned.removed_images.contains(&image), "{cleaned:?}");
+    assert!(
+        !berth_node_agent::docker::build::image_exists(&docker, &image)
+            .await
+            .unwrap()
+    );
+
+    kill_agent(agent).await;
+    cp.stop().await;
+}

@@ -74,8 +74,13 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
         code_dir,
     };
     let task = tokio::spawn(async move {
-        let builder = match docker::connect().await {
+        let (builder, answerer) = match docker::connect().await {
             Ok(engine) => {
+                let answerer = driver::answers::Answerer::new(
+                    engine.clone(),
+                    driver_config.node.clone(),
+                    links.clone(),
+                );
                 let builder = driver::builds::Builder::new(
                     engine.clone(),
                     driver_config.clone(),
@@ -88,11 +93,11 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
                     builder.clone(),
                 );
                 tokio::spawn(reconciler.run(shutdown.clone()));
-                Some(builder)
+                (Some(builder), Some(answerer))
             }
             Err(err) => {
                 tracing::warn!(error = %err, "no Docker engine: this node runs no deployments");
-                None
+                (None, None)
             }
         };
         let session = session::Session {
@@ -102,6 +107,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
             status: status_tx,
             links,
             builder,
+            answerer,
         };
         session.run(outbox_rx, shutdown).await
     });

@@ -64,6 +64,7 @@ pub struct Session {
     pub status: watch::Sender<LinkStatus>,
     pub links: Links,
     pub builder: Option<Builder>,
+    pub answerer: Option<crate::driver::answers::Answerer>,
 }
 
 impl Session {
@@ -251,7 +252,25 @@ impl Session {
                                 send(&tx, Up::BuildResult(result)).await?;
                             }
                         },
-                        Some(other) => tracing::debug!(?other, "control message not handled yet"),
+                        Some(pb::ControlMessage { message: Some(Down::Request(request)) }) => match &self.answerer {
+                        Some(answerer) => {
+                            let answerer = answerer.clone();
+                            tokio::spawn(async move { answerer.answer(request).await });
+                        }
+                        None => {
+                            let error = pb::AgentReply {
+                                request_id: request.request_id,
+                                kind: Some(pb::agent_reply::Kind::Error("this node has no Docker engine".into())),
+                            };
+                            send(&tx, Up::Reply(error)).await?;
+                        }
+                    },
+                    Some(pb::ControlMessage { message: Some(Down::CancelRequest(cancel)) }) => {
+                        if let Some(answerer) = &self.answerer {
+                            answerer.cancel(cancel.request_id);
+                        }
+                    }
+                    Some(other) => tracing::debug!(?other, "control message not handled yet"),
                     }
                 }
             }

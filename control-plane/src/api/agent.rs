@@ -4,6 +4,7 @@ use crate::{
     auth::caller,
     builds::{BuildLogs, ContextStore},
     metrics::Metrics,
+    requests::Requests,
     scheduler::Scheduler,
     sessions::Sessions,
     store::{nodes::Registration, Store},
@@ -38,6 +39,7 @@ pub struct AgentApi {
     pub scheduler: Arc<Scheduler>,
     pub logs: BuildLogs,
     pub contexts: ContextStore,
+    pub requests: Requests,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BuildContextChunk, Status>> + Send>>;
@@ -88,6 +90,7 @@ impl AgentService for AgentApi {
             store: self.store.clone(),
             scheduler: self.scheduler.clone(),
             logs: self.logs.clone(),
+            requests: self.requests.clone(),
         };
         let sessions = self.sessions.clone();
         let metrics = self.metrics.clone();
@@ -131,6 +134,7 @@ struct Handler {
     store: Store,
     scheduler: Arc<Scheduler>,
     logs: BuildLogs,
+    requests: Requests,
 }
 
 impl Handler {
@@ -165,6 +169,7 @@ impl Handler {
                         }
                     }
                 }
+                Some(Up::Reply(reply)) => self.requests.deliver(reply).await,
                 Some(Up::BuildOutput(output)) => {
                     let text = String::from_utf8_lossy(&output.chunk);
                     if let Err(err) = self.logs.append(store, &output.build_id, &text).await {

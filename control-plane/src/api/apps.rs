@@ -5,14 +5,16 @@ use crate::{
     builds::{context, BuildContext, BuildLogs, ContextStore},
     config::Config,
     error::Error,
+    requests::{Pending, Requests},
     scheduler::Scheduler,
+    sessions::Sessions,
     store::{
         apps::{AppRecord, NewBuild},
         Store,
     },
 };
 use berth_proto::{
-    domain::{check_source_files, AppSpec, BuildState, Runtime},
+    domain::{check_source_files, AppSpec, BuildState, NodeName, Runtime},
     pb::{self, app_service_server::AppService, build_service_server::BuildService},
 };
 use futures::Stream;
@@ -23,6 +25,8 @@ use tonic::{Request, Response, Status, Streaming};
 
 pub struct AppApi {
     pub store: Store,
+    pub sessions: Sessions,
+    pub requests: Requests,
     pub scheduler: Arc<Scheduler>,
     pub contexts: ContextStore,
     pub logs: BuildLogs,
@@ -118,6 +122,43 @@ impl AppApi {
             image_tag: context.image_tag(spec),
             context_bytes: context.tar.len() as u64,
         })
+    }
+
+    /// Asks each node that runs `app_id` (or only `instance_id`) about its instances there.
+    async fn ask_nodes(
+        &self,
+        app_id: &str,
+        instance_id: &str,
+        kind: impl Fn(Vec<String>) -> pb::agent_request::Kind,
+    ) -> Result<Vec<Pending>, Status> {
+        self.store.get_app(app_id).await?;
+        let mut by_node: HashMap<String, Vec<String>> = HashMap::new();
+        for instance in self.store.app_instances(app_id).await? {
+            if !instance_id.is_empty() && instance.id != instance_id {
+                continue;
+            }
+            if let Some(node) = instance.node_name {
+                by_node.entry(node).or_default().push(instance.id);
+            }
+        }
+        if !instance_id.is_empty() && by_node.is_empty() {
+            return Err(Status::not_found(format!(
+                "instance {instance_id} of app {app_id} is not placed on any node"
+            )));
+        }
+        let mut pendings = Vec::new();
+        for (node, instance_ids) in by_node {
+            let node = NodeName::parse("node", &node).map_err(|e| Error::Corrupt(e.to_string()))?;
+            match self
+                .requests
+                .ask(&self.sessions, &node, kind(instance_ids))
+                .await
+            {
+                Some(pending) => pendings.push(pending),
+                None => return Err(Status::unavailable(format!("node {node} is not connected"))),
+            }
+        }
+        Ok(pendings)
     }
 
     async fn app_view(&self, app: &AppRecord) -> Result<pb::App, Status> {
@@ -278,6 +319,124 @@ impl AppService for AppApi {
         Ok(Response::new(self.app_view(&app).await?))
     }
 
+    async fn stream_app_logs(
+        &self,
+        request: Request<pb::StreamAppLogsRequest>,
+    ) -> Result<Response<BoxStream<pb::LogLine>>, Status> {
+        let request = request.into_inner();
+        let id = uuid_arg("app_id", &request.app_id)?;
+        let tail = if request.tail == 0 {
+            100
+        } else {
+            request.tail.min(10_000)
+        };
+        let pendings = self
+            .ask_nodes(&id, &request.instance_id, |instance_ids| {
+                pb::agent_request::Kind::Logs(pb::LogsRequest {
+                    instance_ids,
+                    tail,
+                    follow: request.follow,
+                })
+            })
+            .await?;
+        let (tx, rx) = mpsc::channel(256);
+        for mut pending in pendings {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                loop {
+                    tokio::select! {
+                        _ = tx.closed() => return,
+                        reply = pending.replies.recv() => match reply.and_then(|r| r.kind) {
+                            Some(pb::agent_reply::Kind::Log(line)) => {
+                                if tx.send(Ok(line)).await.is_err() {
+                                    return;
+                                }
+                            }
+                            Some(pb::agent_reply::Kind::Error(error)) => {
+                                let _ = tx.send(Err(Status::unavailable(format!("node {}: {error}", pending.node)))).await;
+                                return;
+                            }
+                            Some(pb::agent_reply::Kind::Done(_)) | None => return,
+                            Some(_) => {}
+                        },
+                    }
+                }
+            });
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    async fn get_app_stats(
+        &self,
+        request: Request<pb::AppRef>,
+    ) -> Result<Response<pb::AppStats>, Status> {
+        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
+        let pendings = self
+            .ask_nodes(&id, "", |instance_ids| {
+                pb::agent_request::Kind::Stats(pb::StatsRequest { instance_ids })
+            })
+            .await?;
+        let mut instances = Vec::new();
+        for mut pending in pendings {
+            let node = pending.node.clone();
+            let collected =
+                tokio::time::timeout(Duration::from_secs(15), collect(&mut pending.replies)).await;
+            for reply in collected.map_err(|_| {
+                Status::deadline_exceeded(format!("node {node} did not answer within 15 s"))
+            })? {
+                match reply {
+                    pb::agent_reply::Kind::Stats(stats) => instances.push(stats),
+                    pb::agent_reply::Kind::Error(error) => {
+                        return Err(Status::unavailable(format!("node {node}: {error}")))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        instances.sort_by(|a, b| a.instance_id.cmp(&b.instance_id));
+        Ok(Response::new(pb::AppStats { instances }))
+    }
+
+    async fn cleanup(
+        &self,
+        _request: Request<pb::CleanupRequest>,
+    ) -> Result<Response<pb::CleanupResponse>, Status> {
+        let mut response = pb::CleanupResponse::default();
+        for node in self.store.list_nodes(None).await? {
+            let kind = pb::agent_request::Kind::Cleanup(pb::CleanupRequest {});
+            let Some(mut pending) = self.requests.ask(&self.sessions, &node.name, kind).await
+            else {
+                continue;
+            };
+            let collected =
+                tokio::time::timeout(Duration::from_secs(120), collect(&mut pending.replies)).await;
+            let replies = collected.map_err(|_| {
+                Status::deadline_exceeded(format!(
+                    "node {} did not finish cleaning within 120 s",
+                    node.name
+                ))
+            })?;
+            for reply in replies {
+                match reply {
+                    pb::agent_reply::Kind::Cleanup(done) => {
+                        response.removed_containers.extend(done.removed_containers);
+                        response.removed_images.extend(done.removed_images);
+                    }
+                    pb::agent_reply::Kind::Error(error) => {
+                        return Err(Status::unavailable(format!("node {}: {error}", node.name)))
+                    }
+                    _ => {}
+                }
+            }
+        }
+        tracing::info!(
+            containers = response.removed_containers.len(),
+            images = response.removed_images.len(),
+            "cleanup done"
+        );
+        Ok(Response::new(response))
+    }
+
     async fn list_apps(
         &self,
         request: Request<pb::ListAppsRequest>,
@@ -366,4 +525,16 @@ impl BuildService for BuildApi {
         });
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+}
+
+/// Replies to one request until the node says it is done.
+async fn collect(replies: &mut mpsc::Receiver<pb::AgentReply>) -> Vec<pb::agent_reply::Kind> {
+    let mut out = Vec::new();
+    while let Some(reply) = replies.recv().await {
+        match reply.kind {
+            Some(pb::agent_reply::Kind::Done(_)) | None => break,
+            Some(kind) => out.push(kind),
+        }
+    }
+    out
 }

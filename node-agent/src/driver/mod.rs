@@ -5,8 +5,10 @@
 //!
 //! - [`reconcile`]: desired instances → containers, and their states.
 //! - [`builds`]: build requests, and the images and code instances need.
+//! - [`answers`]: logs, stats and cleanup for the control plane.
 //! - [`code`]: unpacking an app's code from its build context.
 
+pub mod answers;
 pub mod builds;
 pub mod code;
 pub mod reconcile;
