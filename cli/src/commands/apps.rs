@@ -131,6 +131,22 @@ enum AppsCommand {
     Stop { id: String },
     /// Delete an app with its builds and instances.
     Delete { id: String },
+    /// Print an app's container output (all instances merged, or one).
+    Logs {
+        id: String,
+        /// Keep printing new output.
+        #[arg(short, long)]
+        follow: bool,
+        /// Lines from the end to start with, per instance.
+        #[arg(long, default_value_t = 100)]
+        tail: u32,
+        #[arg(long)]
+        instance: Option<String>,
+    },
+    /// CPU and memory use of each instance.
+    Stats { id: String },
+    /// Remove orphaned containers and unused app images on every node.
+    Cleanup,
 }
 
 /// An app as `-o json` prints it.
@@ -640,6 +656,92 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
             format,
             reply(client.stop_app(pb::AppRef { app_id: id }).await)?,
         ),
+        AppsCommand::Logs {
+            id,
+            follow,
+            tail,
+            instance,
+        } => {
+            let request = pb::StreamAppLogsRequest {
+                app_id: id,
+                instance_id: instance.unwrap_or_default(),
+                tail,
+                follow,
+            };
+            let mut stream = reply(client.stream_app_logs(request).await)?;
+            let mut out = std::io::stdout().lock();
+            while let Some(line) = stream
+                .message()
+                .await
+                .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
+            {
+                use std::io::Write;
+                match format {
+                    Format::Json => writeln!(
+                        out,
+                        "{}",
+                        serde_json::json!({
+                            "instance_id": line.instance_id,
+                            "stream": line.stream,
+                            "timestamp": line.timestamp.map(|t| t.to_string()),
+                            "line": String::from_utf8_lossy(&line.line),
+                        })
+                    )?,
+                    Format::Table => {
+                        let short: String = line.instance_id.chars().take(8).collect();
+                        out.write_all(format!("{short} | ").as_bytes())?;
+                        out.write_all(&line.line)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                out.flush()?;
+            }
+            Ok(())
+        }
+        AppsCommand::Stats { id } => {
+            let stats = reply(client.get_app_stats(pb::AppRef { app_id: id }).await)?;
+            let views: Vec<serde_json::Value> = stats
+                .instances
+                .iter()
+                .map(|s| {
+                    serde_json::json!({
+                        "instance_id": s.instance_id, "cpu_percent": s.cpu_percent,
+                        "memory_mb": s.memory_mb, "memory_percent": s.memory_percent,
+                    })
+                })
+                .collect();
+            let rows = stats
+                .instances
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.instance_id.clone(),
+                        format!("{:.1}%", s.cpu_percent),
+                        format!("{:.1} MB", s.memory_mb),
+                        format!("{:.1}%", s.memory_percent),
+                    ]
+                })
+                .collect();
+            output::print(
+                format,
+                &views,
+                &["INSTANCE", "CPU", "MEMORY", "MEMORY %"],
+                rows,
+            )
+        }
+        AppsCommand::Cleanup => {
+            let done = reply(client.cleanup(pb::CleanupRequest {}).await)?;
+            let json = serde_json::json!({"removed_containers": done.removed_containers, "removed_images": done.removed_images});
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&json)?),
+                Format::Table => println!(
+                    "removed {} container(s) and {} image(s)",
+                    done.removed_containers.len(),
+                    done.removed_images.len()
+                ),
+            }
+            Ok(())
+        }
         AppsCommand::Delete { id } => {
             reply(client.delete_app(pb::AppRef { app_id: id.clone() }).await)?;
             match format {
