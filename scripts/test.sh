@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Runs Berth's whole test suite on this host: starts PostgreSQL (installing
-# it from Debian's packages when missing) so that the persistence tests run on
-# both SQLite and PostgreSQL, then `cargo test` over the workspace.
+# Runs Berth's whole test suite on this host:
+# - starts PostgreSQL (installing it from Debian's packages when missing) so
+#   that the persistence tests run on both SQLite and PostgreSQL;
+# - installs debootstrap when missing and makes the runtime base images
+#   (`berth images bootstrap`), which the Docker tests build apps on;
+# - runs `cargo test` over the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 BERTH_TEST_DATABASE_URL=$(scripts/postgres.sh)
 export BERTH_TEST_DATABASE_URL
 echo "PostgreSQL is up for the persistence tests" >&2
+
+if ! command -v debootstrap >/dev/null; then
+  echo "installing debootstrap from Debian's packages" >&2
+  as_root apt-get update -qq >&2
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
+fi
+cargo build --locked --bin berth
+target/debug/berth images bootstrap
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
