@@ -187,6 +187,50 @@ fn build_model(app_id: &str, build: &NewBuild, now: DateTime<Utc>) -> builds::Ac
     }
 }
 
+/// Records a build. When a build of the same image already succeeded, the
+/// new one is ready at once (`cached`): an unchanged context is not built
+/// again. Returns the build and its events.
+async fn insert_build(
+    txn: &impl ConnectionTrait,
+    app: &AppRecord,
+    build: &NewBuild,
+    now: DateTime<Utc>,
+) -> Result<(BuildRecord, Vec<crate::db::entities::events::Model>)> {
+    let built = builds::Entity::find()
+        .filter(builds::Column::ImageTag.eq(build.image_tag.clone()))
+        .filter(builds::Column::State.eq(BuildState::Ready.as_str()))
+        .one(txn)
+        .await?;
+    let mut model = build_model(&app.id, build, now);
+    if built.is_some() {
+        model.state = Set(BuildState::Ready.as_str().to_owned());
+        model.cached = Set(true);
+        model.finished_at = Set(Some(now));
+    }
+    let record = BuildRecord::try_from(model.insert(txn).await?)?;
+    let mut published = vec![
+        events::append(
+            txn,
+            app_event("build.started", app, &record.id, record.image_tag.clone()),
+        )
+        .await?,
+    ];
+    if record.cached {
+        let message = format!("{} (image cached, nothing built)", record.image_tag);
+        published.push(
+            events::append(txn, app_event("build.succeeded", app, &record.id, message)).await?,
+        );
+        let mut active = apps::Entity::find_by_id(&app.id)
+            .one(txn)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("app {} not found", app.id)))?
+            .into_active_model();
+        active.state = Set(AppState::Deploying.as_str().to_owned());
+        active.update(txn).await?;
+    }
+    Ok((record, published))
+}
+
 fn conflict(err: sea_orm::DbErr, spec: &AppSpec) -> Error {
     if is_unique_violation(&err) {
         Error::AlreadyExists(match &spec.app_hostname {
@@ -251,7 +295,6 @@ impl Store {
         };
         spec_columns(&mut active, spec);
         let app = AppRecord::try_from(active.insert(&txn).await.map_err(|e| conflict(e, spec))?)?;
-        let build = BuildRecord::try_from(build_model(id, build, now).insert(&txn).await?)?;
         let created = events::append(
             &txn,
             app_event(
@@ -262,13 +305,10 @@ impl Store {
             ),
         )
         .await?;
-        let started = events::append(
-            &txn,
-            app_event("build.started", &app, &build.id, build.image_tag.clone()),
-        )
-        .await?;
+        let (build, mut published) = insert_build(&txn, &app, build, now).await?;
+        published.insert(0, created);
         txn.commit().await?;
-        self.publish([created, started]);
+        self.publish(published);
         Ok((app, build))
     }
 
@@ -300,14 +340,9 @@ impl Store {
         active.current_build_id = Set(Some(build.id.clone()));
         active.updated_at = Set(now);
         let app = AppRecord::try_from(active.update(&txn).await.map_err(|e| conflict(e, spec))?)?;
-        let build = BuildRecord::try_from(build_model(id, build, now).insert(&txn).await?)?;
-        let started = events::append(
-            &txn,
-            app_event("build.started", &app, &build.id, build.image_tag.clone()),
-        )
-        .await?;
+        let (build, published) = insert_build(&txn, &app, build, now).await?;
         txn.commit().await?;
-        self.publish([started]);
+        self.publish(published);
         Ok((app, build))
     }
 

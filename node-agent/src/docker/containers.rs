@@ -63,7 +63,7 @@ impl ContainerPlan {
 
     /// One bridge network per app: apps cannot reach each other.
     pub fn network_name(&self) -> String {
-        format!("berth-app-{}", self.app_id)
+        network_name(&self.app_id)
     }
 
     fn labels(&self) -> HashMap<String, String> {
@@ -138,9 +138,17 @@ impl ContainerPlan {
     }
 }
 
-/// Creates the app's network unless it exists.
-pub async fn ensure_network(docker: &Docker, plan: &ContainerPlan) -> Result<(), DockerError> {
-    let name = plan.network_name();
+/// The network of an app's containers.
+pub fn network_name(app_id: &str) -> String {
+    format!("berth-app-{app_id}")
+}
+
+/// Creates the app's network unless it exists. Serialized: the engine may
+/// accept two networks of one name when both are created at once.
+pub async fn ensure_network(docker: &Docker, app_id: &str) -> Result<(), DockerError> {
+    static CREATING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = CREATING.lock().await;
+    let name = network_name(app_id);
     match docker
         .inspect_network(
             &name,
@@ -159,7 +167,7 @@ pub async fn ensure_network(docker: &Docker, plan: &ContainerPlan) -> Result<(),
         driver: Some("bridge".into()),
         labels: Some(HashMap::from([
             (LABEL_MANAGED.to_owned(), "true".to_owned()),
-            (LABEL_APP.to_owned(), plan.app_id.clone()),
+            (LABEL_APP.to_owned(), app_id.to_owned()),
         ])),
         ..Default::default()
     };
@@ -178,7 +186,7 @@ pub async fn create_and_start(
     docker: &Docker,
     plan: &ContainerPlan,
 ) -> Result<String, DockerError> {
-    ensure_network(docker, plan).await?;
+    ensure_network(docker, &plan.app_id).await?;
     let name = plan.container_name();
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = match docker.create_container(Some(options), plan.body()).await {

@@ -98,6 +98,13 @@ impl Builder {
     /// Runs a build the control plane asked for, reporting output and result.
     pub async fn handle_request(&self, request: pb::BuildRequest) {
         let build_id = request.build_id.clone();
+        // Instances follow a build: make their network meanwhile.
+        let (docker, app_id) = (self.docker.clone(), request.app_id.clone());
+        tokio::spawn(async move {
+            if let Err(err) = crate::docker::containers::ensure_network(&docker, &app_id).await {
+                tracing::warn!(app = %app_id, error = %err, "making the app's network failed");
+            }
+        });
         let timeout = match request.timeout_seconds {
             0 => DEFAULT_BUILD_TIMEOUT,
             s => Duration::from_secs(u64::from(s)),
@@ -116,6 +123,17 @@ impl Builder {
             Err(error) => (BuildState::BuildFailed, error, false),
         };
         tracing::info!(build = %build_id, %state, cached, "build done");
+        if state == BuildState::Ready {
+            // Instances of this build come next: have their code ready.
+            if let Ok(runtime) = Runtime::try_from(request.runtime) {
+                let (builder, build_id) = (self.clone(), build_id.clone());
+                tokio::spawn(async move {
+                    if let Err(error) = builder.unpack_code(&build_id, runtime).await {
+                        tracing::debug!(build = %build_id, %error, "code not unpacked ahead");
+                    }
+                });
+            }
+        }
         self.send(Up::BuildResult(pb::BuildResult {
             build_id,
             state: state.into(),
@@ -206,8 +224,18 @@ impl Builder {
             false,
         )
         .await?;
+        self.unpack_code(&spec.build_id, runtime).await?;
+        Ok(code_dir)
+    }
+
+    /// Unpacks a build's code unless this node has it already. One at a
+    /// time per build, so a prefetch and an instance start do not race.
+    pub async fn unpack_code(&self, build_id: &str, runtime: Runtime) -> Result<PathBuf, String> {
+        let code_dir = self.code_dir(build_id)?;
+        let lock = self.lock_for(&format!("code:{build_id}"));
+        let _guard = lock.lock().await;
         if !code_dir.exists() {
-            let context = self.fetch_context(&spec.build_id).await?;
+            let context = self.fetch_context(build_id).await?;
             let dest = code_dir.clone();
             tokio::task::spawn_blocking(move || {
                 code::unpack(&context, &dest, runtime == Runtime::Dockerfile)
