@@ -54,7 +54,7 @@ pub struct ControlPlaneArgs {
 pub const DEFAULT_RUNTIME_IMAGES: &[(&str, &str)] = &[
     ("python", "berth/python:3.11-bookworm"),
     ("node", "berth/node:18-bookworm"),
-    ("go", "berth/go:1.19-bookworm"),
+    ("go", "berth/go:1.23-bookworm"),
 ];
 
 /// Validated configuration of the control plane.

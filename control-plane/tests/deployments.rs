@@ -75,7 +75,8 @@ async fn http_get(address: &str, port: u32, path: &str) -> Option<String> {
     Some(response)
 }
 
-/// Waits until the app is running with `count` running instances.
+/// Waits until the app is running with `count` running instances; a failed
+/// build or app ends the wait with its message.
 async fn wait_running(apps: &mut AppServiceClient<Channel>, id: &str, count: usize) -> pb::App {
     wait_within(
         BUILD_WAIT,
@@ -89,6 +90,11 @@ async fn wait_running(apps: &mut AppServiceClient<Channel>, id: &str, count: usi
                     .await
                     .ok()?
                     .into_inner();
+                if app.state == pb::AppState::BuildFailed as i32
+                    || app.state == pb::AppState::Failed as i32
+                {
+                    panic!("app {} failed: {}", app.id, app.status_message);
+                }
                 let running = app
                     .instances
                     .iter()
@@ -985,6 +991,123 @@ async fn logs_stats_and_cleanup_reach_the_containers() {
             .unwrap()
     );
 
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+const GO_APP: &str = r#"package main
+
+import (
+	"fmt"
+	"net/http"
+	"os"
+
+	"github.com/gorilla/mux"
+)
+
+func main() {
+	r := mux.NewRouter()
+	r.HandleFunc("/hello/{name}", func(w http.ResponseWriter, req *http.Request) {
+		fmt.Fprintf(w, "hello %s from go\n", mux.Vars(req)["name"])
+	})
+	http.ListenAndServe(":"+os.Getenv("PORT"), r)
+}
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_go_app_with_a_module_dependency_is_built_and_served() {
+    {
+        let docker = berth_node_agent::docker::connect().await.unwrap();
+        use berth_node_agent::docker::base_images;
+        base_images::ensure(&docker, &base_images::GO, &Default::default())
+            .await
+            .expect("the go base image");
+    }
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d8").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let go_mod = "module example.com/hello\n\ngo 1.21\n\nrequire github.com/gorilla/mux v1.8.1\n";
+    let request = pb::CreateAppRequest {
+        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
+            settings: Some(pb::AppSettings {
+                name: unique("gomux"),
+                runtime: pb::Runtime::Go as i32,
+                memory_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            files: vec![
+                pb::SourceFile {
+                    path: "main.go".into(),
+                    content: GO_APP.as_bytes().to_vec(),
+                },
+                pb::SourceFile {
+                    path: "go.mod".into(),
+                    content: go_mod.as_bytes().to_vec(),
+                },
+            ],
+        })),
+    };
+    let created = apps
+        .create_app(tokio_stream::iter(vec![request]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_running(&mut apps, &created.id, 1).await;
+    let instance = &app.instances[0];
+    let body = http_get(&instance.address, instance.host_port, "/hello/berth")
+        .await
+        .unwrap();
+    assert!(body.ends_with("hello berth from go\n"), "{body}");
+    delete_and_wait(&mut apps, &app.id).await;
+    kill_agent(agent).await;
+    cp.stop().await;
+}
+
+#[test]
+fn the_default_runtime_images_are_the_ones_berth_makes() {
+    use berth_node_agent::docker::base_images;
+    for (runtime, image) in berth_control_plane::config::DEFAULT_RUNTIME_IMAGES {
+        let made = base_images::by_runtime(runtime)
+            .unwrap_or_else(|| panic!("no base image for {runtime}"));
+        assert_eq!(made.image, *image, "{runtime}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_that_crashes_at_start_fails_with_its_last_output() {
+    let (_cluster, cp, agent, channel) = cluster_with_node("node-d9").await;
+    let mut apps = AppServiceClient::new(channel.clone());
+    let code = "import sys\nprint('starting up', flush=True)\nsys.exit('boom at start')\n";
+    let created = apps
+        .create_app(tokio_stream::iter(vec![python_app(
+            &unique("crash"),
+            code,
+            None,
+        )]))
+        .await
+        .unwrap()
+        .into_inner();
+    let app = wait_within(BUILD_WAIT, "the app to fail", || {
+        let mut apps = apps.clone();
+        let id = created.id.clone();
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (app.state == pb::AppState::Failed as i32).then_some(app)
+        }
+    })
+    .await;
+    assert!(
+        app.status_message.contains("boom at start"),
+        "{}",
+        app.status_message
+    );
+    let instance = &app.instances[0];
+    assert_eq!(instance.state, pb::InstanceState::Failed as i32);
+    assert!(instance.error.contains("exit"), "{}", instance.error);
+    delete_and_wait(&mut apps, &app.id).await;
     kill_agent(agent).await;
     cp.stop().await;
 }

@@ -1,10 +1,11 @@
 //! Build contexts: one deterministic tar per build, and its digest.
 //!
 //! Runtime apps: `Dockerfile`, `.dockerignore`, the launcher and dependency
-//! file at the root, the user's code under `code/`. The image only takes
-//! the dependencies (code is mounted read-only at `/app/code`), so the
-//! digest covers everything but `code/`: new code with the same
-//! dependencies reuses the image. Dockerfile apps: the checked archive as
+//! file at the root, the user's code under `code/`. Python and Node images
+//! only take the dependencies (code is mounted read-only at `/app/code`), so
+//! their digest covers everything but `code/`: new code with the same
+//! dependencies reuses the image. Go compiles the code into the image, so
+//! its digest covers the code too. Dockerfile apps: the checked archive as
 //! it is, digest over all of it.
 
 use super::runtimes;
@@ -86,9 +87,15 @@ pub fn for_runtime(
         hasher.update(contents);
     };
     let mut builder = tar::Builder::new(Vec::new());
+    // Code the image does not take stays out of what Docker is sent.
+    let ignore: &[u8] = if generated.code_in_image {
+        b""
+    } else {
+        b"code\n"
+    };
     let mut root: Vec<(&str, &[u8])> = vec![
         ("Dockerfile", generated.dockerfile.as_bytes()),
-        (".dockerignore", b"code\n"),
+        (".dockerignore", ignore),
     ];
     root.extend(
         generated
@@ -104,11 +111,11 @@ pub fn for_runtime(
     let mut code: Vec<&pb::SourceFile> = files.iter().collect();
     code.sort_by(|a, b| a.path.cmp(&b.path));
     for file in code {
-        append(
-            &mut builder,
-            &format!("{CODE_PREFIX}{}", file.path),
-            &file.content,
-        )?;
+        let path = format!("{CODE_PREFIX}{}", file.path);
+        if generated.code_in_image {
+            hashed(&path, &file.content);
+        }
+        append(&mut builder, &path, &file.content)?;
     }
     let tar = builder.into_inner()?;
     Ok(BuildContext {
@@ -209,6 +216,19 @@ mod tests {
             a.image_tag(&spec()),
             format!("berth-app-default-hello:{}", &a.digest[..12])
         );
+    }
+
+    #[test]
+    fn go_images_depend_on_the_code() {
+        let go = AppSpec::from_proto(&pb::AppSettings {
+            name: "svc".into(),
+            runtime: pb::Runtime::Go as i32,
+            ..Default::default()
+        })
+        .unwrap();
+        let a = for_runtime(&go, &[file("main.go", "package main // 1")], "base").unwrap();
+        let b = for_runtime(&go, &[file("main.go", "package main // 2")], "base").unwrap();
+        assert_ne!(a.digest, b.digest);
     }
 
     #[test]

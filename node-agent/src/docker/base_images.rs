@@ -21,6 +21,12 @@ pub struct BaseImage {
     /// Packages installed with apt inside the new root after debootstrap
     /// (debootstrap's own resolver does not follow virtual packages).
     pub apt_packages: &'static [&'static str],
+    /// Extra apt sources (sources.list lines) and the release to install
+    /// `apt_packages` from (`-t`), when not the suite's own.
+    pub apt_sources: &'static [&'static str],
+    pub apt_release: Option<&'static str>,
+    /// A shell script run inside the new root once packages are in.
+    pub setup_script: Option<&'static str>,
     /// Symlinks made in the root: (link, target).
     pub links: &'static [(&'static str, &'static str)],
     /// Dockerfile instructions applied at import (`ENV`, `LABEL`, `CMD`).
@@ -32,6 +38,9 @@ pub const PYTHON: BaseImage = BaseImage {
     image: "berth/python:3.11-bookworm",
     packages: &["python3", "python3-pip", "python3-venv", "ca-certificates"],
     apt_packages: &[],
+    apt_sources: &[],
+    apt_release: None,
+    setup_script: None,
     links: &[],
     changes: &[
         "ENV LANG=C.UTF-8",
@@ -50,6 +59,9 @@ pub const NODE: BaseImage = BaseImage {
     image: "berth/node:18-bookworm",
     packages: &["nodejs", "ca-certificates"],
     apt_packages: &["node-express"],
+    apt_sources: &[],
+    apt_release: None,
+    setup_script: None,
     // ES modules ignore NODE_PATH; a root node_modules serves both kinds.
     links: &[("node_modules", "usr/share/nodejs")],
     changes: &[
@@ -60,8 +72,33 @@ pub const NODE: BaseImage = BaseImage {
     ],
 };
 
+/// Go 1.23 (from bookworm-backports) with Go module sources from Debian
+/// (gorilla/mux, google/uuid, …), indexed so that builds resolve them with
+/// no module proxy.
+pub const GO: BaseImage = BaseImage {
+    runtime: "go",
+    image: "berth/go:1.23-bookworm",
+    packages: &["ca-certificates", "golang-github-gorilla-mux-dev", "golang-github-google-uuid-dev"],
+    apt_packages: &["golang-1.23-go"],
+    apt_sources: &["deb http://deb.debian.org/debian bookworm-backports main"],
+    apt_release: Some("bookworm-backports"),
+    setup_script: Some(include_str!("go-index.sh")),
+    links: &[],
+    changes: &[
+        "ENV LANG=C.UTF-8",
+        "ENV PATH=/usr/lib/go-1.23/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        "ENV GOTOOLCHAIN=local",
+        "ENV GOPROXY=off",
+        "ENV GOSUMDB=off",
+        "ENV GOFLAGS=-mod=mod",
+        "ENV CGO_ENABLED=0",
+        "LABEL berth.base=go",
+        "CMD [\"go\", \"version\"]",
+    ],
+};
+
 /// Every base image, by runtime.
-pub const ALL: &[BaseImage] = &[PYTHON, NODE];
+pub const ALL: &[BaseImage] = &[PYTHON, NODE, GO];
 
 pub fn by_runtime(runtime: &str) -> Option<&'static BaseImage> {
     ALL.iter().find(|b| b.runtime == runtime)
@@ -167,39 +204,78 @@ async fn debootstrap(
     Ok(())
 }
 
-/// Installs `apt_packages` inside the new root.
-async fn apt_install(base: &BaseImage, rootfs: &Path) -> Result<(), DockerError> {
-    if base.apt_packages.is_empty() {
-        return Ok(());
-    }
+/// Runs `args` inside the new root, failing with its last output lines.
+async fn in_root(
+    base: &BaseImage,
+    rootfs: &Path,
+    args: &[&str],
+    what: &str,
+) -> Result<(), DockerError> {
     let output = Command::new("chroot")
         .arg(rootfs)
-        .args(["apt-get", "install", "-y", "-q", "--no-install-recommends"])
-        .args(base.apt_packages)
+        .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")
+        .env(
+            "PATH",
+            "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+        )
         .kill_on_drop(true)
         .output()
         .await
         .map_err(|source| DockerError::Io {
-            context: "running apt-get in the new root".into(),
+            context: format!("{what} in the new root"),
             source,
         })?;
-    if !output.status.success() {
-        let err = String::from_utf8_lossy(&output.stderr);
-        return Err(DockerError::Failed(format!(
-            "installing {} into {} failed ({}): {}",
-            base.apt_packages.join(" "),
-            base.image,
-            output.status,
-            err.lines()
-                .rev()
-                .take(10)
-                .collect::<Vec<_>>()
-                .into_iter()
-                .rev()
-                .collect::<Vec<_>>()
-                .join("\n")
-        )));
+    if output.status.success() {
+        return Ok(());
+    }
+    let err = String::from_utf8_lossy(&output.stderr);
+    let out = String::from_utf8_lossy(&output.stdout);
+    let tail: Vec<&str> = out.lines().chain(err.lines()).rev().take(12).collect();
+    Err(DockerError::Failed(format!(
+        "{what} for {} failed ({}):\n{}",
+        base.image,
+        output.status,
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    )))
+}
+
+/// Installs `apt_packages` inside the new root, then runs its set-up script.
+async fn apt_install(base: &BaseImage, rootfs: &Path) -> Result<(), DockerError> {
+    if !base.apt_sources.is_empty() {
+        let list = rootfs.join("etc/apt/sources.list.d/berth.list");
+        tokio::fs::write(&list, base.apt_sources.join("\n") + "\n")
+            .await
+            .map_err(|source| DockerError::Io {
+                context: "writing apt sources".into(),
+                source,
+            })?;
+        in_root(base, rootfs, &["apt-get", "update", "-q"], "apt-get update").await?;
+    }
+    if !base.apt_packages.is_empty() {
+        let mut args = vec!["apt-get", "install", "-y", "-q", "--no-install-recommends"];
+        if let Some(release) = base.apt_release {
+            args.extend(["-t", release]);
+        }
+        args.extend(base.apt_packages);
+        in_root(base, rootfs, &args, "apt-get install").await?;
+    }
+    if let Some(script) = base.setup_script {
+        let path = rootfs.join("tmp/berth-setup.sh");
+        tokio::fs::write(&path, script)
+            .await
+            .map_err(|source| DockerError::Io {
+                context: "writing the set-up script".into(),
+                source,
+            })?;
+        in_root(
+            base,
+            rootfs,
+            &["sh", "/tmp/berth-setup.sh"],
+            "the set-up script",
+        )
+        .await?;
+        let _ = tokio::fs::remove_file(&path).await;
     }
     Ok(())
 }

@@ -278,6 +278,17 @@ impl Reconciler {
                 self.probe(observed);
                 Self::status(spec, InstanceState::Starting, Some(observed), String::new())
             }
+            ContainerStatus::Restarting if observed.restarts > 0 && !observed.oom_killed => {
+                // Docker keeps restarting it: it exits as soon as it starts.
+                self.track().ready.remove(id);
+                let logs = containers::logs_tail(&self.docker, id, 20).await;
+                let error = format!(
+                    "keeps exiting (restarted {} times, last exit code {}); last output:\n{logs}",
+                    observed.restarts,
+                    observed.exit_code.unwrap_or(-1)
+                );
+                Self::status(spec, InstanceState::Failed, Some(observed), error)
+            }
             ContainerStatus::Created | ContainerStatus::Restarting => {
                 self.track().ready.remove(id);
                 Self::status(spec, InstanceState::Starting, Some(observed), String::new())

@@ -7,11 +7,14 @@ pub struct RuntimeFiles {
     pub dockerfile: String,
     /// (path in the context, contents)
     pub extra: Vec<(&'static str, Vec<u8>)>,
+    /// The code is compiled into the image (Go), so the image depends on it.
+    pub code_in_image: bool,
 }
 
 const PYTHON_LAUNCHER: &str = include_str!("run.py");
 const NODE_LAUNCHER: &str = include_str!("run.js");
 const NODE_CHECK_DEPS: &str = include_str!("check-deps.js");
+const GO_BUILD: &str = include_str!("go-build.sh");
 
 /// Frameworks whose `app` needs an ASGI server.
 const ASGI_FRAMEWORKS: &[&str] = &["fastapi", "starlette", "quart", "litestar", "sanic"];
@@ -83,7 +86,11 @@ pub fn files_for(
             if !requirements.is_empty() {
                 extra.push(("requirements.txt", requirements.into_bytes()));
             }
-            Some(RuntimeFiles { dockerfile, extra })
+            Some(RuntimeFiles {
+                dockerfile,
+                extra,
+                code_in_image: false,
+            })
         }
         Runtime::Node => {
             let manifest = dependency("package.json");
@@ -105,9 +112,28 @@ pub fn files_for(
             if let Some(manifest) = manifest {
                 extra.push(("package.json", manifest.into_bytes()));
             }
-            Some(RuntimeFiles { dockerfile, extra })
+            Some(RuntimeFiles {
+                dockerfile,
+                extra,
+                code_in_image: false,
+            })
         }
-        Runtime::Go | Runtime::Dockerfile => None,
+        Runtime::Go => {
+            // Compiled in a build stage; the image holds the static binary
+            // (and CA certificates for outbound TLS) and nothing else.
+            let dockerfile = format!(
+                "FROM {base_image} AS build\nCOPY code/ /src/\nCOPY berth/go-build.sh /opt/berth/go-build.sh\n\
+                 RUN sh /opt/berth/go-build.sh /src /out/app\n\
+                 FROM scratch\nCOPY --from=build /etc/ssl/certs/ca-certificates.crt /etc/ssl/certs/ca-certificates.crt\n\
+                 COPY --from=build /out/app /app/bin/app\nWORKDIR /app/code\nCMD [\"/app/bin/app\"]\n"
+            );
+            Some(RuntimeFiles {
+                dockerfile,
+                extra: vec![("berth/go-build.sh", GO_BUILD.as_bytes().to_vec())],
+                code_in_image: true,
+            })
+        }
+        Runtime::Dockerfile => None,
     }
 }
 
