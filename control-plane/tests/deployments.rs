@@ -110,6 +110,27 @@ async fn wait_running(apps: &mut AppServiceClient<Channel>, id: &str, count: usi
     .await
 }
 
+/// Waits until the app is in `state`.
+async fn wait_state(
+    apps: &mut AppServiceClient<Channel>,
+    id: &str,
+    state: pb::AppState,
+) -> pb::App {
+    wait_within(BUILD_WAIT, &format!("app {id} to be {state:?}"), || {
+        let mut apps = apps.clone();
+        let id = id.to_owned();
+        async move {
+            let app = apps
+                .get_app(pb::AppRef { app_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (app.state == state as i32).then_some(app)
+        }
+    })
+    .await
+}
+
 async fn build(builds: &mut BuildServiceClient<Channel>, id: &str) -> pb::Build {
     builds
         .get_build(pb::GetBuildRequest {
@@ -546,19 +567,7 @@ async fn a_bad_requirement_fails_the_build_with_the_error_in_its_logs() {
         .await
         .unwrap()
         .into_inner();
-    let app = wait_within(BUILD_WAIT, "the build to fail", || {
-        let mut apps = apps.clone();
-        let id = created.id.clone();
-        async move {
-            let app = apps
-                .get_app(pb::AppRef { app_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (app.state == pb::AppState::BuildFailed as i32).then_some(app)
-        }
-    })
-    .await;
+    let app = wait_state(&mut apps, &created.id, pb::AppState::BuildFailed).await;
     let failed = build(&mut builds, &app.current_build_id).await;
     assert_eq!(failed.state, pb::BuildState::BuildFailed as i32);
     assert!(failed.error.contains("non-zero code"), "{}", failed.error);
@@ -823,19 +832,7 @@ async fn a_node_express_app_runs_and_a_missing_dependency_fails_its_build() {
         .await
         .unwrap()
         .into_inner();
-    let failed = wait_within(BUILD_WAIT, "the build to fail", || {
-        let mut apps = apps.clone();
-        let id = created.id.clone();
-        async move {
-            let app = apps
-                .get_app(pb::AppRef { app_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (app.state == pb::AppState::BuildFailed as i32).then_some(app)
-        }
-    })
-    .await;
+    let failed = wait_state(&mut apps, &created.id, pb::AppState::BuildFailed).await;
     let build = build(&mut builds, &failed.current_build_id).await;
     let mut logs = builds
         .stream_build_logs(pb::StreamBuildLogsRequest {
@@ -1086,19 +1083,7 @@ async fn an_app_that_crashes_at_start_fails_with_its_last_output() {
         .await
         .unwrap()
         .into_inner();
-    let app = wait_within(BUILD_WAIT, "the app to fail", || {
-        let mut apps = apps.clone();
-        let id = created.id.clone();
-        async move {
-            let app = apps
-                .get_app(pb::AppRef { app_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (app.state == pb::AppState::Failed as i32).then_some(app)
-        }
-    })
-    .await;
+    let app = wait_state(&mut apps, &created.id, pb::AppState::Failed).await;
     assert!(
         app.status_message.contains("boom at start"),
         "{}",
