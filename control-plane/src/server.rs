@@ -145,6 +145,13 @@ pub async fn run(
         (reflection().build_v1()?, reflection().build_v1alpha()?);
 
     let addr = grpc.local_addr().ok();
+    // Small messages (heartbeats, desired sets) must not wait on Nagle.
+    let incoming = tokio_stream::StreamExt::map(TcpListenerStream::new(grpc), |stream| {
+        if let Ok(stream) = &stream {
+            let _ = stream.set_nodelay(true);
+        }
+        stream
+    });
     tracing::info!(?addr, "control plane serving gRPC");
     let layers = tower::ServiceBuilder::new()
         .layer(RpcMetricsLayer(metrics.clone()))
@@ -163,10 +170,7 @@ pub async fn run(
         .add_service(events)
         .add_service(apps)
         .add_service(builds)
-        .serve_with_incoming_shutdown(
-            TcpListenerStream::new(grpc),
-            shutdown.clone().cancelled_owned(),
-        );
+        .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let grace = async {
         shutdown.cancelled().await;
