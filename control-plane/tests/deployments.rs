@@ -983,6 +983,16 @@ async fn logs_stats_and_cleanup_reach_the_containers() {
         .into_inner();
     assert!(cleaned.removed_images.contains(&image), "{cleaned:?}");
     assert!(
+        cleaned.removed_code.contains(&app.current_build_id),
+        "{cleaned:?}"
+    );
+    assert!(!_cluster
+        .data
+        .path()
+        .join("agents/node-d7/code")
+        .join(&app.current_build_id)
+        .exists());
+    assert!(
         !berth_node_agent::docker::build::image_exists(&docker, &image)
             .await
             .unwrap()

@@ -76,11 +76,8 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
     let task = tokio::spawn(async move {
         let (builder, answerer) = match docker::connect().await {
             Ok(engine) => {
-                let answerer = driver::answers::Answerer::new(
-                    engine.clone(),
-                    driver_config.node.clone(),
-                    links.clone(),
-                );
+                let answerer =
+                    driver::answers::Answerer::new(engine.clone(), &driver_config, links.clone());
                 let builder = driver::builds::Builder::new(
                     engine.clone(),
                     driver_config.clone(),

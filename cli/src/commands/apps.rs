@@ -731,7 +731,11 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
         }
         AppsCommand::Cleanup => {
             let done = reply(client.cleanup(pb::CleanupRequest {}).await)?;
-            let json = serde_json::json!({"removed_containers": done.removed_containers, "removed_images": done.removed_images});
+            let json = serde_json::json!({
+                "removed_containers": done.removed_containers,
+                "removed_images": done.removed_images,
+                "removed_code": done.removed_code,
+            });
             match format {
                 Format::Json => println!("{}", serde_json::to_string_pretty(&json)?),
                 Format::Table => println!(

@@ -421,6 +421,7 @@ impl AppService for AppApi {
                     pb::agent_reply::Kind::Cleanup(done) => {
                         response.removed_containers.extend(done.removed_containers);
                         response.removed_images.extend(done.removed_images);
+                        response.removed_code.extend(done.removed_code);
                     }
                     pb::agent_reply::Kind::Error(error) => {
                         return Err(Status::unavailable(format!("node {}: {error}", node.name)))

@@ -121,9 +121,9 @@ impl Scheduler {
             .filter_map(|a| a.current_build_id.clone())
             .chain(instances.iter().filter_map(|i| i.build_id.clone()))
         {
-            if !builds.contains_key(&build_id) {
-                if let Ok(build) = self.store.get_build(&build_id).await {
-                    builds.insert(build_id, build);
+            if let std::collections::hash_map::Entry::Vacant(slot) = builds.entry(build_id) {
+                if let Ok(build) = self.store.get_build(slot.key()).await {
+                    slot.insert(build);
                 }
             }
         }

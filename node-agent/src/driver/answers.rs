@@ -19,15 +19,17 @@ use tokio_util::sync::CancellationToken;
 pub struct Answerer {
     docker: Docker,
     node: String,
+    code_dir: std::path::PathBuf,
     links: Links,
     running: Arc<Mutex<HashMap<u64, CancellationToken>>>,
 }
 
 impl Answerer {
-    pub fn new(docker: Docker, node: String, links: Links) -> Self {
+    pub fn new(docker: Docker, config: &super::DriverConfig, links: Links) -> Self {
         Self {
             docker,
-            node,
+            node: config.node.clone(),
+            code_dir: config.code_dir.clone(),
             links,
             running: Arc::default(),
         }
@@ -200,7 +202,8 @@ impl Answerer {
     }
 
     /// Removes this node's containers that no instance wants, networks no
-    /// container uses, and built app images no container uses.
+    /// container uses, built app images no container uses, and unpacked
+    /// code no instance uses.
     async fn cleanup(&self, id: u64) -> Result<(), String> {
         let wanted: HashSet<String> = self
             .links
@@ -210,6 +213,25 @@ impl Answerer {
             .map(|d| d.instances.iter().map(|i| i.instance_id.clone()).collect())
             .ok_or("this node has not received its desired state yet")?;
         let mut done = pb::CleanupResponse::default();
+        let builds_in_use: HashSet<String> = self
+            .links
+            .desired
+            .borrow()
+            .as_ref()
+            .map(|d| d.instances.iter().map(|i| i.build_id.clone()).collect())
+            .unwrap_or_default();
+        if let Ok(entries) = std::fs::read_dir(&self.code_dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                // `.partial-*` folders are unpacks in progress.
+                if name.starts_with('.') || builds_in_use.contains(&name) {
+                    continue;
+                }
+                if std::fs::remove_dir_all(entry.path()).is_ok() {
+                    done.removed_code.push(name);
+                }
+            }
+        }
         let all = containers::list_managed(&self.docker, &self.node)
             .await
             .map_err(|e| e.to_string())?;
