@@ -110,6 +110,17 @@ async fn wait_running(apps: &mut AppServiceClient<Channel>, id: &str, count: usi
     .await
 }
 
+/// A build's output, whole (following it until the build ends when `follow`).
+async fn build_log_text(builds: &mut BuildServiceClient<Channel>, build_id: impl Into<String>, follow: bool) -> String {
+    let request = pb::StreamBuildLogsRequest { build_id: build_id.into(), follow };
+    let mut logs = builds.stream_build_logs(request).await.unwrap().into_inner();
+    let mut text = Vec::new();
+    while let Some(chunk) = logs.message().await.unwrap() {
+        text.extend(chunk.data);
+    }
+    String::from_utf8_lossy(&text).into_owned()
+}
+
 /// Waits until the app is in `state`.
 async fn wait_state(
     apps: &mut AppServiceClient<Channel>,
@@ -191,19 +202,7 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
     );
 
     // The build output was kept.
-    let mut logs = builds
-        .stream_build_logs(pb::StreamBuildLogsRequest {
-            build_id: first_build.id.clone(),
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = Vec::new();
-    while let Some(chunk) = logs.message().await.unwrap() {
-        text.extend(chunk.data);
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = build_log_text(&mut builds, first_build.id.clone(), false).await;
     assert!(
         text.contains("pip install") || text.contains("flask") || text.contains("Flask"),
         "{text}"
@@ -571,19 +570,7 @@ async fn a_bad_requirement_fails_the_build_with_the_error_in_its_logs() {
     let failed = build(&mut builds, &app.current_build_id).await;
     assert_eq!(failed.state, pb::BuildState::BuildFailed as i32);
     assert!(failed.error.contains("non-zero code"), "{}", failed.error);
-    let mut logs = builds
-        .stream_build_logs(pb::StreamBuildLogsRequest {
-            build_id: failed.id.clone(),
-            follow: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = Vec::new();
-    while let Some(chunk) = logs.message().await.unwrap() {
-        text.extend(chunk.data);
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = build_log_text(&mut builds, failed.id.clone(), true).await;
     assert!(text.contains("berth-no-such-package-anywhere"), "{text}");
     assert!(app.instances.is_empty(), "nothing runs a failed build");
     kill_agent(agent).await;
@@ -834,19 +821,7 @@ async fn a_node_express_app_runs_and_a_missing_dependency_fails_its_build() {
         .into_inner();
     let failed = wait_state(&mut apps, &created.id, pb::AppState::BuildFailed).await;
     let build = build(&mut builds, &failed.current_build_id).await;
-    let mut logs = builds
-        .stream_build_logs(pb::StreamBuildLogsRequest {
-            build_id: build.id,
-            follow: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut text = Vec::new();
-    while let Some(chunk) = logs.message().await.unwrap() {
-        text.extend(chunk.data);
-    }
-    let text = String::from_utf8_lossy(&text);
+    let text = build_log_text(&mut builds, build.id, false).await;
     assert!(
         text.contains(r#"dependency "left-pad@^1.3.0" is not available"#),
         "{text}"

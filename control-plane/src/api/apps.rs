@@ -49,6 +49,18 @@ impl AppApi {
             .map_err(|e| Error::Corrupt(format!("staging dir: {e}")).into())
     }
 
+    /// Reads an upload into a fresh staging dir (removed when dropped).
+    async fn receive<T: upload::UploadMessage>(
+        &self,
+        request: Request<Streaming<T>>,
+    ) -> Result<(tempfile::TempDir, Upload<T::Header>), Status> {
+        let mut stream = request.into_inner();
+        let staging = self.staging()?;
+        let archive = staging.path().join("archive");
+        let upload = upload::read(&mut stream, &archive, self.config.max_archive_bytes).await?;
+        Ok((staging, upload))
+    }
+
     fn archive_limits(&self) -> berth_archive::Limits {
         berth_archive::Limits {
             max_unpacked_bytes: self.config.max_unpacked_bytes,
@@ -191,17 +203,7 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::CreateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
-        let mut stream = request.into_inner();
-        let staging = self.staging()?;
-        let Upload {
-            header,
-            archive_bytes,
-        } = upload::read(
-            &mut stream,
-            &staging.path().join("archive"),
-            self.config.max_archive_bytes,
-        )
-        .await?;
+        let (staging, Upload { header, archive_bytes }) = self.receive(request).await?;
         let settings = header
             .settings
             .ok_or_else(|| Status::invalid_argument("settings: required"))?;
@@ -230,17 +232,7 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::UpdateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
-        let mut stream = request.into_inner();
-        let staging = self.staging()?;
-        let Upload {
-            header,
-            archive_bytes,
-        } = upload::read(
-            &mut stream,
-            &staging.path().join("archive"),
-            self.config.max_archive_bytes,
-        )
-        .await?;
+        let (staging, Upload { header, archive_bytes }) = self.receive(request).await?;
         let app_id = uuid_arg("app_id", &header.app_id)?;
         let current = self.store.get_app(&app_id).await?;
         let spec = match &header.settings {
