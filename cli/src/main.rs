@@ -1,7 +1,7 @@
 //! `berth`: bring a Berth up on this host, make certificates, and manage
 //! the cluster through the control plane's gRPC API.
 //!
-//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`, `apps`, `builds`).
+//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`, `apps`, `builds`, `keys`).
 //! - [`client`]: finding and dialling the control plane as an admin.
 //! - [`output`]: tables and JSON.
 
@@ -49,6 +49,8 @@ enum Command {
     /// Runtime base images.
     #[command(subcommand)]
     Images(commands::images::ImagesCommand),
+    /// API keys for the gateway.
+    Keys(commands::keys::KeysArgs),
     /// List and manage nodes.
     Nodes(commands::nodes::NodesArgs),
 }
@@ -79,6 +81,7 @@ fn main() -> std::process::ExitCode {
             Command::Builds(command) => commands::builds::run(&target, command).await,
             Command::Events(args) => commands::builds::events(&target, args).await,
             Command::Images(command) => commands::images::run(command).await,
+            Command::Keys(args) => commands::keys::run(&target, args).await,
             Command::Nodes(args) => commands::nodes::run(&target, args).await,
         }
     });

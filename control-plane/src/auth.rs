@@ -34,6 +34,7 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
             _ => &[Admin],
         },
         "berth.v1.EventService" => &[Admin, Gateway],
+        "berth.v1.RouteService" => &[Gateway],
         // Everything else is management: admins only until its issue says more.
         _ => &[Admin],
     }
@@ -134,5 +135,8 @@ mod tests {
         assert!(allowed_roles("/grpc.health.v1.Health/Check").contains(&Role::Agent));
         assert!(allowed_roles("/berth.v1.NodeService/ListNodes").contains(&Role::Gateway));
         assert!(!allowed_roles("/berth.v1.NodeService/DrainNode").contains(&Role::Gateway));
+        assert!(allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Gateway));
+        assert!(!allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Agent));
+        assert!(!allowed_roles("/berth.v1.ApiKeyService/CreateApiKey").contains(&Role::Gateway));
     }
 }

@@ -5,7 +5,9 @@ use crate::{
         agent::AgentApi,
         apps::{AppApi, BuildApi},
         events::EventApi,
+        keys::KeyApi,
         nodes::NodeApi,
+        routes::{RouteApi, RouteHub},
     },
     auth::AuthLayer,
     builds::{BuildLogs, ContextStore},
@@ -20,7 +22,8 @@ use crate::{
 use berth_common::metrics_http;
 use berth_pki::Role;
 use berth_proto::pb::{
-    agent_service_server::AgentServiceServer, app_service_server::AppServiceServer,
+    agent_service_server::AgentServiceServer, api_key_service_server::ApiKeyServiceServer,
+    app_service_server::AppServiceServer, route_service_server::RouteServiceServer,
     build_service_server::BuildServiceServer, event_service_server::EventServiceServer,
     node_service_server::NodeServiceServer,
 };
@@ -48,6 +51,8 @@ pub enum ServeError {
     Reflection(#[from] tonic_reflection::server::Error),
     #[error("data dir: {0}")]
     DataDir(std::io::Error),
+    #[error("reading the route table: {0}")]
+    Routes(#[from] crate::error::Error),
 }
 
 /// Runs the control plane on the given listeners until `shutdown` is cancelled.
@@ -123,6 +128,18 @@ pub async fn run(
         logs: logs.clone(),
     })
     .max_decoding_message_size(limit);
+    let keys = ApiKeyServiceServer::new(KeyApi {
+        store: store.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let hub = RouteHub::start(store.clone(), shutdown.clone()).await?;
+    let routes = RouteServiceServer::new(RouteApi {
+        hub,
+        store: store.clone(),
+        scheduler: scheduler.clone(),
+        shutdown: shutdown.clone(),
+    })
+    .max_decoding_message_size(limit);
     let events = EventServiceServer::new(EventApi {
         store: store.clone(),
         shutdown: shutdown.clone(),
@@ -135,6 +152,8 @@ pub async fn run(
     health.set_serving::<EventServiceServer<EventApi>>().await;
     health.set_serving::<AppServiceServer<AppApi>>().await;
     health.set_serving::<BuildServiceServer<BuildApi>>().await;
+    health.set_serving::<ApiKeyServiceServer<KeyApi>>().await;
+    health.set_serving::<RouteServiceServer<RouteApi>>().await;
     // Both reflection versions: grpcurl, grpcui and friends speak one or the other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -170,6 +189,8 @@ pub async fn run(
         .add_service(events)
         .add_service(apps)
         .add_service(builds)
+        .add_service(keys)
+        .add_service(routes)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let grace = async {

@@ -8,6 +8,7 @@ pub use sea_orm_migration::prelude::*;
 
 mod m20261122_000001_initial;
 mod m20261123_000002_deployments;
+mod m20261123_000003_gateway;
 
 pub struct Migrator;
 
@@ -17,6 +18,7 @@ impl MigratorTrait for Migrator {
         vec![
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261123_000002_deployments::Migration),
+            Box::new(m20261123_000003_gateway::Migration),
         ]
     }
 }

@@ -78,6 +78,15 @@ pub struct SettingsArgs {
     /// Command overriding the image's (one argument per flag).
     #[arg(long = "command")]
     command: Vec<String>,
+    /// Longest a request through the gateway may take [default: 30s].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    request_timeout: Option<Duration>,
+    /// Largest request body the gateway accepts: `100Mi`, `1Gi` or bytes [default: 100Mi].
+    #[arg(long)]
+    max_body: Option<String>,
+    /// With --min-instances 0: scale back to zero after this long without traffic [default: 5m].
+    #[arg(long, value_parser = humantime::parse_duration)]
+    idle_timeout: Option<Duration>,
 }
 
 #[derive(Args, Clone)]
@@ -312,7 +321,7 @@ fn parse_cpu(value: &str) -> anyhow::Result<u32> {
 }
 
 /// `512Mi`, `1Gi`, `256M`, `1G`, `1048576` → bytes.
-fn parse_memory(value: &str) -> anyhow::Result<u64> {
+fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
     let units: [(&str, u64); 8] = [
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),
@@ -328,11 +337,11 @@ fn parse_memory(value: &str) -> anyhow::Result<u64> {
             if let Ok(n) = number.parse::<u64>() {
                 return n
                     .checked_mul(factor)
-                    .ok_or_else(|| anyhow::anyhow!("--memory {value:?} is too large"));
+                    .ok_or_else(|| anyhow::anyhow!("{flag} {value:?} is too large"));
             }
         }
     }
-    anyhow::bail!("--memory {value:?}: use 512Mi, 1Gi, 256M or bytes")
+    anyhow::bail!("{flag} {value:?}: use 512Mi, 1Gi, 256M or bytes")
 }
 
 fn settings(args: &SettingsArgs, source: &SourceArgs) -> anyhow::Result<pb::AppSettings> {
@@ -369,7 +378,7 @@ fn settings(args: &SettingsArgs, source: &SourceArgs) -> anyhow::Result<pb::AppS
         memory_bytes: args
             .memory
             .as_deref()
-            .map(parse_memory)
+            .map(|v| parse_size("--memory", v))
             .transpose()?
             .unwrap_or(0),
         min_instances: args.min_instances,
@@ -381,6 +390,13 @@ fn settings(args: &SettingsArgs, source: &SourceArgs) -> anyhow::Result<pb::AppS
             entry.unwrap_or_default()
         },
         command: args.command.clone(),
+        request_timeout_ms: args
+            .request_timeout
+            .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+        max_body_bytes: args.max_body.as_deref().map(|v| parse_size("--max-body", v)).transpose()?,
+        idle_timeout_s: args
+            .idle_timeout
+            .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),
     })
 }
 
@@ -767,10 +783,10 @@ mod tests {
         assert_eq!(parse_cpu("0.5").unwrap(), 500);
         assert_eq!(parse_cpu("250m").unwrap(), 250);
         assert!(parse_cpu("lots").is_err());
-        assert_eq!(parse_memory("512Mi").unwrap(), 512 << 20);
-        assert_eq!(parse_memory("1Gi").unwrap(), 1 << 30);
-        assert_eq!(parse_memory("256M").unwrap(), 256_000_000);
-        assert_eq!(parse_memory("4096").unwrap(), 4096);
-        assert!(parse_memory("1Xi").is_err());
+        assert_eq!(parse_size("--memory", "512Mi").unwrap(), 512 << 20);
+        assert_eq!(parse_size("--memory", "1Gi").unwrap(), 1 << 30);
+        assert_eq!(parse_size("--memory", "256M").unwrap(), 256_000_000);
+        assert_eq!(parse_size("--memory", "4096").unwrap(), 4096);
+        assert!(parse_size("--memory", "1Xi").is_err());
     }
 }

@@ -99,9 +99,7 @@ pub async fn events(target: &Target, args: EventsArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
     {
-        let at = event
-            .at
-            .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
+        let at = crate::output::time(event.at)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
         match args.output {

@@ -2,5 +2,6 @@ pub mod apps;
 pub mod builds;
 pub mod certs;
 pub mod images;
+pub mod keys;
 pub mod nodes;
 pub mod up;

@@ -2,7 +2,7 @@
 
 use crate::{
     client::{reply, Target},
-    output::{self, Format},
+    output::{self, time, Format},
 };
 use berth_proto::{
     domain::NodeState,
@@ -62,10 +62,6 @@ struct RuntimeView {
     version: String,
     #[serde(skip_serializing_if = "String::is_empty")]
     detail: String,
-}
-
-fn time(ts: Option<prost_types::Timestamp>) -> Option<DateTime<Utc>> {
-    ts.and_then(|t| DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
 }
 
 impl From<pb::Node> for NodeView {

@@ -3,5 +3,7 @@
 pub mod agent;
 pub mod apps;
 pub mod events;
+pub mod keys;
 pub mod nodes;
+pub mod routes;
 pub mod upload;

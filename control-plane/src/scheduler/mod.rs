@@ -261,11 +261,7 @@ impl Scheduler {
         let Some(build) = app.current_build_id.as_ref().and_then(|id| builds.get(id)) else {
             return Ok(());
         };
-        let want = if app.stopped {
-            0
-        } else {
-            app.spec.min_instances as usize
-        };
+        let want = app.wanted_instances(chrono::Utc::now());
         if app.stopped {
             // Stopping needs no build: every instance goes.
             for instance in instances.iter().filter(|i| i.app_id == app.id) {

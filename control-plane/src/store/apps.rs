@@ -33,6 +33,21 @@ pub struct AppRecord {
     pub stopped: bool,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Last traffic the gateways reported (scale to zero).
+    pub last_request_at: Option<DateTime<Utc>>,
+}
+
+impl AppRecord {
+    /// How many instances the app wants now: none when stopped; its minimum,
+    /// or one while a scale-to-zero app has seen traffic within its idle timeout.
+    pub fn wanted_instances(&self, now: DateTime<Utc>) -> usize {
+        if self.stopped {
+            return 0;
+        }
+        let idle = chrono::Duration::seconds(i64::from(self.spec.idle_timeout_s));
+        let busy = self.last_request_at.is_some_and(|at| now - at < idle);
+        (self.spec.min_instances as usize).max(usize::from(busy))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -89,12 +104,19 @@ impl TryFrom<apps::Model> for AppRecord {
                 env,
                 entry: m.entry,
                 command,
+                request_timeout_ms: u32::try_from(m.request_timeout_ms)
+                    .map_err(|e| corrupt("request timeout", e))?,
+                max_body_bytes: u64::try_from(m.max_body_bytes)
+                    .map_err(|e| corrupt("max body bytes", e))?,
+                idle_timeout_s: u32::try_from(m.idle_timeout_s)
+                    .map_err(|e| corrupt("idle timeout", e))?,
             },
             id: m.id,
             state: m.state.parse().map_err(|e| corrupt("app state", e))?,
             status_message: m.status_message,
             current_build_id: m.current_build_id,
             stopped: m.stopped,
+            last_request_at: m.last_request_at,
             created_at: m.created_at,
             updated_at: m.updated_at,
         })
@@ -270,6 +292,9 @@ fn spec_columns(active: &mut apps::ActiveModel, spec: &AppSpec) {
     active.env = Set(serde_json::to_string(&spec.env).expect("env serializes"));
     active.entry = Set(spec.entry.clone());
     active.command = Set(serde_json::to_string(&spec.command).expect("command serializes"));
+    active.request_timeout_ms = Set(spec.request_timeout_ms as i32);
+    active.max_body_bytes = Set(spec.max_body_bytes as i64);
+    active.idle_timeout_s = Set(spec.idle_timeout_s as i32);
 }
 
 impl Store {

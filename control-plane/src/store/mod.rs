@@ -4,6 +4,8 @@
 pub mod apps;
 pub mod events;
 pub mod instances;
+pub mod keys;
+pub mod routes;
 pub mod nodes;
 
 use crate::db::entities::events as event_entity;

@@ -41,6 +41,12 @@ pub const MAX_MEMORY_BYTES: u64 = 256 << 30;
 pub const DEFAULT_MIN_INSTANCES: u32 = 1;
 pub const DEFAULT_MAX_INSTANCES: u32 = 10;
 pub const MAX_INSTANCES: u32 = 100;
+pub const DEFAULT_REQUEST_TIMEOUT_MS: u32 = 30_000;
+pub const MAX_REQUEST_TIMEOUT_MS: u32 = 3_600_000;
+pub const DEFAULT_MAX_BODY_BYTES: u64 = 100 << 20;
+pub const MAX_MAX_BODY_BYTES: u64 = 64 << 30;
+pub const DEFAULT_IDLE_TIMEOUT_S: u32 = 300;
+pub const MAX_IDLE_TIMEOUT_S: u32 = 7 * 24 * 3600;
 pub const MAX_ENV_VARS: usize = 128;
 pub const MAX_ENV_VALUE_BYTES: usize = 32 * 1024;
 pub const MAX_COMMAND_ARGS: usize = 64;
@@ -65,6 +71,24 @@ pub struct AppSpec {
     /// Entry file for runtime apps (`main.py`, …); empty for Dockerfile apps.
     pub entry: String,
     pub command: Vec<String>,
+    /// Longest a request through the gateway may take.
+    pub request_timeout_ms: u32,
+    /// Largest request body the gateway accepts.
+    pub max_body_bytes: u64,
+    /// With `min_instances == 0`: idle time before scaling back to zero.
+    pub idle_timeout_s: u32,
+}
+
+/// An optional bounded setting: the default when unset, refused outside `1..=max`.
+fn bounded<T>(field: &str, value: Option<T>, default: T, max: T, unit: &str) -> Result<T, FieldError>
+where
+    T: PartialOrd + Copy + std::fmt::Display + From<u8>,
+{
+    match value {
+        None => Ok(default),
+        Some(v) if v >= T::from(1) && v <= max => Ok(v),
+        Some(v) => Err(FieldError::new(field, format!("{v} is outside 1–{max} {unit}"))),
+    }
 }
 
 impl AppSpec {
@@ -170,6 +194,27 @@ impl AppSpec {
                 settings.entry.clone()
             }
         };
+        let request_timeout_ms = bounded(
+            "request_timeout_ms",
+            settings.request_timeout_ms,
+            DEFAULT_REQUEST_TIMEOUT_MS,
+            MAX_REQUEST_TIMEOUT_MS,
+            "milliseconds",
+        )?;
+        let max_body_bytes = bounded(
+            "max_body_bytes",
+            settings.max_body_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+            MAX_MAX_BODY_BYTES,
+            "bytes",
+        )?;
+        let idle_timeout_s = bounded(
+            "idle_timeout_s",
+            settings.idle_timeout_s,
+            DEFAULT_IDLE_TIMEOUT_S,
+            MAX_IDLE_TIMEOUT_S,
+            "seconds",
+        )?;
         Ok(Self {
             name: name.to_owned(),
             tenant: tenant.to_owned(),
@@ -183,6 +228,9 @@ impl AppSpec {
             env,
             entry,
             command: settings.command.clone(),
+            request_timeout_ms,
+            max_body_bytes,
+            idle_timeout_s,
         })
     }
 
@@ -200,6 +248,9 @@ impl AppSpec {
             env: self.env.clone().into_iter().collect(),
             entry: self.entry.clone(),
             command: self.command.clone(),
+            request_timeout_ms: Some(self.request_timeout_ms),
+            max_body_bytes: Some(self.max_body_bytes),
+            idle_timeout_s: Some(self.idle_timeout_s),
         }
     }
 }

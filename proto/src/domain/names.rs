@@ -66,7 +66,7 @@ fn check_dns_name(value: &str) -> Result<(), String> {
 }
 
 /// Checks a single lowercase DNS label (app and tenant names).
-pub(crate) fn check_dns_label_value(label: &str) -> Result<(), String> {
+pub fn check_dns_label_value(label: &str) -> Result<(), String> {
     if label.is_empty() {
         return Err("must not be empty".into());
     }

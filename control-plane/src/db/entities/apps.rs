@@ -31,6 +31,11 @@ pub struct Model {
     pub updated_at: ChronoDateTimeUtc,
     /// Stopped by its owner: no instance should run.
     pub stopped: bool,
+    pub request_timeout_ms: i32,
+    pub max_body_bytes: i64,
+    pub idle_timeout_s: i32,
+    /// Last time the gateway saw traffic for the app (scale to zero).
+    pub last_request_at: Option<ChronoDateTimeUtc>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

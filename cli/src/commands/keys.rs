@@ -1,0 +1,166 @@
+//! `berth keys create|list|revoke`: API keys for the gateway.
+
+use crate::{
+    client::{reply, Target},
+    output::{self, time, Format},
+};
+use berth_proto::pb::{self, api_key_service_client::ApiKeyServiceClient};
+use chrono::{DateTime, Utc};
+use clap::{Args, Subcommand};
+use serde::Serialize;
+
+#[derive(Args)]
+pub struct KeysArgs {
+    #[command(subcommand)]
+    command: KeysCommand,
+    /// Output format.
+    #[arg(short, long, global = true, value_enum, default_value_t)]
+    output: Format,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a key; it is printed once and cannot be shown again.
+    Create {
+        /// Tenant whose apps the key reaches (made when new).
+        #[arg(long, default_value = "default")]
+        tenant: String,
+        /// A name to tell the key apart.
+        #[arg(long, default_value = "")]
+        name: String,
+        /// May call the gateway's management endpoints and reach every tenant's apps.
+        #[arg(long)]
+        admin: bool,
+        /// Requests per second allowed (token bucket) [default: 100].
+        #[arg(long, default_value_t = 0.0)]
+        rate: f64,
+        /// Requests allowed in a burst [default: 200, at least the rate].
+        #[arg(long, default_value_t = 0)]
+        burst: u32,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        /// Only this tenant's keys.
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id; gateways refuse it within moments.
+    Revoke { id: String },
+}
+
+/// A key as printed by `-o json`.
+#[derive(Serialize)]
+struct KeyView {
+    id: String,
+    tenant: String,
+    name: String,
+    prefix: String,
+    admin: bool,
+    rate_per_second: f64,
+    burst: u32,
+    created_at: Option<DateTime<Utc>>,
+    revoked_at: Option<DateTime<Utc>>,
+    /// Only right after `create`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    key: Option<String>,
+}
+
+impl From<pb::ApiKey> for KeyView {
+    fn from(k: pb::ApiKey) -> Self {
+        Self {
+            id: k.id,
+            tenant: k.tenant,
+            name: k.name,
+            prefix: k.prefix,
+            admin: k.admin,
+            rate_per_second: k.rate_per_second,
+            burst: k.burst,
+            created_at: time(k.created_at),
+            revoked_at: time(k.revoked_at),
+            key: None,
+        }
+    }
+}
+
+fn print(format: Format, keys: &[KeyView]) -> anyhow::Result<()> {
+    let rows = keys
+        .iter()
+        .map(|k| {
+            vec![
+                k.id.clone(),
+                k.tenant.clone(),
+                k.name.clone(),
+                format!("{}…", k.prefix),
+                if k.admin { "admin" } else { "tenant" }.to_owned(),
+                format!("{}/s, burst {}", k.rate_per_second, k.burst),
+                if k.revoked_at.is_some() {
+                    "revoked"
+                } else {
+                    "active"
+                }
+                .to_owned(),
+            ]
+        })
+        .collect();
+    output::print(
+        format,
+        &keys,
+        &["ID", "TENANT", "NAME", "PREFIX", "KIND", "RATE", "STATE"],
+        rows,
+    )
+}
+
+pub async fn run(target: &Target, args: KeysArgs) -> anyhow::Result<()> {
+    let mut client = ApiKeyServiceClient::new(target.connect().await?);
+    match args.command {
+        KeysCommand::Create {
+            tenant,
+            name,
+            admin,
+            rate,
+            burst,
+        } => {
+            let created = reply(
+                client
+                    .create_api_key(pb::CreateApiKeyRequest {
+                        tenant,
+                        name,
+                        admin,
+                        rate_per_second: rate,
+                        burst,
+                    })
+                    .await,
+            )?;
+            let mut view = KeyView::from(created.api_key.unwrap_or_default());
+            match args.output {
+                Format::Json => {
+                    view.key = Some(created.key);
+                    println!("{}", serde_json::to_string_pretty(&view)?);
+                }
+                Format::Table => {
+                    println!("{}", created.key);
+                    eprintln!(
+                        "key {} for tenant {}: keep it now, it is not shown again",
+                        view.id, view.tenant
+                    );
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::List { tenant } => {
+            let listed = reply(
+                client
+                    .list_api_keys(pb::ListApiKeysRequest {
+                        tenant: tenant.unwrap_or_default(),
+                    })
+                    .await,
+            )?;
+            let keys: Vec<KeyView> = listed.api_keys.into_iter().map(KeyView::from).collect();
+            print(args.output, &keys)
+        }
+        KeysCommand::Revoke { id } => {
+            let key = reply(client.revoke_api_key(pb::RevokeApiKeyRequest { id }).await)?;
+            print(args.output, &[KeyView::from(key)])
+        }
+    }
+}
