@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 /// Shared registry: services register metrics into it while running.
 pub type SharedRegistry = Arc<RwLock<Registry>>;
 
-const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
 /// Renders the registry in the OpenMetrics text format.
 pub async fn render(registry: &SharedRegistry) -> String {

@@ -1,27 +1,85 @@
-//! Berth's HTTP gateway. For now it serves its health (`/healthz`) and
-//! Prometheus metrics (`/metrics`); routing users' traffic to their apps,
-//! API keys and rate limits come with the gateway issue.
+//! Berth's HTTP gateway: users' traffic to the right node and port.
 //!
 //! - [`config`]: flags and the validated [`Config`].
+//! - [`routes`]: the route table, balancing and breaker state, API keys.
+//! - [`link`]: the route watch, wake-ups and traffic reports to the control plane.
+//! - [`proxy`]: the request path.
+//! - [`server`]: connections, TLS, limits.
 
+pub mod body;
 pub mod config;
+pub mod error;
+pub mod headers;
+pub mod link;
+pub mod metrics;
+pub mod proxy;
+pub mod routes;
+pub mod server;
 
-pub use config::{Config, GatewayArgs};
+pub use config::{Config, GatewayArgs, LimitArgs};
 
-use berth_common::metrics_http;
-use prometheus_client::{metrics::gauge::Gauge, registry::Registry};
+use berth_pki::Role;
+use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio::{net::TcpListener, sync::RwLock};
 use tokio_util::sync::CancellationToken;
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled.
-pub async fn run(_config: Config, listener: TcpListener, shutdown: CancellationToken) {
+/// Serves the gateway on `listener` until `shutdown` is cancelled: routes
+/// come from the control plane named in `config`.
+pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let tls = config.tls.load()?;
+    let identity = tls.identity()?;
+    anyhow::ensure!(
+        identity.role == Role::Gateway,
+        "the certificate is for {identity}; the gateway needs a gateway certificate"
+    );
+    let routes = routes::Routes::default();
+    let link = link::start(
+        config.control_plane.clone(),
+        tls,
+        routes.clone(),
+        config.traffic_report_every,
+        config.reconnect_max,
+        shutdown.clone(),
+    );
+    serve(config, listener, routes, Some(link), shutdown).await
+}
+
+/// Serves with a given route table and link (tests give their own table).
+pub async fn serve(
+    config: Config,
+    listener: TcpListener,
+    routes: routes::Routes,
+    link: Option<link::Link>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let acceptor = match &config.https {
+        Some((cert, key)) => Some(server::tls_acceptor(cert, key)?),
+        None => None,
+    };
+    let metrics = metrics::Metrics::default();
     let mut registry = Registry::default();
-    let up = Gauge::<i64>::default();
-    up.set(1);
-    registry.register("berth_gateway_up", "Whether the gateway is serving", up);
+    metrics.register(&mut registry);
     let registry = Arc::new(RwLock::new(registry));
-    tracing::info!(addr = ?listener.local_addr().ok(), "gateway serving");
-    metrics_http::serve(listener, registry, shutdown).await;
+    let gateway = Arc::new(proxy::Gateway::new(
+        routes,
+        link,
+        metrics.clone(),
+        registry,
+        &config,
+    ));
+    let limits = server::ConnLimits {
+        max_connections: config.max_connections,
+        max_header_bytes: config.max_header_bytes,
+        header_read_timeout: config.header_read_timeout,
+        idle_timeout: config.idle_timeout,
+    };
+    tracing::info!(
+        addr = ?listener.local_addr().ok(),
+        tls = acceptor.is_some(),
+        "gateway serving"
+    );
+    server::serve(listener, gateway, acceptor, limits, metrics, shutdown).await;
     tracing::info!("gateway stopped");
+    Ok(())
 }

@@ -15,10 +15,10 @@ async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init();
     let cli = Cli::parse();
     let addr = cli.args.gateway_addr;
+    let config = cli.args.into_config()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding gateway address {addr}"))?;
     let shutdown = berth_common::shutdown::on_signal();
-    berth_gateway::run(cli.args.into_config(), listener, shutdown).await;
-    Ok(())
+    berth_gateway::run(config, listener, shutdown).await
 }

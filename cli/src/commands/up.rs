@@ -40,6 +40,8 @@ pub struct UpArgs {
     /// Do not make missing runtime base images (see `berth images bootstrap`).
     #[arg(long, env = "BERTH_NO_BOOTSTRAP")]
     no_bootstrap: bool,
+    #[command(flatten)]
+    gateway: berth_gateway::LimitArgs,
 }
 
 /// A lowercase DNS label made from the host name.
@@ -193,8 +195,14 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         shutdown.clone(),
     ));
     let agent = berth_node_agent::start(agent_config, shutdown.clone())?;
+    let gateway_config = berth_gateway::Config::new(
+        endpoints.grpc.clone(),
+        TlsFiles::in_dir(&certs, "gateway"),
+        args.gateway,
+    )
+    .validate()?;
     let gateway_task = tokio::spawn(berth_gateway::run(
-        berth_gateway::Config::default(),
+        gateway_config,
         gateway,
         shutdown.clone(),
     ));
@@ -228,7 +236,9 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
         Err(err) => Err(anyhow::anyhow!("control plane task: {err}")),
     };
     let _ = agent.task.await;
-    let _ = gateway_task.await;
+    if let Ok(Err(err)) = gateway_task.await {
+        eprintln!("gateway failed: {err:#}");
+    }
     let _ = std::fs::remove_file(&endpoints_path);
     println!("berth stopped");
     result

@@ -5,17 +5,16 @@ use crate::{
     db::entities::{api_keys, tenants},
     error::{Error, Result},
 };
-use berth_proto::{domain::check_dns_label_value, FieldError};
+use berth_proto::{
+    domain::{check_dns_label_value, API_KEY_PREFIX, API_KEY_SHOWN_LEN},
+    FieldError,
+};
 use chrono::{DateTime, Utc};
 use sea_orm::{
     ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
-/// Every key starts with this, so that leaked keys are easy to scan for.
-pub const KEY_PREFIX: &str = "berth_";
-/// Characters of a key kept in the clear to tell keys apart (`berth_` + 8).
-pub const SHOWN_PREFIX_LEN: usize = KEY_PREFIX.len() + 8;
 pub const DEFAULT_RATE_PER_SECOND: f64 = 100.0;
 pub const DEFAULT_BURST: u32 = 200;
 pub const MAX_RATE_PER_SECOND: f64 = 1_000_000.0;
@@ -120,7 +119,7 @@ pub fn hash_key(key: &str) -> String {
 /// A fresh key: the prefix and 244 random bits, hex.
 fn generate_key() -> String {
     format!(
-        "{KEY_PREFIX}{}{}",
+        "{API_KEY_PREFIX}{}{}",
         uuid::Uuid::new_v4().simple(),
         uuid::Uuid::new_v4().simple()
     )
@@ -158,7 +157,7 @@ impl Store {
             id: Set(uuid::Uuid::new_v4().to_string()),
             tenant: Set(spec.tenant.clone()),
             name: Set(spec.name.clone()),
-            prefix: Set(key[..SHOWN_PREFIX_LEN].to_owned()),
+            prefix: Set(key[..API_KEY_SHOWN_LEN].to_owned()),
             key_hash: Set(hash_key(&key)),
             admin: Set(spec.admin),
             rate_per_second: Set(spec.rate_per_second),

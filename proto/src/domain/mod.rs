@@ -19,3 +19,8 @@ use crate::FieldError;
 pub fn proto_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, FieldError> {
     E::try_from(value).map_err(|_| FieldError::new(field, format!("unknown enum value {value}")))
 }
+
+/// Every API key starts with this, so that leaked keys are easy to scan for.
+pub const API_KEY_PREFIX: &str = "berth_";
+/// Characters of an API key kept in the clear to tell keys apart (`berth_` + 8).
+pub const API_KEY_SHOWN_LEN: usize = API_KEY_PREFIX.len() + 8;

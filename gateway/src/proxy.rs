@@ -1,0 +1,673 @@
+//! The request path: route, authenticate, rate-limit, pick an instance,
+//! forward with the body streaming both ways, retry where that is safe.
+
+use crate::{
+    body::{full, reclaimable, BoxError, ProxyBody, Reclaim, Reclaimable},
+    error::ApiError,
+    headers::{self, X_BERTH_KEY, X_REQUEST_ID},
+    link::{Link, WakeError},
+    metrics::{AppLabel, Metrics, RequestLabels, TenantLabel},
+    routes::{Admission, App, Backend, BreakerPolicy, Routes, Table},
+};
+use berth_common::metrics_http::SharedRegistry;
+use bytes::Bytes;
+use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper_util::{
+    client::legacy::{connect::HttpConnector, Client},
+    rt::{TokioExecutor, TokioIo},
+};
+use std::{
+    net::SocketAddr,
+    pin::Pin,
+    sync::{atomic::Ordering, Arc},
+    task::{Context, Poll},
+    time::{Duration, Instant},
+};
+
+/// Attempts per request, each on a different instance.
+const MAX_ATTEMPTS: usize = 3;
+
+type Upstream = Client<HttpConnector, Reclaimable<Incoming>>;
+
+/// Everything the request path needs, shared by all connections.
+pub struct Gateway {
+    pub routes: Routes,
+    pub link: Option<Link>,
+    pub metrics: Metrics,
+    pub registry: SharedRegistry,
+    pub policy: BreakerPolicy,
+    pub eject_for: Duration,
+    pub wake_timeout: Duration,
+    pub max_header_bytes: usize,
+    pub https: bool,
+    client: Upstream,
+}
+
+/// How a request reached its app.
+enum Target {
+    /// `Host` matched an app's hostname: the path goes as it is.
+    Host(Arc<App>),
+    /// `/run/{app_id}/{rest}`: the app gets `/{rest}`.
+    Run(Arc<App>, String),
+}
+
+impl Gateway {
+    pub fn new(
+        routes: Routes,
+        link: Option<Link>,
+        metrics: Metrics,
+        registry: SharedRegistry,
+        config: &crate::Config,
+    ) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(5)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self {
+            routes,
+            link,
+            metrics,
+            registry,
+            policy: BreakerPolicy {
+                failures: config.breaker_failures,
+                cooldown: Duration::from_secs(1),
+                max_cooldown: Duration::from_secs(30),
+            },
+            eject_for: config.eject_for,
+            wake_timeout: config.wake_timeout,
+            max_header_bytes: config.max_header_bytes,
+            https: config.https.is_some(),
+            client,
+        }
+    }
+
+    /// Answers one request; never fails (errors are JSON responses).
+    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let request_id = headers::request_id(req.headers());
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let mut log = AccessLog {
+            request_id: request_id.clone(),
+            method,
+            path,
+            app: None,
+            status: 0,
+            started,
+            bytes: 0,
+            peer,
+        };
+        let result = self.route_and_forward(req, peer, &request_id, &mut log).await;
+        let mut response = result.unwrap_or_else(ApiError::into_response);
+        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        log.status = response.status().as_u16();
+        let app = log.app.clone().unwrap_or_else(|| "-".to_owned());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                app: app.clone(),
+                class: format!("{}xx", log.status / 100),
+            })
+            .inc();
+        if log.app.is_some() {
+            self.metrics
+                .latency
+                .get_or_create(&AppLabel { app })
+                .observe(started.elapsed().as_secs_f64());
+        }
+        let (parts, body) = response.into_parts();
+        Response::from_parts(
+            parts,
+            Logged {
+                inner: body,
+                log: Some(log),
+            }
+            .boxed_unsync(),
+        )
+    }
+
+    async fn route_and_forward(
+        &self,
+        mut req: Request<Incoming>,
+        peer: SocketAddr,
+        request_id: &HeaderValue,
+        log: &mut AccessLog,
+    ) -> Result<Response<ProxyBody>, ApiError> {
+        let head_bytes: usize = req
+            .headers()
+            .iter()
+            .map(|(n, v)| n.as_str().len() + v.len() + 4)
+            .sum::<usize>()
+            + req.uri().to_string().len();
+        if head_bytes > self.max_header_bytes {
+            return Err(ApiError::new(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "headers_too_large",
+                format!("the request head is larger than {} bytes", self.max_header_bytes),
+            ));
+        }
+        let host = request_host(&req);
+        let table = self.routes.current();
+        let target = match host.as_deref().and_then(|h| table.app_by_host(h)) {
+            Some(app) => Target::Host(app),
+            None => match req.uri().path() {
+                "/healthz" => return Ok(self.health()),
+                "/metrics" => return Ok(self.render_metrics().await),
+                path => match path.strip_prefix("/run/") {
+                    Some(rest) => run_target(&table, rest)?,
+                    None => {
+                        return Err(ApiError::not_found(format!(
+                            "no route for {path}: use /run/{{app_id}}/… or an app's hostname"
+                        )))
+                    }
+                },
+            },
+        };
+        let (app, upstream_path) = match target {
+            Target::Host(app) => {
+                check_path(req.uri().path())?;
+                let pq = req
+                    .uri()
+                    .path_and_query()
+                    .map_or("/".to_owned(), |pq| pq.as_str().to_owned());
+                (app, pq)
+            }
+            Target::Run(app, rest) => {
+                let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                (app, format!("/{rest}{query}"))
+            }
+        };
+        log.app = Some(app.route.app_id.clone());
+
+        // Who is calling, and may they.
+        let key_from_header = req.headers().contains_key(&X_BERTH_KEY);
+        let presented = presented_key(req.headers())?;
+        let key = table.key(&presented).ok_or_else(|| {
+            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_key", "the API key is not valid")
+        })?;
+        if !key.admin && key.tenant != app.route.tenant {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key may not reach app {}", app.route.app_id),
+            ));
+        }
+        if let Err(wait) = key.check_rate() {
+            self.metrics
+                .rate_limited
+                .get_or_create(&TenantLabel {
+                    tenant: key.tenant.clone(),
+                })
+                .inc();
+            let mut err = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "this key's rate limit is spent; retry later",
+            );
+            err.retry_after = Some(wait);
+            return Err(err);
+        }
+        let limit = app.route.max_body_bytes;
+        if let Some(length) = content_length(req.headers()) {
+            if length > limit {
+                return Err(too_large(limit));
+            }
+        }
+        if let Some(link) = &self.link {
+            link.record_traffic(&app.route.app_id);
+        }
+        let app = self.ready_app(app).await?;
+
+        // The request as the instance gets it.
+        let upgrade = headers::wants_upgrade(req.headers());
+        let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        let (parts, body) = req.into_parts();
+        let mut headers = parts.headers;
+        if key_from_header {
+            headers.remove(&X_BERTH_KEY);
+        } else {
+            headers.remove(header::AUTHORIZATION);
+        }
+        headers::strip_hop_by_hop(&mut headers, upgrade);
+        headers::set_forwarded(&mut headers, peer.ip(), self.https, host.as_deref());
+        headers.insert(X_REQUEST_ID.clone(), request_id.clone());
+        if !headers.contains_key(header::HOST) {
+            if let Some(authority) = parts.uri.authority() {
+                if let Ok(value) = HeaderValue::from_str(authority.as_str()) {
+                    headers.insert(header::HOST, value);
+                }
+            }
+        }
+        let (body, reclaim) = reclaimable(body, limit);
+        let mut response = self
+            .forward(&app, &parts.method, &upstream_path, headers, body, reclaim)
+            .await?;
+
+        if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+            if let Some(client_upgrade) = client_upgrade {
+                let upstream_upgrade = hyper::upgrade::on(&mut response);
+                tokio::spawn(async move {
+                    match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                        Ok((client, upstream)) => {
+                            let _ = tokio::io::copy_bidirectional(
+                                &mut TokioIo::new(client),
+                                &mut TokioIo::new(upstream),
+                            )
+                            .await;
+                        }
+                        Err(err) => tracing::debug!(%err, "upgrade failed"),
+                    }
+                });
+            }
+        }
+        let keep_upgrade = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+        headers::strip_hop_by_hop(response.headers_mut(), keep_upgrade);
+        let (parts, body) = response.into_parts();
+        Ok(Response::from_parts(
+            parts,
+            body.map_err(|e| Box::new(e) as BoxError).boxed_unsync(),
+        ))
+    }
+
+    /// The app, once it has an instance to take traffic: a scale-to-zero
+    /// app is woken and the request held until an instance is ready.
+    async fn ready_app(&self, app: Arc<App>) -> Result<Arc<App>, ApiError> {
+        if !app.backends.is_empty() {
+            return Ok(app);
+        }
+        let id = app.route.app_id.clone();
+        if app.route.stopped {
+            return Err(ApiError::unavailable(
+                "app_stopped",
+                format!("app {} is stopped", app.route.name),
+            ));
+        }
+        let Some(link) = &self.link else {
+            return Err(no_instance(&app));
+        };
+        let mut changes = self.routes.subscribe();
+        link.wake(&id).await.map_err(|err| match err {
+            WakeError::Refused(message) => ApiError::unavailable("app_unavailable", message),
+            WakeError::Unreachable(message) => ApiError::unavailable(
+                "control_plane_unreachable",
+                format!("app {} has no running instance and the control plane cannot start one: {message}", app.route.name),
+            ),
+        })?;
+        let deadline = tokio::time::Instant::now() + self.wake_timeout;
+        loop {
+            let current = self.routes.current().apps.get(&id).cloned();
+            match current {
+                None => return Err(ApiError::not_found(format!("app {id} was deleted"))),
+                Some(app) if !app.backends.is_empty() => return Ok(app),
+                Some(_) => {}
+            }
+            match tokio::time::timeout_at(deadline, changes.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) | Err(_) => {
+                    return Err(ApiError::unavailable(
+                        "no_instance",
+                        format!(
+                            "app {} did not get a running instance within {:?}",
+                            app.route.name, self.wake_timeout
+                        ),
+                    ))
+                }
+            }
+        }
+    }
+
+    /// Sends the request to one instance after another until one answers
+    /// or retrying is no longer safe.
+    async fn forward(
+        &self,
+        app: &App,
+        method: &Method,
+        path_and_query: &str,
+        headers: HeaderMap,
+        body: Reclaimable<Incoming>,
+        mut reclaim: Reclaim<Incoming>,
+    ) -> Result<Response<Incoming>, ApiError> {
+        let app_id = app.route.app_id.as_str();
+        let idempotent = matches!(
+            *method,
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+        );
+        let mut tried: Vec<usize> = Vec::new();
+        let mut body = Some(body);
+        let mut last_error: Option<ApiError> = None;
+        while tried.len() < MAX_ATTEMPTS {
+            let now = Instant::now();
+            let Some((index, admission)) = app.pick(&tried, now) else {
+                break;
+            };
+            tried.push(index);
+            let backend = &app.backends[index];
+            let Some(this_body) = body.take() else {
+                break;
+            };
+            let uri: Uri = format!("http://{}{}", backend.authority, path_and_query)
+                .parse()
+                .map_err(|_| ApiError::bad_request("the request path cannot be forwarded"))?;
+            let mut request = Request::new(this_body);
+            *request.method_mut() = method.clone();
+            *request.uri_mut() = uri;
+            *request.version_mut() = Version::HTTP_11;
+            *request.headers_mut() = headers.clone();
+
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            self.metrics.in_flight.inc();
+            let outcome = tokio::time::timeout(app.timeout(), self.client.request(request)).await;
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+            self.metrics.in_flight.dec();
+
+            let error = match outcome {
+                Ok(Ok(response)) => {
+                    backend.succeeded();
+                    return Ok(response);
+                }
+                Err(_) => {
+                    backend.failed(&self.policy, Instant::now());
+                    self.metrics.upstream_error(app_id, "timeout");
+                    return Err(ApiError::new(
+                        StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        format!(
+                            "app {} did not answer within {:?}",
+                            app.route.name,
+                            app.timeout()
+                        ),
+                    ));
+                }
+                Ok(Err(error)) => error,
+            };
+            if reclaim.overflowed() {
+                return Err(too_large(app.route.max_body_bytes));
+            }
+            let connect = error.is_connect();
+            self.note_failure(app_id, backend, admission, connect, &error);
+            last_error = Some(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!(
+                    "instance {} of app {} failed: {}",
+                    backend.instance_id,
+                    app.route.name,
+                    error_chain(&error)
+                ),
+            ));
+            // Safe to send again only if the body never left, and the
+            // request either never reached the app or may be repeated.
+            if connect || idempotent {
+                if let Some(again) = reclaim.take() {
+                    let (fresh, fresh_reclaim) = reclaimable(again, app.route.max_body_bytes);
+                    body = Some(fresh);
+                    reclaim = fresh_reclaim;
+                    continue;
+                }
+            }
+            break;
+        }
+        Err(last_error.unwrap_or_else(|| {
+            ApiError::unavailable(
+                "no_healthy_instance",
+                format!(
+                    "every instance of app {} is failing; retry in a moment",
+                    app.route.name
+                ),
+            )
+        }))
+    }
+
+    fn note_failure(
+        &self,
+        app_id: &str,
+        backend: &Backend,
+        admission: Admission,
+        connect: bool,
+        error: &hyper_util::client::legacy::Error,
+    ) {
+        let now = Instant::now();
+        if connect {
+            backend.eject(self.eject_for, now);
+            self.metrics.upstream_error(app_id, "connect");
+            tracing::warn!(instance = %backend.instance_id, app = app_id, error = %error_chain(error), "instance refused a connection: ejected");
+        } else {
+            let opened = backend.failed(&self.policy, now);
+            self.metrics.upstream_error(app_id, "reset");
+            if opened || admission == Admission::Probe {
+                tracing::warn!(instance = %backend.instance_id, app = app_id, "circuit breaker open");
+            }
+        }
+    }
+
+    fn health(&self) -> Response<ProxyBody> {
+        let synced = self.routes.is_synced();
+        let body = serde_json::json!({
+            "status": if synced { "ok" } else { "starting" },
+            "routes_synced": synced,
+            "apps": self.routes.current().apps.len(),
+        });
+        let mut response = Response::new(full(body.to_string()));
+        if !synced {
+            *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+        }
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        response
+    }
+
+    async fn render_metrics(&self) -> Response<ProxyBody> {
+        self.metrics
+            .routes
+            .set(self.routes.current().apps.len() as i64);
+        let text = berth_common::metrics_http::render(&self.registry).await;
+        let mut response = Response::new(full(text));
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(berth_common::metrics_http::CONTENT_TYPE),
+        );
+        response
+    }
+}
+
+fn no_instance(app: &App) -> ApiError {
+    ApiError::unavailable(
+        "no_instance",
+        format!("app {} has no running instance", app.route.name),
+    )
+}
+
+fn too_large(limit: u64) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "body_too_large",
+        format!("the request body is larger than this app's limit of {limit} bytes"),
+    )
+}
+
+/// `error: cause: cause` of a client error.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+/// The host the client asked for, lowercase and without port: the URI's
+/// authority (absolute form) or else the `Host` field.
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    if let Some(authority) = req.uri().authority() {
+        return Some(authority.host().to_ascii_lowercase());
+    }
+    let value = req.headers().get(header::HOST)?.to_str().ok()?;
+    let authority: http::uri::Authority = value.parse().ok()?;
+    Some(authority.host().to_ascii_lowercase())
+}
+
+/// `{app_id}/{rest}` of a `/run/` path.
+fn run_target(table: &Table, rest: &str) -> Result<Target, ApiError> {
+    let (id, rest) = rest.split_once('/').unwrap_or((rest, ""));
+    check_path(rest)?;
+    let app = table
+        .apps
+        .get(id)
+        .cloned()
+        .ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))?;
+    Ok(Target::Run(app, rest.to_owned()))
+}
+
+/// Refuses dot segments, plain or percent-encoded (`..`, `%2e%2e`, `.%2E`).
+fn check_path(path: &str) -> Result<(), ApiError> {
+    for segment in path.split('/') {
+        let decoded = segment
+            .to_ascii_lowercase()
+            .replace("%2e", ".");
+        if decoded == "." || decoded == ".." {
+            return Err(ApiError::bad_request(
+                "paths with . or .. segments are refused",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The API key from `X-Berth-Key` or `Authorization: Bearer`.
+fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
+    let missing = || {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing_key",
+            "an API key is required: Authorization: Bearer KEY, or X-Berth-Key: KEY",
+        )
+    };
+    if let Some(value) = headers.get(&X_BERTH_KEY) {
+        return value
+            .to_str()
+            .map(|v| v.trim().to_owned())
+            .map_err(|_| missing());
+    }
+    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
+    let value = value.to_str().map_err(|_| missing())?;
+    let (scheme, key) = value.trim().split_once(' ').ok_or_else(missing)?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(missing());
+    }
+    Ok(key.trim().to_owned())
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+/// One line per request, written when its response body is done (or dropped).
+struct AccessLog {
+    request_id: HeaderValue,
+    method: Method,
+    path: String,
+    app: Option<String>,
+    status: u16,
+    started: Instant,
+    bytes: u64,
+    peer: SocketAddr,
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        tracing::info!(
+            target: "berth_gateway::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            peer = %self.peer,
+            method = %self.method,
+            path = %self.path,
+            app = self.app.as_deref().unwrap_or("-"),
+            status = self.status,
+            bytes = self.bytes,
+            duration_ms = self.started.elapsed().as_secs_f64() * 1000.0,
+            "request"
+        );
+    }
+}
+
+/// A response body that counts its bytes for the access log.
+struct Logged {
+    inner: ProxyBody,
+    log: Option<AccessLog>,
+}
+
+impl Body for Logged {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let polled = Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                let n = frame.data_ref().map_or(0, |d| d.len() as u64);
+                if let Some(log) = self.log.as_mut() {
+                    log.bytes += n;
+                }
+            }
+            Poll::Ready(None) | Poll::Ready(Some(Err(_))) => {
+                // Done: write the line now rather than when hyper drops us.
+                self.log.take();
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dot_segments_are_refused_in_any_spelling() {
+        for bad in ["..", "a/../b", "%2e%2e/x", "%2E%2e", ".%2e", "./x", "a/%2E"] {
+            assert!(check_path(bad).is_err(), "{bad}");
+        }
+        for good in ["", "a/b", "a..b", "...", "%2e%2e%2e", "a//b"] {
+            assert!(check_path(good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn keys_come_from_either_header() {
+        let mut h = HeaderMap::new();
+        assert_eq!(presented_key(&h).unwrap_err().code, "missing_key");
+        h.insert(header::AUTHORIZATION, "Bearer berth_x".parse().unwrap());
+        assert_eq!(presented_key(&h).unwrap(), "berth_x");
+        h.insert(header::AUTHORIZATION, "Basic abc".parse().unwrap());
+        assert_eq!(presented_key(&h).unwrap_err().code, "missing_key");
+        h.insert("x-berth-key", "berth_y".parse().unwrap());
+        assert_eq!(presented_key(&h).unwrap(), "berth_y");
+    }
+}

@@ -1,0 +1,539 @@
+//! The gateway's route table: apps, their backends with balancing and
+//! breaker state, and API keys with their rate limiters.
+//!
+//! The table is replaced whole on every update from the control plane
+//! (readers clone an `Arc`), but the per-instance and per-key state is
+//! carried over by id, so an update never resets in-flight counts, breakers
+//! or token buckets.
+
+use berth_proto::pb;
+use governor::{clock::DefaultClock, state::InMemoryState, state::NotKeyed, Quota, RateLimiter};
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    num::NonZeroU32,
+    sync::{
+        atomic::{AtomicUsize, Ordering},
+        Arc, Mutex, RwLock,
+    },
+    time::{Duration, Instant},
+};
+use subtle::ConstantTimeEq;
+use tokio::sync::watch;
+
+/// Breaker of one instance.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Breaker {
+    Closed { failures: u32 },
+    /// No traffic until `until`; then one probe.
+    Open { until: Instant, cooldown: Duration },
+    /// One probe is in flight; its outcome closes or reopens the breaker.
+    HalfOpen { cooldown: Duration },
+}
+
+/// Breaker tuning.
+#[derive(Debug, Clone, Copy)]
+pub struct BreakerPolicy {
+    /// Failures in a row that open the breaker.
+    pub failures: u32,
+    /// First open period; doubles on each failed probe up to `max_cooldown`.
+    pub cooldown: Duration,
+    pub max_cooldown: Duration,
+}
+
+/// One running instance as the gateway sees it.
+#[derive(Debug)]
+pub struct Backend {
+    pub instance_id: String,
+    pub node_name: String,
+    /// `address:port` to dial.
+    pub authority: String,
+    pub in_flight: AtomicUsize,
+    breaker: Mutex<Breaker>,
+}
+
+/// What [`Backend::admit`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    Yes,
+    /// This request is the half-open probe.
+    Probe,
+    No,
+}
+
+impl Backend {
+    fn new(b: &pb::Backend) -> Self {
+        let authority = match b.address.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, b.host_port as u16).to_string(),
+            Err(_) => format!("{}:{}", b.address, b.host_port),
+        };
+        Self {
+            instance_id: b.instance_id.clone(),
+            node_name: b.node_name.clone(),
+            authority,
+            in_flight: AtomicUsize::new(0),
+            breaker: Mutex::new(Breaker::Closed { failures: 0 }),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Breaker> {
+        self.breaker.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the breaker lets a request through now (without taking it).
+    pub fn available(&self, now: Instant) -> bool {
+        match *self.lock() {
+            Breaker::Closed { .. } => true,
+            Breaker::Open { until, .. } => now >= until,
+            Breaker::HalfOpen { .. } => false,
+        }
+    }
+
+    /// Takes a slot: an open breaker past its period lets one probe through.
+    pub fn admit(&self, now: Instant) -> Admission {
+        let mut breaker = self.lock();
+        match *breaker {
+            Breaker::Closed { .. } => Admission::Yes,
+            Breaker::Open { until, cooldown } if now >= until => {
+                *breaker = Breaker::HalfOpen { cooldown };
+                Admission::Probe
+            }
+            _ => Admission::No,
+        }
+    }
+
+    /// A response came back (any status): the instance is alive.
+    pub fn succeeded(&self) {
+        *self.lock() = Breaker::Closed { failures: 0 };
+    }
+
+    /// A transport failure or timeout. Returns whether the breaker opened.
+    pub fn failed(&self, policy: &BreakerPolicy, now: Instant) -> bool {
+        let mut breaker = self.lock();
+        let next = match *breaker {
+            Breaker::Closed { failures } if failures + 1 < policy.failures => Breaker::Closed {
+                failures: failures + 1,
+            },
+            Breaker::Closed { .. } => Breaker::Open {
+                until: now + policy.cooldown,
+                cooldown: policy.cooldown,
+            },
+            Breaker::HalfOpen { cooldown } | Breaker::Open { cooldown, .. } => {
+                let cooldown = (cooldown * 2).min(policy.max_cooldown);
+                Breaker::Open {
+                    until: now + cooldown,
+                    cooldown,
+                }
+            }
+        };
+        *breaker = next;
+        matches!(next, Breaker::Open { .. })
+    }
+
+    /// The instance refused a connection: no traffic for `period`.
+    pub fn eject(&self, period: Duration, now: Instant) {
+        *self.lock() = Breaker::Open {
+            until: now + period,
+            cooldown: period,
+        };
+    }
+
+    /// `closed`, `open` or `half_open`, for tests and diagnostics.
+    pub fn breaker_state(&self) -> &'static str {
+        match *self.lock() {
+            Breaker::Closed { .. } => "closed",
+            Breaker::Open { .. } => "open",
+            Breaker::HalfOpen { .. } => "half_open",
+        }
+    }
+}
+
+/// An app and where it runs.
+#[derive(Debug)]
+pub struct App {
+    pub route: pb::AppRoute,
+    pub backends: Vec<Arc<Backend>>,
+}
+
+impl App {
+    pub fn timeout(&self) -> Duration {
+        Duration::from_millis(u64::from(self.route.request_timeout_ms.max(1)))
+    }
+
+    /// Power of two choices on in-flight requests among the backends whose
+    /// breaker admits traffic, skipping `tried`.
+    pub fn pick(&self, tried: &[usize], now: Instant) -> Option<(usize, Admission)> {
+        let candidates: Vec<usize> = (0..self.backends.len())
+            .filter(|i| !tried.contains(i) && self.backends[*i].available(now))
+            .collect();
+        let chosen = match candidates.len() {
+            0 => return None,
+            1 => candidates[0],
+            n => {
+                let a = candidates[fastrand::usize(..n)];
+                let mut b = candidates[fastrand::usize(..n - 1)];
+                if b == a {
+                    b = candidates[n - 1];
+                }
+                let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed);
+                if load(b) < load(a) {
+                    b
+                } else {
+                    a
+                }
+            }
+        };
+        match self.backends[chosen].admit(now) {
+            Admission::No => None,
+            admission => Some((chosen, admission)),
+        }
+    }
+}
+
+type Limiter = RateLimiter<NotKeyed, InMemoryState, DefaultClock>;
+
+/// An API key as checked here: the hash, and its token bucket.
+pub struct Key {
+    pub id: String,
+    pub tenant: String,
+    pub prefix: String,
+    pub admin: bool,
+    hash: [u8; 32],
+    rate: (u64, u32),
+    limiter: Limiter,
+}
+
+impl std::fmt::Debug for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Key")
+            .field("id", &self.id)
+            .field("tenant", &self.tenant)
+            .field("prefix", &self.prefix)
+            .field("admin", &self.admin)
+            .finish_non_exhaustive()
+    }
+}
+
+fn quota(rate_per_second: f64, burst: u32) -> Quota {
+    let rate = if rate_per_second.is_finite() && rate_per_second > 0.0 {
+        rate_per_second
+    } else {
+        1.0
+    };
+    let period = Duration::from_secs_f64(1.0 / rate).max(Duration::from_nanos(1));
+    let burst = NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN);
+    Quota::with_period(period)
+        .expect("period is above zero")
+        .allow_burst(burst)
+}
+
+fn parse_hash(hex: &str) -> Option<[u8; 32]> {
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(hex.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+impl Key {
+    fn new(k: &pb::GatewayKey) -> Option<Self> {
+        Some(Self {
+            id: k.id.clone(),
+            tenant: k.tenant.clone(),
+            prefix: k.prefix.clone(),
+            admin: k.admin,
+            hash: parse_hash(&k.key_hash)?,
+            rate: (k.rate_per_second.to_bits(), k.burst),
+            limiter: RateLimiter::direct(quota(k.rate_per_second, k.burst)),
+        })
+    }
+
+    /// Takes a token; on refusal, how long until one is available.
+    pub fn check_rate(&self) -> Result<(), Duration> {
+        use governor::clock::Clock;
+        self.limiter
+            .check()
+            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()))
+    }
+}
+
+/// SHA-256 of a presented key.
+pub fn hash_key(key: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(key.as_bytes()).into()
+}
+
+/// One version of the table.
+#[derive(Debug, Default)]
+pub struct Table {
+    pub apps: HashMap<String, Arc<App>>,
+    /// Host name (lowercase) → app id.
+    pub hosts: HashMap<String, String>,
+    /// Shown prefix → keys with it.
+    pub keys_by_prefix: HashMap<String, Vec<Arc<Key>>>,
+    pub keys: HashMap<String, Arc<Key>>,
+}
+
+impl Table {
+    /// The key `presented` is, if any: found by its prefix, then its hash
+    /// compared in constant time with every key of that prefix.
+    pub fn key(&self, presented: &str) -> Option<Arc<Key>> {
+        let prefix = presented.get(..berth_proto::domain::API_KEY_SHOWN_LEN)?;
+        let candidates = self.keys_by_prefix.get(prefix)?;
+        let hash = hash_key(presented);
+        let mut found = None;
+        for key in candidates {
+            if bool::from(key.hash.ct_eq(&hash)) {
+                found = Some(key.clone());
+            }
+        }
+        found
+    }
+
+    pub fn app_by_host(&self, host: &str) -> Option<Arc<App>> {
+        let id = self.hosts.get(host)?;
+        self.apps.get(id).cloned()
+    }
+}
+
+/// The shared, updatable table plus a version that waiters watch.
+#[derive(Clone)]
+pub struct Routes {
+    table: Arc<RwLock<Arc<Table>>>,
+    version: Arc<watch::Sender<u64>>,
+    /// False until the first snapshot arrived.
+    synced: Arc<watch::Sender<bool>>,
+}
+
+impl Default for Routes {
+    fn default() -> Self {
+        Self {
+            table: Arc::default(),
+            version: Arc::new(watch::channel(0).0),
+            synced: Arc::new(watch::channel(false).0),
+        }
+    }
+}
+
+impl Routes {
+    pub fn current(&self) -> Arc<Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notified after every change.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.version.subscribe()
+    }
+
+    pub fn is_synced(&self) -> bool {
+        *self.synced.borrow()
+    }
+
+    /// Waits until the first snapshot was applied.
+    pub async fn synced(&self) {
+        let mut rx = self.synced.subscribe();
+        let _ = rx.wait_for(|s| *s).await;
+    }
+
+    /// Applies one update from the control plane.
+    pub fn apply(&self, update: &pb::RouteUpdate) {
+        let old = self.current();
+        let mut routes: HashMap<String, pb::AppRoute> = if update.snapshot {
+            HashMap::new()
+        } else {
+            old.apps
+                .iter()
+                .map(|(id, app)| (id.clone(), app.route.clone()))
+                .collect()
+        };
+        let mut keys: HashMap<String, Arc<Key>> = if update.snapshot {
+            HashMap::new()
+        } else {
+            old.keys.clone()
+        };
+        for id in &update.removed_apps {
+            routes.remove(id);
+        }
+        for route in &update.apps {
+            routes.insert(route.app_id.clone(), route.clone());
+        }
+        for id in &update.removed_keys {
+            keys.remove(id);
+        }
+        for key in &update.keys {
+            // Keep the bucket of an unchanged key.
+            let same = old.keys.get(&key.id).filter(|k| {
+                k.rate == (key.rate_per_second.to_bits(), key.burst)
+                    && k.admin == key.admin
+                    && k.tenant == key.tenant
+            });
+            match same {
+                Some(existing) => {
+                    keys.insert(key.id.clone(), existing.clone());
+                }
+                None => match Key::new(key) {
+                    Some(new) => {
+                        keys.insert(key.id.clone(), Arc::new(new));
+                    }
+                    None => {
+                        tracing::warn!(id = %key.id, "ignoring a key with a malformed hash");
+                        keys.remove(&key.id);
+                    }
+                },
+            }
+        }
+        // Backend state is kept per instance id across versions.
+        let old_backends: HashMap<&str, &Arc<Backend>> = old
+            .apps
+            .values()
+            .flat_map(|a| a.backends.iter())
+            .map(|b| (b.instance_id.as_str(), b))
+            .collect();
+        let mut table = Table::default();
+        for (id, route) in routes {
+            let backends = route
+                .backends
+                .iter()
+                .map(|b| {
+                    let fresh = Backend::new(b);
+                    match old_backends.get(b.instance_id.as_str()) {
+                        Some(existing) if existing.authority == fresh.authority => {
+                            Arc::clone(existing)
+                        }
+                        _ => Arc::new(fresh),
+                    }
+                })
+                .collect();
+            if !route.app_hostname.is_empty() {
+                table
+                    .hosts
+                    .insert(route.app_hostname.to_ascii_lowercase(), id.clone());
+            }
+            table.apps.insert(id, Arc::new(App { route, backends }));
+        }
+        for key in keys.values() {
+            table
+                .keys_by_prefix
+                .entry(key.prefix.clone())
+                .or_default()
+                .push(key.clone());
+        }
+        table.keys = keys;
+        *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.version.send_modify(|v| *v += 1);
+        if update.snapshot {
+            self.synced.send_replace(true);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backend(id: &str, port: u32) -> pb::Backend {
+        pb::Backend {
+            instance_id: id.into(),
+            node_name: "n1".into(),
+            address: "127.0.0.1".into(),
+            host_port: port,
+        }
+    }
+
+    fn route(id: &str, backends: Vec<pb::Backend>) -> pb::AppRoute {
+        pb::AppRoute {
+            app_id: id.into(),
+            tenant: "default".into(),
+            name: id.into(),
+            app_hostname: format!("{id}.example"),
+            backends,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn updates_keep_backend_state_and_remove_what_is_gone() {
+        let routes = Routes::default();
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            apps: vec![
+                route("a", vec![backend("i1", 1000), backend("i2", 1001)]),
+                route("b", vec![]),
+            ],
+            ..Default::default()
+        });
+        let before = routes.current().apps["a"].backends[0].clone();
+        before.in_flight.store(7, Ordering::Relaxed);
+        routes.apply(&pb::RouteUpdate {
+            apps: vec![route("a", vec![backend("i1", 1000)])],
+            removed_apps: vec!["b".into()],
+            ..Default::default()
+        });
+        let table = routes.current();
+        assert_eq!(table.apps["a"].backends.len(), 1);
+        assert_eq!(table.apps["a"].backends[0].in_flight.load(Ordering::Relaxed), 7);
+        assert!(!table.apps.contains_key("b"));
+        assert_eq!(table.app_by_host("a.example").unwrap().route.app_id, "a");
+        // A snapshot replaces everything.
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            ..Default::default()
+        });
+        assert!(routes.current().apps.is_empty());
+    }
+
+    #[test]
+    fn breaker_opens_after_failures_and_half_opens_after_cooldown() {
+        let b = Backend::new(&backend("i1", 1));
+        let policy = BreakerPolicy {
+            failures: 3,
+            cooldown: Duration::from_secs(1),
+            max_cooldown: Duration::from_secs(8),
+        };
+        let t0 = Instant::now();
+        assert!(!b.failed(&policy, t0));
+        assert!(!b.failed(&policy, t0));
+        assert!(b.failed(&policy, t0), "third failure opens");
+        assert_eq!(b.admit(t0), Admission::No);
+        let later = t0 + Duration::from_secs(1);
+        assert_eq!(b.admit(later), Admission::Probe);
+        assert_eq!(b.admit(later), Admission::No, "one probe at a time");
+        assert!(b.failed(&policy, later), "a failed probe reopens");
+        assert_eq!(b.admit(later + Duration::from_secs(1)), Admission::No, "cooldown doubled");
+        assert_eq!(b.admit(later + Duration::from_secs(2)), Admission::Probe);
+        b.succeeded();
+        assert_eq!(b.breaker_state(), "closed");
+    }
+
+    #[test]
+    fn keys_match_by_hash_only() {
+        let key = "berth_0123456789abcdef";
+        let hash: String = hash_key(key).iter().map(|b| format!("{b:02x}")).collect();
+        let routes = Routes::default();
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            keys: vec![pb::GatewayKey {
+                id: "k1".into(),
+                tenant: "t".into(),
+                prefix: key[..berth_proto::domain::API_KEY_SHOWN_LEN].into(),
+                key_hash: hash,
+                rate_per_second: 1.0,
+                burst: 2,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        let table = routes.current();
+        let found = table.key(key).expect("the key is known");
+        assert_eq!(found.tenant, "t");
+        assert!(table.key("berth_0123456789abcdee").is_none(), "same prefix, other key");
+        assert!(table.key("short").is_none());
+        assert!(found.check_rate().is_ok());
+        assert!(found.check_rate().is_ok());
+        let wait = found.check_rate().expect_err("burst of two spent");
+        assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+    }
+}
