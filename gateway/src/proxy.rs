@@ -153,6 +153,12 @@ impl Gateway {
             ));
         }
         let host = request_host(&req);
+        let forwarded_host = req
+            .headers()
+            .get(header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
         let table = self.routes.current();
         let target = match host.as_deref().and_then(|h| table.app_by_host(h)) {
             Some(app) => Target::Host(app),
@@ -235,7 +241,7 @@ impl Gateway {
             headers.remove(header::AUTHORIZATION);
         }
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        headers::set_forwarded(&mut headers, peer.ip(), self.https, host.as_deref());
+        headers::set_forwarded(&mut headers, peer.ip(), self.https, forwarded_host.as_deref());
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         if !headers.contains_key(header::HOST) {
             if let Some(authority) = parts.uri.authority() {
