@@ -23,6 +23,9 @@ pub struct GatewayArgs {
     pub data_dir: PathBuf,
     #[command(flatten)]
     pub tls: TlsArgs,
+    /// Route by this JSON file instead of the control plane (see the README).
+    #[arg(long, env = "BERTH_GATEWAY_STATIC_ROUTES")]
+    pub static_routes: Option<PathBuf>,
     #[command(flatten)]
     pub limits: LimitArgs,
 }

@@ -5,6 +5,7 @@
 //! - [`link`]: the route watch, wake-ups and traffic reports to the control plane.
 //! - [`proxy`]: the request path.
 //! - [`server`]: connections, TLS, limits.
+//! - [`static_routes`]: routes from a file instead of the control plane.
 
 pub mod body;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod routes;
 pub mod server;
+pub mod static_routes;
 
 pub use config::{Config, GatewayArgs, LimitArgs};
 

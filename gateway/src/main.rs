@@ -15,10 +15,18 @@ async fn main() -> anyhow::Result<()> {
     berth_common::telemetry::init();
     let cli = Cli::parse();
     let addr = cli.args.gateway_addr;
+    let static_routes = cli.args.static_routes.clone();
     let config = cli.args.into_config()?;
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding gateway address {addr}"))?;
     let shutdown = berth_common::shutdown::on_signal();
-    berth_gateway::run(config, listener, shutdown).await
+    match static_routes {
+        Some(path) => {
+            let routes = berth_gateway::routes::Routes::default();
+            routes.apply(&berth_gateway::static_routes::load(&path)?);
+            berth_gateway::serve(config, listener, routes, None, shutdown).await
+        }
+        None => berth_gateway::run(config, listener, shutdown).await,
+    }
 }

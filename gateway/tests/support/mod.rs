@@ -419,13 +419,13 @@ pub async fn raw(addr: SocketAddr, request: &[u8], wait: Duration) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Resident memory of this process, from /proc.
-pub fn rss_bytes() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+/// A field of /proc/PID/status in bytes (`VmRSS`, `VmHWM`).
+pub fn proc_status_bytes(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib: u64 = status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap();
+        .unwrap_or_else(|| panic!("no {field} in /proc/{pid}/status"));
     kib * 1024
 }
