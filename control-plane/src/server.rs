@@ -23,9 +23,9 @@ use berth_common::metrics_http;
 use berth_pki::Role;
 use berth_proto::pb::{
     agent_service_server::AgentServiceServer, api_key_service_server::ApiKeyServiceServer,
-    app_service_server::AppServiceServer, route_service_server::RouteServiceServer,
-    build_service_server::BuildServiceServer, event_service_server::EventServiceServer,
-    node_service_server::NodeServiceServer,
+    app_service_server::AppServiceServer, build_service_server::BuildServiceServer,
+    event_service_server::EventServiceServer, node_service_server::NodeServiceServer,
+    route_service_server::RouteServiceServer,
 };
 use chrono::Utc;
 use prometheus_client::registry::Registry;

@@ -204,6 +204,10 @@ async fn entities_match_the_schema(backend: Backend) {
         created_at: now,
         updated_at: now,
         stopped: false,
+        request_timeout_ms: 5_000,
+        max_body_bytes: 1 << 20,
+        idle_timeout_s: 60,
+        last_request_at: Some(now),
     };
     let build = builds::Model {
         id: "b1".into(),

@@ -28,7 +28,11 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves the gateway on `listener` until `shutdown` is cancelled: routes
 /// come from the control plane named in `config`.
-pub async fn run(config: Config, listener: TcpListener, shutdown: CancellationToken) -> anyhow::Result<()> {
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let tls = config.tls.load()?;
     let identity = tls.identity()?;
     anyhow::ensure!(

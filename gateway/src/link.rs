@@ -146,7 +146,9 @@ async fn watch_routes(
         let delay = backoff.next().unwrap_or(reconnect_max);
         match result {
             Ok(()) => tracing::warn!(retry_in = ?delay, "route watch ended; reconnecting"),
-            Err(err) => tracing::warn!(error = %err, retry_in = ?delay, "route watch failed; reconnecting"),
+            Err(err) => {
+                tracing::warn!(error = %err, retry_in = ?delay, "route watch failed; reconnecting")
+            }
         }
         tokio::select! {
             _ = shutdown.cancelled() => return,
@@ -190,11 +192,10 @@ async fn report_traffic(link: Link, every: Duration, shutdown: CancellationToken
             _ = shutdown.cancelled() => return,
             _ = ticker.tick() => {}
         }
-        let app_ids: Vec<String> = std::mem::take(
-            &mut *link.traffic.lock().unwrap_or_else(|p| p.into_inner()),
-        )
-        .into_iter()
-        .collect();
+        let app_ids: Vec<String> =
+            std::mem::take(&mut *link.traffic.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
         if app_ids.is_empty() {
             continue;
         }

@@ -88,7 +88,11 @@ impl Gateway {
     }
 
     /// Answers one request; never fails (errors are JSON responses).
-    pub async fn handle(self: Arc<Self>, req: Request<Incoming>, peer: SocketAddr) -> Response<ProxyBody> {
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        peer: SocketAddr,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = headers::request_id(req.headers());
         let method = req.method().clone();
@@ -103,9 +107,13 @@ impl Gateway {
             bytes: 0,
             peer,
         };
-        let result = self.route_and_forward(req, peer, &request_id, &mut log).await;
+        let result = self
+            .route_and_forward(req, peer, &request_id, &mut log)
+            .await;
         let mut response = result.unwrap_or_else(ApiError::into_response);
-        response.headers_mut().insert(X_REQUEST_ID.clone(), request_id);
+        response
+            .headers_mut()
+            .insert(X_REQUEST_ID.clone(), request_id);
         log.status = response.status().as_u16();
         let app = log.app.clone().unwrap_or_else(|| "-".to_owned());
         self.metrics
@@ -149,7 +157,10 @@ impl Gateway {
             return Err(ApiError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
                 "headers_too_large",
-                format!("the request head is larger than {} bytes", self.max_header_bytes),
+                format!(
+                    "the request head is larger than {} bytes",
+                    self.max_header_bytes
+                ),
             ));
         }
         let host = request_host(&req);
@@ -185,7 +196,11 @@ impl Gateway {
                 (app, pq)
             }
             Target::Run(app, rest) => {
-                let query = req.uri().query().map(|q| format!("?{q}")).unwrap_or_default();
+                let query = req
+                    .uri()
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
                 (app, format!("/{rest}{query}"))
             }
         };
@@ -195,7 +210,11 @@ impl Gateway {
         let key_from_header = req.headers().contains_key(&X_BERTH_KEY);
         let presented = presented_key(req.headers())?;
         let key = table.key(&presented).ok_or_else(|| {
-            ApiError::new(StatusCode::UNAUTHORIZED, "invalid_key", "the API key is not valid")
+            ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_key",
+                "the API key is not valid",
+            )
         })?;
         if !key.admin && key.tenant != app.route.tenant {
             return Err(ApiError::new(
@@ -241,7 +260,12 @@ impl Gateway {
             headers.remove(header::AUTHORIZATION);
         }
         headers::strip_hop_by_hop(&mut headers, upgrade);
-        headers::set_forwarded(&mut headers, peer.ip(), self.https, forwarded_host.as_deref());
+        headers::set_forwarded(
+            &mut headers,
+            peer.ip(),
+            self.https,
+            forwarded_host.as_deref(),
+        );
         headers.insert(X_REQUEST_ID.clone(), request_id.clone());
         if !headers.contains_key(header::HOST) {
             if let Some(authority) = parts.uri.authority() {
@@ -342,7 +366,12 @@ impl Gateway {
         let app_id = app.route.app_id.as_str();
         let idempotent = matches!(
             *method,
-            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
         );
         let mut tried: Vec<usize> = Vec::new();
         let mut body = Some(body);
@@ -537,9 +566,7 @@ fn run_target(table: &Table, rest: &str) -> Result<Target, ApiError> {
 /// Refuses dot segments, plain or percent-encoded (`..`, `%2e%2e`, `.%2E`).
 fn check_path(path: &str) -> Result<(), ApiError> {
     for segment in path.split('/') {
-        let decoded = segment
-            .to_ascii_lowercase()
-            .replace("%2e", ".");
+        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
         if decoded == "." || decoded == ".." {
             return Err(ApiError::bad_request(
                 "paths with . or .. segments are refused",

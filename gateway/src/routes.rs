@@ -24,11 +24,18 @@ use tokio::sync::watch;
 /// Breaker of one instance.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Breaker {
-    Closed { failures: u32 },
+    Closed {
+        failures: u32,
+    },
     /// No traffic until `until`; then one probe.
-    Open { until: Instant, cooldown: Duration },
+    Open {
+        until: Instant,
+        cooldown: Duration,
+    },
     /// One probe is in flight; its outcome closes or reopens the breaker.
-    HalfOpen { cooldown: Duration },
+    HalfOpen {
+        cooldown: Duration,
+    },
 }
 
 /// Breaker tuning.
@@ -474,7 +481,12 @@ mod tests {
         });
         let table = routes.current();
         assert_eq!(table.apps["a"].backends.len(), 1);
-        assert_eq!(table.apps["a"].backends[0].in_flight.load(Ordering::Relaxed), 7);
+        assert_eq!(
+            table.apps["a"].backends[0]
+                .in_flight
+                .load(Ordering::Relaxed),
+            7
+        );
         assert!(!table.apps.contains_key("b"));
         assert_eq!(table.app_by_host("a.example").unwrap().route.app_id, "a");
         // A snapshot replaces everything.
@@ -502,7 +514,11 @@ mod tests {
         assert_eq!(b.admit(later), Admission::Probe);
         assert_eq!(b.admit(later), Admission::No, "one probe at a time");
         assert!(b.failed(&policy, later), "a failed probe reopens");
-        assert_eq!(b.admit(later + Duration::from_secs(1)), Admission::No, "cooldown doubled");
+        assert_eq!(
+            b.admit(later + Duration::from_secs(1)),
+            Admission::No,
+            "cooldown doubled"
+        );
         assert_eq!(b.admit(later + Duration::from_secs(2)), Admission::Probe);
         b.succeeded();
         assert_eq!(b.breaker_state(), "closed");
@@ -529,7 +545,10 @@ mod tests {
         let table = routes.current();
         let found = table.key(key).expect("the key is known");
         assert_eq!(found.tenant, "t");
-        assert!(table.key("berth_0123456789abcdee").is_none(), "same prefix, other key");
+        assert!(
+            table.key("berth_0123456789abcdee").is_none(),
+            "same prefix, other key"
+        );
         assert!(table.key("short").is_none());
         assert!(found.check_rate().is_ok());
         assert!(found.check_rate().is_ok());

@@ -78,8 +78,8 @@ fn default_burst() -> u32 {
 pub fn load(path: &Path) -> anyhow::Result<pb::RouteUpdate> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?;
-    let file: File = serde_json::from_str(&text)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    let file: File =
+        serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     let apps = file
         .apps
         .into_iter()

@@ -18,7 +18,9 @@ impl Drop for Child {
 }
 
 /// Starts the binary on a free port with `routes` (JSON) as its static routes.
-async fn start_binary(routes: serde_json::Value) -> (Child, std::net::SocketAddr, tempfile::TempDir) {
+async fn start_binary(
+    routes: serde_json::Value,
+) -> (Child, std::net::SocketAddr, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.json");
     std::fs::write(&file, routes.to_string()).unwrap();
@@ -43,13 +45,18 @@ async fn start_binary(routes: serde_json::Value) -> (Child, std::net::SocketAddr
     let client = client();
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let req = Request::get(format!("http://{addr}/healthz")).body(body(Bytes::new())).unwrap();
+        let req = Request::get(format!("http://{addr}/healthz"))
+            .body(body(Bytes::new()))
+            .unwrap();
         if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(1), client.request(req)).await {
             if r.status() == StatusCode::OK {
                 break;
             }
         }
-        assert!(std::time::Instant::now() < deadline, "the gateway binary did not come up");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the gateway binary did not come up"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     (child, addr, dir)
@@ -84,7 +91,11 @@ async fn a_one_gib_upload_streams_through_the_gateway_process_in_bounded_memory(
             let mut chunk = vec![0u8; CHUNK];
             pattern.fill(&mut chunk);
             sent += CHUNK as u64;
-            if tx.send(Ok(http_body::Frame::data(Bytes::from(chunk)))).await.is_err() {
+            if tx
+                .send(Ok(http_body::Frame::data(Bytes::from(chunk))))
+                .await
+                .is_err()
+            {
                 break;
             }
         }
@@ -92,7 +103,9 @@ async fn a_one_gib_upload_streams_through_the_gateway_process_in_bounded_memory(
     let req = Request::post(format!("http://{addr}/run/big/pattern?seed=99"))
         .header("authorization", format!("Bearer {KEY}"))
         .header("content-type", "multipart/form-data; boundary=x")
-        .body(http_body_util::BodyExt::boxed(http_body_util::StreamBody::new(rx)))
+        .body(http_body_util::BodyExt::boxed(
+            http_body_util::StreamBody::new(rx),
+        ))
         .unwrap();
     let response = tokio::time::timeout(Duration::from_secs(600), client.request(req))
         .await
@@ -104,10 +117,18 @@ async fn a_one_gib_upload_streams_through_the_gateway_process_in_bounded_memory(
         .unwrap()
         .to_bytes();
     producer.await.unwrap();
-    assert_eq!(status, StatusCode::OK, "{}", String::from_utf8_lossy(&bytes));
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&bytes)
+    );
     let seen = json(&bytes);
     assert_eq!(seen["len"], TOTAL);
-    assert_eq!(seen["matches"], true, "every byte arrived as sent, in order");
+    assert_eq!(
+        seen["matches"], true,
+        "every byte arrived as sent, in order"
+    );
     let peak = proc_status_bytes(pid, "VmHWM");
     let growth = peak.saturating_sub(before);
     eprintln!(
@@ -116,14 +137,22 @@ async fn a_one_gib_upload_streams_through_the_gateway_process_in_bounded_memory(
         peak >> 10,
         growth >> 10
     );
-    assert!(growth < 64 << 20, "the gateway grew by {} MiB", growth >> 20);
+    assert!(
+        growth < 64 << 20,
+        "the gateway grew by {} MiB",
+        growth >> 20
+    );
 }
 
 #[tokio::test]
 async fn static_routes_are_checked_on_load() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("routes.json");
-    std::fs::write(&file, r#"{"apps":[{"id":"a","backends":["not an address"]}]}"#).unwrap();
+    std::fs::write(
+        &file,
+        r#"{"apps":[{"id":"a","backends":["not an address"]}]}"#,
+    )
+    .unwrap();
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_berth-gateway"))
         .args(["--gateway-addr", "127.0.0.1:0", "--static-routes"])
         .arg(&file)

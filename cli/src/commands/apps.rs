@@ -393,7 +393,11 @@ fn settings(args: &SettingsArgs, source: &SourceArgs) -> anyhow::Result<pb::AppS
         request_timeout_ms: args
             .request_timeout
             .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
-        max_body_bytes: args.max_body.as_deref().map(|v| parse_size("--max-body", v)).transpose()?,
+        max_body_bytes: args
+            .max_body
+            .as_deref()
+            .map(|v| parse_size("--max-body", v))
+            .transpose()?,
         idle_timeout_s: args
             .idle_timeout
             .map(|d| u32::try_from(d.as_secs()).unwrap_or(u32::MAX)),

@@ -203,7 +203,13 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::CreateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
-        let (staging, Upload { header, archive_bytes }) = self.receive(request).await?;
+        let (
+            staging,
+            Upload {
+                header,
+                archive_bytes,
+            },
+        ) = self.receive(request).await?;
         let settings = header
             .settings
             .ok_or_else(|| Status::invalid_argument("settings: required"))?;
@@ -232,7 +238,13 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::UpdateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
-        let (staging, Upload { header, archive_bytes }) = self.receive(request).await?;
+        let (
+            staging,
+            Upload {
+                header,
+                archive_bytes,
+            },
+        ) = self.receive(request).await?;
         let app_id = uuid_arg("app_id", &header.app_id)?;
         let current = self.store.get_app(&app_id).await?;
         let spec = match &header.settings {

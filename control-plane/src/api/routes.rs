@@ -44,11 +44,7 @@ impl RouteHub {
     }
 }
 
-async fn refresh(
-    store: Store,
-    tx: watch::Sender<Arc<RouteTable>>,
-    shutdown: CancellationToken,
-) {
+async fn refresh(store: Store, tx: watch::Sender<Arc<RouteTable>>, shutdown: CancellationToken) {
     let mut events = store.subscribe_events();
     loop {
         tokio::select! {
@@ -152,7 +148,7 @@ impl RouteService for RouteApi {
             ))));
         }
         self.store
-            .touch_apps(&[app.id.clone()], chrono::Utc::now())
+            .touch_apps(std::slice::from_ref(&app.id), chrono::Utc::now())
             .await?;
         self.scheduler.kick();
         Ok(Response::new(pb::WakeAppResponse {

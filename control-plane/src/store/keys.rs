@@ -49,7 +49,7 @@ impl KeySpec {
             ));
         }
         let rate_per_second = match rate_per_second {
-            r if r == 0.0 => DEFAULT_RATE_PER_SECOND,
+            0.0 => DEFAULT_RATE_PER_SECOND,
             r if r.is_finite() && r > 0.0 && r <= MAX_RATE_PER_SECOND => r,
             r => {
                 return Err(FieldError::new(

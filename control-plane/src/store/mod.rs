@@ -5,8 +5,8 @@ pub mod apps;
 pub mod events;
 pub mod instances;
 pub mod keys;
-pub mod routes;
 pub mod nodes;
+pub mod routes;
 
 use crate::db::entities::events as event_entity;
 use sea_orm::DatabaseConnection;

@@ -2,6 +2,8 @@
 //! plane on 127.0.0.1:0 over mTLS, real agents, and the database backends.
 #![allow(dead_code)]
 
+pub mod apps;
+
 use berth_control_plane::Config;
 use berth_pki::{CertificateAuthority, LeafRequest, Role, TlsFiles, TlsMaterial};
 use berth_proto::pb::{self, node_service_client::NodeServiceClient};

@@ -151,12 +151,16 @@ async fn app(mut req: Request<Incoming>, me: SocketAddr) -> Response<Full<Bytes>
             .unwrap();
     }
     if path == "/sleep" {
-        let ms: u64 = query_param(&req, "ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let ms: u64 = query_param(&req, "ms")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         tokio::time::sleep(Duration::from_millis(ms)).await;
         return Response::new(Full::from("slept"));
     }
     if path == "/pattern" {
-        let seed: u64 = query_param(&req, "seed").and_then(|v| v.parse().ok()).unwrap_or(1);
+        let seed: u64 = query_param(&req, "seed")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1);
         let mut pattern = Pattern::new(seed);
         let mut body = req.into_body();
         let (mut len, mut matches) = (0u64, true);
@@ -186,7 +190,12 @@ async fn app(mut req: Request<Incoming>, me: SocketAddr) -> Response<Full<Bytes>
     let body = req.into_body().collect().await.map(|b| b.to_bytes());
     let body = match body {
         Ok(body) => body,
-        Err(_) => return Response::builder().status(400).body(Full::default()).unwrap(),
+        Err(_) => {
+            return Response::builder()
+                .status(400)
+                .body(Full::default())
+                .unwrap()
+        }
     };
     let reply = serde_json::json!({
         "upstream": me.to_string(),
@@ -238,9 +247,10 @@ pub async fn flaky() -> Flaky {
                 });
             } else {
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| async move {
-                        Ok::<_, Infallible>(app(req, addr).await)
-                    });
+                    let service =
+                        service_fn(
+                            move |req| async move { Ok::<_, Infallible>(app(req, addr).await) },
+                        );
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
                         .await;
@@ -279,7 +289,14 @@ pub fn app_route(id: &str, tenant: &str, backends: Vec<pb::Backend>) -> pb::AppR
     }
 }
 
-pub fn key(id: &str, key: &str, tenant: &str, admin: bool, rate: f64, burst: u32) -> pb::GatewayKey {
+pub fn key(
+    id: &str,
+    key: &str,
+    tenant: &str,
+    admin: bool,
+    rate: f64,
+    burst: u32,
+) -> pb::GatewayKey {
     pb::GatewayKey {
         id: id.into(),
         tenant: tenant.into(),
@@ -368,14 +385,18 @@ pub fn client() -> Client {
     hyper_util::client::legacy::Client::builder(TokioExecutor::new()).build_http()
 }
 
-pub fn body(bytes: impl Into<Bytes>) -> http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>> {
+pub fn body(
+    bytes: impl Into<Bytes>,
+) -> http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>> {
     Full::new(bytes.into()).map_err(|e| match e {}).boxed()
 }
 
 /// Sends `req`, returning status, headers and the whole body.
 pub async fn send(
     client: &Client,
-    req: Request<http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>>,
+    req: Request<
+        http_body_util::combinators::BoxBody<Bytes, Box<dyn std::error::Error + Send + Sync>>,
+    >,
 ) -> (StatusCode, http::HeaderMap, Bytes) {
     let response = tokio::time::timeout(Duration::from_secs(30), client.request(req))
         .await
@@ -387,7 +408,11 @@ pub async fn send(
     (status, headers, body)
 }
 
-pub async fn get(client: &Client, url: &str, key: Option<&str>) -> (StatusCode, http::HeaderMap, Bytes) {
+pub async fn get(
+    client: &Client,
+    url: &str,
+    key: Option<&str>,
+) -> (StatusCode, http::HeaderMap, Bytes) {
     let mut req = Request::get(url);
     if let Some(key) = key {
         req = req.header("authorization", format!("Bearer {key}"));
@@ -396,9 +421,8 @@ pub async fn get(client: &Client, url: &str, key: Option<&str>) -> (StatusCode, 
 }
 
 pub fn json(bytes: &[u8]) -> serde_json::Value {
-    serde_json::from_slice(bytes).unwrap_or_else(|e| {
-        panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes))
-    })
+    serde_json::from_slice(bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(bytes)))
 }
 
 /// The `error.code` of a JSON error body.

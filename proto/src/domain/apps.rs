@@ -80,14 +80,23 @@ pub struct AppSpec {
 }
 
 /// An optional bounded setting: the default when unset, refused outside `1..=max`.
-fn bounded<T>(field: &str, value: Option<T>, default: T, max: T, unit: &str) -> Result<T, FieldError>
+fn bounded<T>(
+    field: &str,
+    value: Option<T>,
+    default: T,
+    max: T,
+    unit: &str,
+) -> Result<T, FieldError>
 where
     T: PartialOrd + Copy + std::fmt::Display + From<u8>,
 {
     match value {
         None => Ok(default),
         Some(v) if v >= T::from(1) && v <= max => Ok(v),
-        Some(v) => Err(FieldError::new(field, format!("{v} is outside 1–{max} {unit}"))),
+        Some(v) => Err(FieldError::new(
+            field,
+            format!("{v} is outside 1–{max} {unit}"),
+        )),
     }
 }
 

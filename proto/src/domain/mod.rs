@@ -7,7 +7,9 @@ mod names;
 mod states;
 
 pub use apps::{check_source_files, check_source_path, AppSpec, Runtime};
-pub use names::{check_dns_label_value, validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN};
+pub use names::{
+    check_dns_label_value, validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN,
+};
 pub use states::{
     AppState, BuildState, DesiredInstanceState, ExecutionState, InstanceState, NodeState,
     UnknownState,

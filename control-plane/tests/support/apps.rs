@@ -1,0 +1,102 @@
+//! Helpers for tests that deploy apps on the real Docker engine.
+
+use super::*;
+use berth_proto::pb::{self, app_service_client::AppServiceClient};
+use std::time::Duration;
+use tonic::transport::Channel;
+
+/// Builds install packages from PyPI: give them time.
+pub const BUILD_WAIT: Duration = Duration::from_secs(300);
+
+pub async fn base_image() {
+    let docker = berth_node_agent::docker::connect()
+        .await
+        .expect("the Docker engine is reachable");
+    use berth_node_agent::docker::base_images;
+    base_images::ensure(&docker, &base_images::PYTHON, &Default::default())
+        .await
+        .expect("the python base image");
+}
+
+pub fn python_app(name: &str, code: &str, requirements: Option<&str>) -> pb::CreateAppRequest {
+    let mut files = vec![pb::SourceFile {
+        path: "main.py".into(),
+        content: code.as_bytes().to_vec(),
+    }];
+    if let Some(requirements) = requirements {
+        files.push(pb::SourceFile {
+            path: "requirements.txt".into(),
+            content: requirements.as_bytes().to_vec(),
+        });
+    }
+    pb::CreateAppRequest {
+        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
+            settings: Some(pb::AppSettings {
+                name: name.into(),
+                runtime: pb::Runtime::Python as i32,
+                memory_bytes: 128 << 20,
+                cpu_millis: 500,
+                env: [("GREETING".to_owned(), "hello".to_owned())].into(),
+                ..Default::default()
+            }),
+            files,
+        })),
+    }
+}
+
+/// Waits until the app is running with `count` running instances; a failed
+/// build or app ends the wait with its message.
+pub async fn wait_running(apps: &mut AppServiceClient<Channel>, id: &str, count: usize) -> pb::App {
+    wait_within(
+        BUILD_WAIT,
+        &format!("app {id} running with {count} instance(s)"),
+        || {
+            let mut apps = apps.clone();
+            let id = id.to_owned();
+            async move {
+                let app = apps
+                    .get_app(pb::AppRef { app_id: id })
+                    .await
+                    .ok()?
+                    .into_inner();
+                if app.state == pb::AppState::BuildFailed as i32
+                    || app.state == pb::AppState::Failed as i32
+                {
+                    panic!("app {} failed: {}", app.id, app.status_message);
+                }
+                let running = app
+                    .instances
+                    .iter()
+                    .filter(|i| i.state == pb::InstanceState::Running as i32)
+                    .count();
+                (app.state == pb::AppState::Running as i32
+                    && running == count
+                    && app.instances.len() == count)
+                    .then_some(app)
+            }
+        },
+    )
+    .await
+}
+
+/// A cluster with one agent and an admin channel, ready for apps.
+pub async fn cluster_with_node(
+    node: &str,
+) -> (Cluster, ControlPlane, berth_node_agent::Agent, Channel) {
+    berth_common::telemetry::init();
+    base_image().await;
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    let agent = cluster.agent(&cp, node);
+    let mut admin = cluster.admin(&cp).await;
+    wait_node_state(&mut admin, node, pb::NodeState::Ready).await;
+    let channel = cluster.client(&cp, "admin").await;
+    (cluster, cp, agent, channel)
+}
+
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
