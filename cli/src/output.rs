@@ -47,11 +47,6 @@ pub fn bytes(n: u64) -> String {
     }
 }
 
-/// A protobuf timestamp as a UTC time.
-pub fn time(ts: Option<prost_types::Timestamp>) -> Option<chrono::DateTime<chrono::Utc>> {
-    ts.and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32))
-}
-
 /// `3s ago`, `5m ago`, `2h ago`.
 pub fn ago(seconds: i64) -> String {
     match seconds {

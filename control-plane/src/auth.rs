@@ -31,11 +31,17 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
         "berth.v1.AgentService" => &[Agent],
         "berth.v1.NodeService" => match method {
             "ListNodes" | "GetNode" => &[Admin, Gateway, ControlPlane],
-            _ => &[Admin],
+            // The gateway's REST API, for holders of admin API keys.
+            _ => &[Admin, Gateway],
         },
-        "berth.v1.EventService" => &[Admin, Gateway],
         "berth.v1.RouteService" => &[Gateway],
-        // Everything else is management: admins only until its issue says more.
+        // Management: admins, and the gateway translating its REST API for
+        // holders of admin API keys.
+        "berth.v1.EventService"
+        | "berth.v1.AppService"
+        | "berth.v1.BuildService"
+        | "berth.v1.ApiKeyService"
+        | "berth.v1.ExecutionService" => &[Admin, Gateway],
         _ => &[Admin],
     }
 }
@@ -134,9 +140,9 @@ mod tests {
         assert!(!allowed_roles("/berth.v1.AppService/CreateApp").contains(&Role::Agent));
         assert!(allowed_roles("/grpc.health.v1.Health/Check").contains(&Role::Agent));
         assert!(allowed_roles("/berth.v1.NodeService/ListNodes").contains(&Role::Gateway));
-        assert!(!allowed_roles("/berth.v1.NodeService/DrainNode").contains(&Role::Gateway));
         assert!(allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Gateway));
         assert!(!allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Agent));
-        assert!(!allowed_roles("/berth.v1.ApiKeyService/CreateApiKey").contains(&Role::Gateway));
+        assert!(!allowed_roles("/berth.v1.ApiKeyService/CreateApiKey").contains(&Role::Agent));
+        assert!(!allowed_roles("/berth.v1.AgentService/Session").contains(&Role::Gateway));
     }
 }

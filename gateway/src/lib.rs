@@ -4,6 +4,7 @@
 //! - [`routes`]: the route table, balancing and breaker state, API keys.
 //! - [`link`]: the route watch, wake-ups and traffic reports to the control plane.
 //! - [`proxy`]: the request path.
+//! - [`rest`]: the management API (`/v1`, and the seeds' endpoints).
 //! - [`server`]: connections, TLS, limits.
 //! - [`static_routes`]: routes from a file instead of the control plane.
 
@@ -14,6 +15,7 @@ pub mod headers;
 pub mod link;
 pub mod metrics;
 pub mod proxy;
+pub mod rest;
 pub mod routes;
 pub mod server;
 pub mod static_routes;

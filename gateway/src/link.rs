@@ -40,6 +40,11 @@ pub enum WakeError {
 }
 
 impl Link {
+    /// The channel to the control plane, while connected.
+    pub fn channel(&self) -> Option<Channel> {
+        self.channel.borrow().clone()
+    }
+
     /// Notes a request for `app_id` for the next traffic report.
     pub fn record_traffic(&self, app_id: &str) {
         let mut traffic = self.traffic.lock().unwrap_or_else(|p| p.into_inner());

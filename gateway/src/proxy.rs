@@ -176,6 +176,10 @@ impl Gateway {
             None => match req.uri().path() {
                 "/healthz" => return Ok(self.health()),
                 "/metrics" => return Ok(self.render_metrics().await),
+                path if crate::rest::is_management(path) => {
+                    let channel = self.link.as_ref().and_then(Link::channel);
+                    return crate::rest::handle(req, &table, channel).await;
+                }
                 path => match path.strip_prefix("/run/") {
                     Some(rest) => run_target(&table, rest)?,
                     None => {
@@ -275,9 +279,23 @@ impl Gateway {
             }
         }
         let (body, reclaim) = reclaimable(body, limit);
-        let mut response = self
-            .forward(&app, &parts.method, &upstream_path, headers, body, reclaim)
-            .await?;
+        let unsent = Unsent { body, reclaim };
+        let first = self
+            .forward(&app, &parts.method, &upstream_path, headers.clone(), unsent)
+            .await;
+        let mut response = match first {
+            Ok(response) => response,
+            Err(Failure::Unreached(error, unsent)) if self.link.is_some() => {
+                // Its instances went away (scaled down, moved): wait for a
+                // route with a live one, as for a cold start, and send once more.
+                tracing::info!(app = %app.route.app_id, error = %error.message, "every instance refused; waiting for fresh routes");
+                let app = self.ready_app(app).await?;
+                self.forward(&app, &parts.method, &upstream_path, headers, unsent)
+                    .await
+                    .map_err(Failure::into_error)?
+            }
+            Err(failure) => return Err(failure.into_error()),
+        };
 
         if response.status() == StatusCode::SWITCHING_PROTOCOLS {
             if let Some(client_upgrade) = client_upgrade {
@@ -308,7 +326,7 @@ impl Gateway {
     /// The app, once it has an instance to take traffic: a scale-to-zero
     /// app is woken and the request held until an instance is ready.
     async fn ready_app(&self, app: Arc<App>) -> Result<Arc<App>, ApiError> {
-        if !app.backends.is_empty() {
+        if !app.unreachable(Instant::now()) {
             return Ok(app);
         }
         let id = app.route.app_id.clone();
@@ -334,7 +352,7 @@ impl Gateway {
             let current = self.routes.current().apps.get(&id).cloned();
             match current {
                 None => return Err(ApiError::not_found(format!("app {id} was deleted"))),
-                Some(app) if !app.backends.is_empty() => return Ok(app),
+                Some(app) if !app.unreachable(Instant::now()) => return Ok(app),
                 Some(_) => {}
             }
             match tokio::time::timeout_at(deadline, changes.changed()).await {
@@ -360,9 +378,9 @@ impl Gateway {
         method: &Method,
         path_and_query: &str,
         headers: HeaderMap,
-        body: Reclaimable<Incoming>,
-        mut reclaim: Reclaim<Incoming>,
-    ) -> Result<Response<Incoming>, ApiError> {
+        unsent: Unsent,
+    ) -> Result<Response<Incoming>, Failure> {
+        let Unsent { body, mut reclaim } = unsent;
         let app_id = app.route.app_id.as_str();
         let idempotent = matches!(
             *method,
@@ -376,6 +394,7 @@ impl Gateway {
         let mut tried: Vec<usize> = Vec::new();
         let mut body = Some(body);
         let mut last_error: Option<ApiError> = None;
+        let mut all_refused = true;
         while tried.len() < MAX_ATTEMPTS {
             let now = Instant::now();
             let Some((index, admission)) = app.pick(&tried, now) else {
@@ -388,7 +407,11 @@ impl Gateway {
             };
             let uri: Uri = format!("http://{}{}", backend.authority, path_and_query)
                 .parse()
-                .map_err(|_| ApiError::bad_request("the request path cannot be forwarded"))?;
+                .map_err(|_| {
+                    Failure::Final(ApiError::bad_request(
+                        "the request path cannot be forwarded",
+                    ))
+                })?;
             let mut request = Request::new(this_body);
             *request.method_mut() = method.clone();
             *request.uri_mut() = uri;
@@ -409,7 +432,7 @@ impl Gateway {
                 Err(_) => {
                     backend.failed(&self.policy, Instant::now());
                     self.metrics.upstream_error(app_id, "timeout");
-                    return Err(ApiError::new(
+                    return Err(Failure::Final(ApiError::new(
                         StatusCode::GATEWAY_TIMEOUT,
                         "upstream_timeout",
                         format!(
@@ -417,14 +440,15 @@ impl Gateway {
                             app.route.name,
                             app.timeout()
                         ),
-                    ));
+                    )));
                 }
                 Ok(Err(error)) => error,
             };
             if reclaim.overflowed() {
-                return Err(too_large(app.route.max_body_bytes));
+                return Err(Failure::Final(too_large(app.route.max_body_bytes)));
             }
             let connect = error.is_connect();
+            all_refused &= connect;
             self.note_failure(app_id, backend, admission, connect, &error);
             last_error = Some(ApiError::new(
                 StatusCode::BAD_GATEWAY,
@@ -448,7 +472,15 @@ impl Gateway {
             }
             break;
         }
-        Err(last_error.unwrap_or_else(|| {
+        // Nothing reached the app and every instance is gone: the caller
+        // may wait for fresh routes and send the untouched body then.
+        if let Some(body) = body {
+            if all_refused && app.unreachable(Instant::now()) {
+                let error = last_error.unwrap_or_else(|| no_instance(app));
+                return Err(Failure::Unreached(error, Unsent { body, reclaim }));
+            }
+        }
+        Err(Failure::Final(last_error.unwrap_or_else(|| {
             ApiError::unavailable(
                 "no_healthy_instance",
                 format!(
@@ -456,7 +488,7 @@ impl Gateway {
                     app.route.name
                 ),
             )
-        }))
+        })))
     }
 
     fn note_failure(
@@ -510,6 +542,27 @@ impl Gateway {
             HeaderValue::from_static(berth_common::metrics_http::CONTENT_TYPE),
         );
         response
+    }
+}
+
+/// A request body not yet sent, with the means to take it back.
+struct Unsent {
+    body: Reclaimable<Incoming>,
+    reclaim: Reclaim<Incoming>,
+}
+
+/// Why forwarding stopped.
+enum Failure {
+    Final(ApiError),
+    /// Every instance refused the connection; the body is still here.
+    Unreached(ApiError, Unsent),
+}
+
+impl Failure {
+    fn into_error(self) -> ApiError {
+        match self {
+            Failure::Final(error) | Failure::Unreached(error, _) => error,
+        }
     }
 }
 
@@ -577,7 +630,7 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 }
 
 /// The API key from `X-Berth-Key` or `Authorization: Bearer`.
-fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
     let missing = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,

@@ -27,10 +27,12 @@ enum Breaker {
     Closed {
         failures: u32,
     },
-    /// No traffic until `until`; then one probe.
+    /// No traffic until `until`; then one probe. `refused`: opened because
+    /// the instance refused a connection (it is likely gone).
     Open {
         until: Instant,
         cooldown: Duration,
+        refused: bool,
     },
     /// One probe is in flight; its outcome closes or reopens the breaker.
     HalfOpen {
@@ -101,7 +103,9 @@ impl Backend {
         let mut breaker = self.lock();
         match *breaker {
             Breaker::Closed { .. } => Admission::Yes,
-            Breaker::Open { until, cooldown } if now >= until => {
+            Breaker::Open {
+                until, cooldown, ..
+            } if now >= until => {
                 *breaker = Breaker::HalfOpen { cooldown };
                 Admission::Probe
             }
@@ -124,12 +128,14 @@ impl Backend {
             Breaker::Closed { .. } => Breaker::Open {
                 until: now + policy.cooldown,
                 cooldown: policy.cooldown,
+                refused: false,
             },
             Breaker::HalfOpen { cooldown } | Breaker::Open { cooldown, .. } => {
                 let cooldown = (cooldown * 2).min(policy.max_cooldown);
                 Breaker::Open {
                     until: now + cooldown,
                     cooldown,
+                    refused: false,
                 }
             }
         };
@@ -142,7 +148,13 @@ impl Backend {
         *self.lock() = Breaker::Open {
             until: now + period,
             cooldown: period,
+            refused: true,
         };
+    }
+
+    /// Ejected for refusing a connection, and still out.
+    pub fn refusing(&self, now: Instant) -> bool {
+        matches!(*self.lock(), Breaker::Open { until, refused: true, .. } if now < until)
     }
 
     /// `closed`, `open` or `half_open`, for tests and diagnostics.
@@ -163,6 +175,12 @@ pub struct App {
 }
 
 impl App {
+    /// Every instance refused connections lately (or there is none): the
+    /// app is likely scaling or moving, and a fresh route is worth waiting for.
+    pub fn unreachable(&self, now: Instant) -> bool {
+        self.backends.iter().all(|b| b.refusing(now))
+    }
+
     pub fn timeout(&self) -> Duration {
         Duration::from_millis(u64::from(self.route.request_timeout_ms.max(1)))
     }

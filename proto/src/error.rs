@@ -35,6 +35,23 @@ impl ErrorCode {
         }
     }
 
+    /// The code of a gRPC status (codes Berth never sends count as internal).
+    pub fn from_grpc(code: tonic::Code) -> Self {
+        match code {
+            tonic::Code::InvalidArgument | tonic::Code::OutOfRange => ErrorCode::InvalidArgument,
+            tonic::Code::NotFound => ErrorCode::NotFound,
+            tonic::Code::AlreadyExists => ErrorCode::AlreadyExists,
+            tonic::Code::PermissionDenied => ErrorCode::PermissionDenied,
+            tonic::Code::Unauthenticated => ErrorCode::Unauthenticated,
+            tonic::Code::FailedPrecondition | tonic::Code::Aborted => ErrorCode::FailedPrecondition,
+            tonic::Code::ResourceExhausted => ErrorCode::ResourceExhausted,
+            tonic::Code::Unavailable => ErrorCode::Unavailable,
+            tonic::Code::DeadlineExceeded => ErrorCode::DeadlineExceeded,
+            tonic::Code::Unimplemented => ErrorCode::Unimplemented,
+            _ => ErrorCode::Internal,
+        }
+    }
+
     pub fn http(self) -> http::StatusCode {
         use http::StatusCode as S;
         match self {

@@ -9,6 +9,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod views;
 
 /// Generated `berth.v1` code.
 #[allow(clippy::all, missing_docs)]

@@ -6,13 +6,12 @@ use crate::{
 };
 use anyhow::Context;
 use berth_proto::{
-    domain::{AppState, BuildState, InstanceState, Runtime},
+    domain::{AppState, BuildState, Runtime},
     pb::{self, app_service_client::AppServiceClient, build_service_client::BuildServiceClient},
+    views::{AppView, InstanceStatsView, LogLineView},
 };
 use clap::{Args, Subcommand};
-use serde::Serialize;
 use std::{
-    collections::BTreeMap,
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -156,76 +155,6 @@ enum AppsCommand {
     Stats { id: String },
     /// Remove orphaned containers and unused app images on every node.
     Cleanup,
-}
-
-/// An app as `-o json` prints it.
-#[derive(Serialize)]
-struct AppView {
-    id: String,
-    name: String,
-    tenant: String,
-    runtime: String,
-    state: String,
-    status_message: String,
-    app_hostname: String,
-    container_port: u32,
-    cpu_millis: u32,
-    memory_bytes: u64,
-    min_instances: u32,
-    max_instances: u32,
-    env: BTreeMap<String, String>,
-    current_build_id: String,
-    instances: Vec<InstanceView>,
-}
-
-#[derive(Serialize)]
-struct InstanceView {
-    id: String,
-    node: String,
-    state: String,
-    address: String,
-    host_port: u32,
-    container_id: String,
-    restarts: u32,
-    error: String,
-}
-
-impl From<pb::App> for AppView {
-    fn from(app: pb::App) -> Self {
-        let settings = app.settings.unwrap_or_default();
-        Self {
-            id: app.id,
-            runtime: Runtime::try_from(settings.runtime)
-                .map_or("unknown".into(), |r| r.to_string()),
-            name: settings.name,
-            tenant: settings.tenant,
-            state: AppState::try_from(app.state).map_or("unknown".into(), |s| s.to_string()),
-            status_message: app.status_message,
-            app_hostname: settings.app_hostname,
-            container_port: settings.container_port,
-            cpu_millis: settings.cpu_millis,
-            memory_bytes: settings.memory_bytes,
-            min_instances: settings.min_instances.unwrap_or_default(),
-            max_instances: settings.max_instances.unwrap_or_default(),
-            env: settings.env.into_iter().collect(),
-            current_build_id: app.current_build_id,
-            instances: app
-                .instances
-                .into_iter()
-                .map(|i| InstanceView {
-                    state: InstanceState::try_from(i.state)
-                        .map_or("unknown".into(), |s| s.to_string()),
-                    id: i.id,
-                    node: i.node_name,
-                    address: i.address,
-                    host_port: i.host_port,
-                    container_id: i.container_id,
-                    restarts: i.restarts,
-                    error: i.error,
-                })
-                .collect(),
-        }
-    }
 }
 
 const HEADERS: [&str; 7] = [
@@ -700,12 +629,7 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
                     Format::Json => writeln!(
                         out,
                         "{}",
-                        serde_json::json!({
-                            "instance_id": line.instance_id,
-                            "stream": line.stream,
-                            "timestamp": line.timestamp.map(|t| t.to_string()),
-                            "line": String::from_utf8_lossy(&line.line),
-                        })
+                        serde_json::to_string(&LogLineView::from(line.clone()))?
                     )?,
                     Format::Table => {
                         let short: String = line.instance_id.chars().take(8).collect();
@@ -720,15 +644,10 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
         }
         AppsCommand::Stats { id } => {
             let stats = reply(client.get_app_stats(pb::AppRef { app_id: id }).await)?;
-            let views: Vec<serde_json::Value> = stats
+            let views: Vec<InstanceStatsView> = stats
                 .instances
                 .iter()
-                .map(|s| {
-                    serde_json::json!({
-                        "instance_id": s.instance_id, "cpu_percent": s.cpu_percent,
-                        "memory_mb": s.memory_mb, "memory_percent": s.memory_percent,
-                    })
-                })
+                .map(InstanceStatsView::from)
                 .collect();
             let rows = stats
                 .instances

@@ -99,7 +99,7 @@ pub async fn events(target: &Target, args: EventsArgs) -> anyhow::Result<()> {
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
     {
-        let at = crate::output::time(event.at)
+        let at = berth_proto::views::time(event.at)
             .map(|t| t.to_rfc3339())
             .unwrap_or_default();
         match args.output {

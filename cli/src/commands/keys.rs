@@ -2,12 +2,13 @@
 
 use crate::{
     client::{reply, Target},
-    output::{self, time, Format},
+    output::{self, Format},
 };
-use berth_proto::pb::{self, api_key_service_client::ApiKeyServiceClient};
-use chrono::{DateTime, Utc};
+use berth_proto::{
+    pb::{self, api_key_service_client::ApiKeyServiceClient},
+    views::KeyView,
+};
 use clap::{Args, Subcommand};
-use serde::Serialize;
 
 #[derive(Args)]
 pub struct KeysArgs {
@@ -46,40 +47,6 @@ enum KeysCommand {
     },
     /// Revoke a key by id; gateways refuse it within moments.
     Revoke { id: String },
-}
-
-/// A key as printed by `-o json`.
-#[derive(Serialize)]
-struct KeyView {
-    id: String,
-    tenant: String,
-    name: String,
-    prefix: String,
-    admin: bool,
-    rate_per_second: f64,
-    burst: u32,
-    created_at: Option<DateTime<Utc>>,
-    revoked_at: Option<DateTime<Utc>>,
-    /// Only right after `create`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    key: Option<String>,
-}
-
-impl From<pb::ApiKey> for KeyView {
-    fn from(k: pb::ApiKey) -> Self {
-        Self {
-            id: k.id,
-            tenant: k.tenant,
-            name: k.name,
-            prefix: k.prefix,
-            admin: k.admin,
-            rate_per_second: k.rate_per_second,
-            burst: k.burst,
-            created_at: time(k.created_at),
-            revoked_at: time(k.revoked_at),
-            key: None,
-        }
-    }
 }
 
 fn print(format: Format, keys: &[KeyView]) -> anyhow::Result<()> {

@@ -2,16 +2,15 @@
 
 use crate::{
     client::{reply, Target},
-    output::{self, time, Format},
+    output::{self, Format},
 };
 use berth_proto::{
     domain::NodeState,
     pb::{self, node_service_client::NodeServiceClient},
+    views::NodeView,
 };
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use clap::{Args, Subcommand};
-use serde::Serialize;
-use std::collections::BTreeMap;
 
 #[derive(Args)]
 pub struct NodesArgs {
@@ -36,62 +35,6 @@ enum NodesCommand {
     Drain { name: String },
     /// Let a drained node take work again.
     Undrain { name: String },
-}
-
-/// A node as printed by `-o json`.
-#[derive(Serialize)]
-struct NodeView {
-    name: String,
-    state: String,
-    address: String,
-    cpu_millis: u32,
-    memory_bytes: u64,
-    runtimes: Vec<RuntimeView>,
-    labels: BTreeMap<String, String>,
-    drained: bool,
-    connected: bool,
-    agent_version: String,
-    registered_at: Option<DateTime<Utc>>,
-    last_heartbeat_at: Option<DateTime<Utc>>,
-}
-
-#[derive(Serialize)]
-struct RuntimeView {
-    name: String,
-    available: bool,
-    version: String,
-    #[serde(skip_serializing_if = "String::is_empty")]
-    detail: String,
-}
-
-impl From<pb::Node> for NodeView {
-    fn from(node: pb::Node) -> Self {
-        let state = NodeState::try_from(node.state).map_or("unknown".to_owned(), |s| s.to_string());
-        let capacity = node.capacity.unwrap_or_default();
-        Self {
-            state,
-            address: node.address,
-            cpu_millis: capacity.cpu_millis,
-            memory_bytes: capacity.memory_bytes,
-            runtimes: node
-                .runtimes
-                .into_iter()
-                .map(|r| RuntimeView {
-                    name: r.name,
-                    available: r.available,
-                    version: r.version,
-                    detail: r.detail,
-                })
-                .collect(),
-            labels: node.labels.into_iter().collect(),
-            drained: node.drained,
-            connected: node.connected,
-            agent_version: node.agent_version,
-            registered_at: time(node.registered_at),
-            last_heartbeat_at: time(node.last_heartbeat_at),
-            name: node.name,
-        }
-    }
 }
 
 fn rows(nodes: &[NodeView]) -> Vec<Vec<String>> {
