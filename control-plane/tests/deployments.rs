@@ -493,21 +493,6 @@ async fn a_bad_requirement_fails_the_build_with_the_error_in_its_logs() {
     cp.stop().await;
 }
 
-fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
-    let encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    let mut builder = tar::Builder::new(encoder);
-    for (path, body) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(body.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, body.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap().finish().unwrap()
-}
-
 fn dockerfile_app(name: &str, archive: Vec<u8>) -> Vec<pb::CreateAppRequest> {
     let mut messages = vec![pb::CreateAppRequest {
         part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {

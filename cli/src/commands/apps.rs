@@ -137,6 +137,8 @@ enum AppsCommand {
     Start { id: String },
     /// Stop an app: its instances are removed.
     Stop { id: String },
+    /// Run this many instances (within max_instances), without a redeploy.
+    Scale { id: String, instances: u32 },
     /// Delete an app with its builds and instances.
     Delete { id: String },
     /// Print an app's container output (all instances merged, or one).
@@ -604,6 +606,18 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
         AppsCommand::Stop { id } => print_app(
             format,
             reply(client.stop_app(pb::AppRef { app_id: id }).await)?,
+        ),
+        AppsCommand::Scale { id, instances } => print_app(
+            format,
+            reply(
+                client
+                    .scale_app(pb::ScaleAppRequest {
+                        app_id: id,
+                        instances,
+                        remove_instance_ids: Vec::new(),
+                    })
+                    .await,
+            )?,
         ),
         AppsCommand::Logs {
             id,

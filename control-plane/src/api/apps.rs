@@ -306,6 +306,24 @@ impl AppService for AppApi {
         Ok(Response::new(self.app_view(&app).await?))
     }
 
+    async fn scale_app(
+        &self,
+        request: Request<pb::ScaleAppRequest>,
+    ) -> Result<Response<pb::App>, Status> {
+        let r = request.get_ref();
+        let id = uuid_arg("app_id", &r.app_id)?;
+        if r.remove_instance_ids.len() > berth_proto::domain::MAX_INSTANCES as usize {
+            return Err(Status::invalid_argument("remove_instance_ids: too many"));
+        }
+        let app = self
+            .store
+            .scale_app(&id, r.instances, &r.remove_instance_ids)
+            .await?;
+        tracing::info!(app = %app.id, instances = r.instances, "app scaled");
+        self.scheduler.kick();
+        Ok(Response::new(self.app_view(&app).await?))
+    }
+
     async fn delete_app(
         &self,
         request: Request<pb::AppRef>,

@@ -396,6 +396,59 @@ impl Store {
     }
 
     /// Marks an app stopped (no instance should run) or started again.
+    /// Sets how many instances the app keeps (its `min_instances`), removing
+    /// `remove` (instances of this app) at once.
+    pub async fn scale_app(
+        &self,
+        id: &str,
+        instances: u32,
+        remove: &[String],
+    ) -> Result<AppRecord> {
+        use crate::db::entities::instances as instance_entity;
+        let txn = self.db().begin().await?;
+        let model = apps::Entity::find_by_id(id)
+            .one(&txn)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("app {id} not found")))?;
+        let max = u32::try_from(model.max_instances).unwrap_or(0);
+        if instances > max {
+            return Err(Error::InvalidArgument(berth_proto::FieldError::new(
+                "instances",
+                format!("{instances} is more than max_instances ({max})"),
+            )));
+        }
+        for instance_id in remove {
+            let found = instance_entity::Entity::find_by_id(instance_id.as_str())
+                .one(&txn)
+                .await?
+                .filter(|i| i.app_id == id)
+                .ok_or_else(|| {
+                    Error::NotFound(format!("instance {instance_id} of app {id} not found"))
+                })?;
+            instance_entity::Entity::delete_by_id(found.id)
+                .exec(&txn)
+                .await?;
+        }
+        let before = model.min_instances;
+        let mut active = model.into_active_model();
+        active.min_instances = Set(instances as i32);
+        active.updated_at = Set(Utc::now());
+        let app = AppRecord::try_from(active.update(&txn).await?)?;
+        let event = events::append(
+            &txn,
+            app_event(
+                "app.scaled",
+                &app,
+                &app.id,
+                format!("{before} → {instances} instances"),
+            ),
+        )
+        .await?;
+        txn.commit().await?;
+        self.publish([event]);
+        Ok(app)
+    }
+
     pub async fn set_app_stopped(&self, id: &str, stopped: bool) -> Result<AppRecord> {
         let txn = self.db().begin().await?;
         let model = apps::Entity::find_by_id(id)

@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod apps;
+pub mod web;
 
 use berth_control_plane::Config;
 use berth_pki::{CertificateAuthority, LeafRequest, Role, TlsFiles, TlsMaterial};

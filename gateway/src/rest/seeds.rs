@@ -156,10 +156,10 @@ pub async fn route(call: Call) -> Answer {
             )
         }
         (Method::DELETE, ["api", "containers", id]) => {
-            let (app, _) = find_container(&call, id).await?;
+            let (app, instance) = find_container(&call, id).await?;
             let settings = app.settings.clone().unwrap_or_default();
             let min = settings.min_instances.unwrap_or(1).saturating_sub(1);
-            scale(&call, &app, min).await?;
+            scale(&call, &app, min, vec![instance.id]).await?;
             ok(
                 j!({ "success": true, "message": format!("image {} scaled to {min} container(s)", app.id) }),
             )
@@ -406,10 +406,18 @@ async fn find_container(call: &Call, id: &str) -> Result<(pb::App, pb::Instance)
     Err(ApiError::not_found(format!("no container {id:?}")))
 }
 
-/// Sets the app's instance count (as its `min_instances`), within `max_instances`.
-async fn scale(call: &Call, app: &pb::App, count: u32) -> Result<pb::App, ApiError> {
-    let mut settings = app.settings.clone().unwrap_or_default();
-    let max = settings.max_instances.unwrap_or(1);
+/// Sets the app's instance count, removing `remove` first.
+async fn scale(
+    call: &Call,
+    app: &pb::App,
+    count: u32,
+    remove: Vec<String>,
+) -> Result<pb::App, ApiError> {
+    let max = app
+        .settings
+        .as_ref()
+        .and_then(|s| s.max_instances)
+        .unwrap_or(1);
     if count > max {
         return Err(ApiError::new(
             StatusCode::CONFLICT,
@@ -417,16 +425,12 @@ async fn scale(call: &Call, app: &pb::App, count: u32) -> Result<pb::App, ApiErr
             format!("image {} allows at most {max} containers", app.id),
         ));
     }
-    settings.min_instances = Some(count);
-    let header = pb::UpdateAppRequest {
-        part: Some(pb::update_app_request::Part::Header(pb::UpdateAppHeader {
-            app_id: app.id.clone(),
-            settings: Some(settings),
-            files: Vec::new(),
-            reuse_code: true,
-        })),
-    };
-    rpc(apps(call).update_app(tokio_stream::iter([header]))).await
+    rpc(apps(call).scale_app(pb::ScaleAppRequest {
+        app_id: app.id.clone(),
+        instances: count,
+        remove_instance_ids: remove,
+    }))
+    .await
 }
 
 #[derive(serde::Deserialize, Default)]
@@ -445,6 +449,6 @@ async fn create_containers(mut call: Call, image_id: &str) -> Answer {
         .and_then(|s| s.min_instances)
         .unwrap_or(0)
         .max(app.instances.len() as u32);
-    let app = scale(&call, &app, now + add).await?;
+    let app = scale(&call, &app, now + add, Vec::new()).await?;
     Ok(json(StatusCode::CREATED, &containers(&app)))
 }

@@ -52,6 +52,25 @@ pub async fn route(call: Call) -> Answer {
             let app = upload(call, Target::Update { app_id }).await?;
             Ok(json(StatusCode::OK, &AppView::from(app)))
         }
+        (Method::POST, ["apps", id, "scale"]) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct Scale {
+                instances: u32,
+                #[serde(default)]
+                remove_instance_ids: Vec<String>,
+            }
+            let app_id = id.to_string();
+            let mut call = call;
+            let scale: Scale = call.json().await?;
+            let app = rpc(apps(&call).scale_app(pb::ScaleAppRequest {
+                app_id,
+                instances: scale.instances,
+                remove_instance_ids: scale.remove_instance_ids,
+            }))
+            .await?;
+            Ok(json(StatusCode::OK, &AppView::from(app)))
+        }
         (Method::GET, ["apps", id, "instances"]) => {
             let app = get_app(&call, id).await?;
             let instances: Vec<InstanceView> =

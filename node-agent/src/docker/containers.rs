@@ -236,7 +236,8 @@ pub async fn stop(docker: &Docker, id: &str) -> Result<(), DockerError> {
     }
 }
 
-/// Removes a container, running or not; absent is fine.
+/// Removes a container, running or not; absent, or being removed by
+/// someone else already (409), is fine.
 pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     match docker
         .remove_container(
@@ -247,7 +248,8 @@ pub async fn remove(docker: &Docker, id: &str) -> Result<(), DockerError> {
     {
         Ok(()) => Ok(()),
         Err(EngineError::DockerResponseServerError {
-            status_code: 404, ..
+            status_code: 404 | 409,
+            ..
         }) => Ok(()),
         Err(err) => Err(err.into()),
     }
