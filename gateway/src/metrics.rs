@@ -62,7 +62,55 @@ impl Default for Metrics {
     }
 }
 
+/// One app's request counters by status class and its latency histogram,
+/// looked up once per route version instead of once per request.
+#[derive(Clone)]
+pub struct AppMetrics {
+    /// 1xx … 5xx.
+    classes: [Counter; 5],
+    pub latency: Histogram,
+}
+
+impl AppMetrics {
+    pub fn count(&self, status: u16) {
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.classes[class].inc();
+    }
+}
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+
 impl Metrics {
+    pub fn for_app(&self, app: &str) -> AppMetrics {
+        AppMetrics {
+            classes: CLASSES.map(|class| {
+                self.requests
+                    .get_or_create(&RequestLabels {
+                        app: app.to_owned(),
+                        class: class.to_owned(),
+                    })
+                    .clone()
+            }),
+            latency: self
+                .latency
+                .get_or_create(&AppLabel {
+                    app: app.to_owned(),
+                })
+                .clone(),
+        }
+    }
+
+    /// A request that matched no app.
+    pub fn count_unrouted(&self, status: u16) {
+        let class = CLASSES[usize::from(status / 100).clamp(1, 5) - 1];
+        self.requests
+            .get_or_create(&RequestLabels {
+                app: "-".to_owned(),
+                class: class.to_owned(),
+            })
+            .inc();
+    }
+
     pub fn register(&self, registry: &mut Registry) {
         registry.register(
             "berth_gateway_requests",

@@ -6,7 +6,7 @@ use crate::{
     error::ApiError,
     headers::{self, X_BERTH_KEY, X_REQUEST_ID},
     link::{Link, WakeError},
-    metrics::{AppLabel, Metrics, RequestLabels, TenantLabel},
+    metrics::{Metrics, TenantLabel},
     routes::{Admission, App, Backend, BreakerPolicy, Routes, Table},
 };
 use berth_common::metrics_http::SharedRegistry;
@@ -102,6 +102,7 @@ impl Gateway {
             method,
             path,
             app: None,
+            app_metrics: None,
             status: 0,
             started,
             bytes: 0,
@@ -115,19 +116,12 @@ impl Gateway {
             .headers_mut()
             .insert(X_REQUEST_ID.clone(), request_id);
         log.status = response.status().as_u16();
-        let app = log.app.clone().unwrap_or_else(|| "-".to_owned());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                app: app.clone(),
-                class: format!("{}xx", log.status / 100),
-            })
-            .inc();
-        if log.app.is_some() {
-            self.metrics
-                .latency
-                .get_or_create(&AppLabel { app })
-                .observe(started.elapsed().as_secs_f64());
+        match log.app_metrics.take() {
+            Some(app) => {
+                app.count(log.status);
+                app.latency.observe(started.elapsed().as_secs_f64());
+            }
+            None => self.metrics.count_unrouted(log.status),
         }
         let (parts, body) = response.into_parts();
         Response::from_parts(
@@ -152,7 +146,7 @@ impl Gateway {
             .iter()
             .map(|(n, v)| n.as_str().len() + v.len() + 4)
             .sum::<usize>()
-            + req.uri().to_string().len();
+            + req.uri().path_and_query().map_or(0, |pq| pq.as_str().len());
         if head_bytes > self.max_header_bytes {
             return Err(ApiError::new(
                 StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
@@ -209,6 +203,7 @@ impl Gateway {
             }
         };
         log.app = Some(app.route.app_id.clone());
+        log.app_metrics = Some(app.metrics(&self.metrics).clone());
 
         // Who is calling, and may they.
         let key_from_header = req.headers().contains_key(&X_BERTH_KEY);
@@ -281,7 +276,7 @@ impl Gateway {
         let (body, reclaim) = reclaimable(body, limit);
         let unsent = Unsent { body, reclaim };
         let first = self
-            .forward(&app, &parts.method, &upstream_path, headers.clone(), unsent)
+            .forward(&app, &parts.method, &upstream_path, &headers, unsent)
             .await;
         let mut response = match first {
             Ok(response) => response,
@@ -290,7 +285,7 @@ impl Gateway {
                 // route with a live one, as for a cold start, and send once more.
                 tracing::info!(app = %app.route.app_id, error = %error.message, "every instance refused; waiting for fresh routes");
                 let app = self.ready_app(app).await?;
-                self.forward(&app, &parts.method, &upstream_path, headers, unsent)
+                self.forward(&app, &parts.method, &upstream_path, &headers, unsent)
                     .await
                     .map_err(Failure::into_error)?
             }
@@ -377,7 +372,7 @@ impl Gateway {
         app: &App,
         method: &Method,
         path_and_query: &str,
-        headers: HeaderMap,
+        headers: &HeaderMap,
         unsent: Unsent,
     ) -> Result<Response<Incoming>, Failure> {
         let Unsent { body, mut reclaim } = unsent;
@@ -405,12 +400,13 @@ impl Gateway {
             let Some(this_body) = body.take() else {
                 break;
             };
-            let uri: Uri = format!("http://{}{}", backend.authority, path_and_query)
-                .parse()
+            let uri = Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(backend.uri_authority.clone())
+                .path_and_query(path_and_query)
+                .build()
                 .map_err(|_| {
-                    Failure::Final(ApiError::bad_request(
-                        "the request path cannot be forwarded",
-                    ))
+                    Failure::Final(ApiError::bad_request("the request path cannot be forwarded"))
                 })?;
             let mut request = Request::new(this_body);
             *request.method_mut() = method.clone();
@@ -668,6 +664,7 @@ struct AccessLog {
     method: Method,
     path: String,
     app: Option<String>,
+    app_metrics: Option<crate::metrics::AppMetrics>,
     status: u16,
     started: Instant,
     bytes: u64,

@@ -57,6 +57,7 @@ pub struct Backend {
     pub node_name: String,
     /// `address:port` to dial.
     pub authority: String,
+    pub uri_authority: http::uri::Authority,
     pub in_flight: AtomicUsize,
     breaker: Mutex<Breaker>,
 }
@@ -76,9 +77,13 @@ impl Backend {
             Ok(ip) => SocketAddr::new(ip, b.host_port as u16).to_string(),
             Err(_) => format!("{}:{}", b.address, b.host_port),
         };
+        let uri_authority = authority
+            .parse()
+            .unwrap_or_else(|_| http::uri::Authority::from_static("invalid.invalid:1"));
         Self {
             instance_id: b.instance_id.clone(),
             node_name: b.node_name.clone(),
+            uri_authority,
             authority,
             in_flight: AtomicUsize::new(0),
             breaker: Mutex::new(Breaker::Closed { failures: 0 }),
@@ -168,13 +173,28 @@ impl Backend {
 }
 
 /// An app and where it runs.
-#[derive(Debug)]
 pub struct App {
     pub route: pb::AppRoute,
     pub backends: Vec<Arc<Backend>>,
+    metrics: std::sync::OnceLock<crate::metrics::AppMetrics>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("route", &self.route)
+            .field("backends", &self.backends)
+            .finish_non_exhaustive()
+    }
 }
 
 impl App {
+    /// This app's metric handles, made on first use.
+    pub fn metrics(&self, metrics: &crate::metrics::Metrics) -> &crate::metrics::AppMetrics {
+        self.metrics
+            .get_or_init(|| metrics.for_app(&self.route.app_id))
+    }
+
     /// Every instance refused connections lately (or there is none): the
     /// app is likely scaling or moving, and a fresh route is worth waiting for.
     pub fn unreachable(&self, now: Instant) -> bool {
@@ -437,7 +457,14 @@ impl Routes {
                     .hosts
                     .insert(route.app_hostname.to_ascii_lowercase(), id.clone());
             }
-            table.apps.insert(id, Arc::new(App { route, backends }));
+            table.apps.insert(
+                id,
+                Arc::new(App {
+                    route,
+                    backends,
+                    metrics: std::sync::OnceLock::new(),
+                }),
+            );
         }
         for key in keys.values() {
             table
