@@ -406,7 +406,9 @@ impl Gateway {
                 .path_and_query(path_and_query)
                 .build()
                 .map_err(|_| {
-                    Failure::Final(ApiError::bad_request("the request path cannot be forwarded"))
+                    Failure::Final(ApiError::bad_request(
+                        "the request path cannot be forwarded",
+                    ))
                 })?;
             let mut request = Request::new(this_body);
             *request.method_mut() = method.clone();

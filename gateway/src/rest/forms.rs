@@ -187,7 +187,7 @@ fn source_path(field: &str, file_name: Option<&str>) -> String {
 
 /// One message of either upload stream.
 enum Part {
-    Header(Option<pb::AppSettings>, Vec<pb::SourceFile>, bool),
+    Header(Box<Option<pb::AppSettings>>, Vec<pb::SourceFile>, bool),
     Chunk(Vec<u8>),
 }
 
@@ -195,7 +195,10 @@ fn create_message(part: Part) -> pb::CreateAppRequest {
     use pb::create_app_request::Part as P;
     pb::CreateAppRequest {
         part: Some(match part {
-            Part::Header(settings, files, _) => P::Header(pb::CreateAppHeader { settings, files }),
+            Part::Header(settings, files, _) => P::Header(pb::CreateAppHeader {
+                settings: *settings,
+                files,
+            }),
             Part::Chunk(bytes) => P::ArchiveChunk(bytes),
         }),
     }
@@ -207,7 +210,7 @@ fn update_message(app_id: &str, part: Part) -> pb::UpdateAppRequest {
         part: Some(match part {
             Part::Header(settings, files, reuse_code) => P::Header(pb::UpdateAppHeader {
                 app_id: app_id.to_owned(),
-                settings,
+                settings: *settings,
                 files,
                 reuse_code,
             }),
@@ -279,7 +282,11 @@ fn header(fields: &Fields, is_update: bool, has_archive: bool) -> Result<Part, A
         Some(fields.settings(has_archive)?)
     };
     let reuse = is_update && fields.files.is_empty() && !has_archive;
-    Ok(Part::Header(settings, fields.files.clone(), reuse))
+    Ok(Part::Header(
+        Box::new(settings),
+        fields.files.clone(),
+        reuse,
+    ))
 }
 
 #[derive(serde::Deserialize)]

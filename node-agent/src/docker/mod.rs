@@ -30,6 +30,39 @@ pub enum DockerError {
     Failed(String),
 }
 
+impl DockerError {
+    /// A failure that may pass by itself: the engine unreachable for a
+    /// moment, a dropped connection, a timeout, a 5xx answer. Refusals of
+    /// the request itself (4xx) are not.
+    pub fn is_transient(&self) -> bool {
+        use bollard::errors::Error as E;
+        match self {
+            DockerError::Timeout(_) => true,
+            DockerError::Engine(err) => match err {
+                E::DockerResponseServerError { status_code, .. } => *status_code >= 500,
+                E::IOError { .. }
+                | E::HyperResponseError { .. }
+                | E::HyperLegacyError { .. }
+                | E::RequestTimeoutError => true,
+                _ => false,
+            },
+            DockerError::Io { .. } | DockerError::Failed(_) => false,
+        }
+    }
+}
+
+/// Delays between attempts at a call that failed transiently: 3 retries,
+/// from 200 ms, doubling, jittered.
+pub fn retry_delays() -> impl Iterator<Item = Duration> {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_max_times(3)
+        .with_jitter()
+        .build()
+}
+
 /// Connects to the local engine (DOCKER_HOST or the default socket) and
 /// negotiates the API version, so older engines work.
 pub async fn connect() -> Result<Docker, DockerError> {
@@ -39,4 +72,33 @@ pub async fn connect() -> Result<Docker, DockerError> {
         .await
         .map_err(|_| DockerError::Timeout(timeout))?
         .map_err(DockerError::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::errors::Error as E;
+
+    #[test]
+    fn engine_hiccups_are_transient_and_refusals_are_not() {
+        let server = |status_code| {
+            DockerError::Engine(E::DockerResponseServerError {
+                status_code,
+                message: "x".into(),
+            })
+        };
+        assert!(server(500).is_transient());
+        assert!(server(503).is_transient());
+        assert!(!server(404).is_transient());
+        assert!(!server(409).is_transient());
+        assert!(DockerError::Timeout(Duration::from_secs(1)).is_transient());
+        assert!(DockerError::Engine(E::IOError {
+            err: std::io::Error::from(std::io::ErrorKind::ConnectionReset)
+        })
+        .is_transient());
+        assert!(!DockerError::Failed("bad".into()).is_transient());
+        let delays: Vec<Duration> = retry_delays().collect();
+        assert_eq!(delays.len(), 3, "three retries");
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(200)));
+    }
 }

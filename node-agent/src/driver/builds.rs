@@ -155,10 +155,20 @@ impl Builder {
     ) -> Result<bool, String> {
         let lock = self.lock_for(image);
         let _guard = lock.lock().await;
-        if build::image_exists(&self.docker, image)
-            .await
-            .map_err(|e| e.to_string())?
-        {
+        let mut delays = crate::docker::retry_delays();
+        let exists = loop {
+            match build::image_exists(&self.docker, image).await {
+                Err(err) if err.is_transient() => match delays.next() {
+                    Some(delay) => {
+                        tracing::warn!(%err, retry_in = ?delay, "Docker failed transiently; retrying");
+                        tokio::time::sleep(delay).await;
+                    }
+                    None => break Err(err.to_string()),
+                },
+                other => break other.map_err(|e| e.to_string()),
+            }
+        }?;
+        if exists {
             if report {
                 self.send(Up::BuildOutput(pb::BuildOutput {
                     build_id: build_id.to_owned(),
@@ -176,27 +186,43 @@ impl Builder {
         ]);
         let mut batch = String::new();
         let mut last = Instant::now();
-        let result = build::build_image(
-            &self.docker,
-            image,
-            context.into(),
-            &labels,
-            timeout,
-            |text| {
-                if !report {
-                    return;
+        let context: bytes::Bytes = context.into();
+        let mut delays = crate::docker::retry_delays();
+        let result = loop {
+            let result = build::build_image(
+                &self.docker,
+                image,
+                context.clone(),
+                &labels,
+                timeout,
+                |text| {
+                    if !report {
+                        return;
+                    }
+                    batch.push_str(text);
+                    if batch.len() >= OUTPUT_BATCH || last.elapsed() >= OUTPUT_EVERY {
+                        self.send(Up::BuildOutput(pb::BuildOutput {
+                            build_id: build_id.to_owned(),
+                            chunk: std::mem::take(&mut batch).into_bytes(),
+                        }));
+                        last = Instant::now();
+                    }
+                },
+            )
+            .await;
+            // The engine failed, not the Dockerfile: try again after a pause.
+            match (&result, delays.next()) {
+                (Err(BuildError::Engine(err)), Some(delay)) if err.is_transient() => {
+                    if report {
+                        batch.push_str(&format!(
+                            "Docker failed transiently ({err}); building again in {delay:?}\n"
+                        ));
+                    }
+                    tokio::time::sleep(delay).await;
                 }
-                batch.push_str(text);
-                if batch.len() >= OUTPUT_BATCH || last.elapsed() >= OUTPUT_EVERY {
-                    self.send(Up::BuildOutput(pb::BuildOutput {
-                        build_id: build_id.to_owned(),
-                        chunk: std::mem::take(&mut batch).into_bytes(),
-                    }));
-                    last = Instant::now();
-                }
-            },
-        )
-        .await;
+                _ => break result,
+            }
+        };
         if report && !batch.is_empty() {
             self.send(Up::BuildOutput(pb::BuildOutput {
                 build_id: build_id.to_owned(),
