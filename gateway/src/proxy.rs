@@ -7,7 +7,7 @@ use crate::{
     headers::{self, X_BERTH_KEY, X_REQUEST_ID},
     link::{Link, WakeError},
     metrics::{Metrics, TenantLabel},
-    routes::{Admission, App, Backend, BreakerPolicy, Routes, Table},
+    routes::{Admission, App, Backend, BreakerPolicy, Key, Routes, Table},
 };
 use berth_common::metrics_http::SharedRegistry;
 use bytes::Bytes;
@@ -172,7 +172,7 @@ impl Gateway {
                 "/metrics" => return Ok(self.render_metrics().await),
                 path if crate::rest::is_management(path) => {
                     let channel = self.link.as_ref().and_then(Link::channel);
-                    return crate::rest::handle(req, &table, channel).await;
+                    return crate::rest::handle(req, &table, channel, &self.metrics).await;
                 }
                 path => match path.strip_prefix("/run/") {
                     Some(rest) => run_target(&table, rest)?,
@@ -207,14 +207,7 @@ impl Gateway {
 
         // Who is calling, and may they.
         let key_from_header = req.headers().contains_key(&X_BERTH_KEY);
-        let presented = presented_key(req.headers())?;
-        let key = table.key(&presented).ok_or_else(|| {
-            ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "invalid_key",
-                "the API key is not valid",
-            )
-        })?;
+        let key = authenticate(&table, req.headers())?;
         if !key.admin && key.tenant != app.route.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -222,21 +215,7 @@ impl Gateway {
                 format!("this key may not reach app {}", app.route.app_id),
             ));
         }
-        if let Err(wait) = key.check_rate() {
-            self.metrics
-                .rate_limited
-                .get_or_create(&TenantLabel {
-                    tenant: key.tenant.clone(),
-                })
-                .inc();
-            let mut err = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "this key's rate limit is spent; retry later",
-            );
-            err.retry_after = Some(wait);
-            return Err(err);
-        }
+        admit(&key, &self.metrics)?;
         let limit = app.route.max_body_bytes;
         if let Some(length) = content_length(req.headers()) {
             if length > limit {
@@ -625,6 +604,37 @@ fn check_path(path: &str) -> Result<(), ApiError> {
         }
     }
     Ok(())
+}
+
+/// The known key a request carries: `401` when it carries none or an unknown one.
+pub(crate) fn authenticate(table: &Table, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
+    let presented = presented_key(headers)?;
+    table.key(&presented).ok_or_else(|| {
+        ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_key",
+            "the API key is not valid",
+        )
+    })
+}
+
+/// Takes a token from the key's bucket: `429` with `Retry-After` when spent.
+pub(crate) fn admit(key: &Key, metrics: &Metrics) -> Result<(), ApiError> {
+    key.check_rate().map_err(|wait| {
+        metrics
+            .rate_limited
+            .get_or_create(&TenantLabel {
+                tenant: key.tenant.clone(),
+            })
+            .inc();
+        let mut err = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "this key's rate limit is spent; retry later",
+        );
+        err.retry_after = Some(wait);
+        err
+    })
 }
 
 /// The API key from `X-Berth-Key` or `Authorization: Bearer`.

@@ -697,3 +697,99 @@ async fn health_says_whether_routes_arrived() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json(&bytes)["status"], "ok");
 }
+
+#[tokio::test]
+async fn tls_clients_are_served_over_http1_and_h2() {
+    use berth_pki::{CertificateAuthority, LeafRequest, Role};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir = tempfile::tempdir().unwrap();
+    let ca = CertificateAuthority::generate("gateway test CA").unwrap();
+    ca.save(dir.path()).unwrap();
+    ca.issue(
+        &LeafRequest::new(Role::Gateway, "gateway", 1)
+            .with_sans(["127.0.0.1".to_owned(), "localhost".to_owned()]),
+    )
+    .unwrap()
+    .save(dir.path(), "https")
+    .unwrap();
+    let up = upstream().await;
+    let gw = gateway_with(berth_gateway::LimitArgs {
+        https_cert: Some(dir.path().join("https.pem")),
+        https_key: Some(dir.path().join("https-key.pem")),
+        ..limits()
+    })
+    .await;
+    gw.set(
+        vec![app_route("app1", TENANT, vec![backend("i1", up.addr)])],
+        keys(),
+    );
+
+    let ca_pem = std::fs::read(dir.path().join("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls_pemfile_certs(&ca_pem) {
+        roots.add(cert).unwrap();
+    }
+    for (alpn, want) in [
+        (&b"h2"[..], http::Version::HTTP_2),
+        (&b"http/1.1"[..], http::Version::HTTP_11),
+    ] {
+        let mut config = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots.clone())
+        .with_no_client_auth();
+        config.alpn_protocols = vec![alpn.to_vec()];
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(config));
+        let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+        let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+        let tls = connector
+            .connect(name, tcp)
+            .await
+            .expect("a TLS handshake with the gateway's certificate");
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(alpn));
+        let req = Request::get(format!(
+            "https://127.0.0.1:{}/run/app1/echo",
+            gw.addr.port()
+        ))
+        .header("authorization", format!("Bearer {KEY}"))
+        .header("host", format!("127.0.0.1:{}", gw.addr.port()))
+        .body(body(Bytes::new()))
+        .unwrap();
+        let response = if want == http::Version::HTTP_2 {
+            let (mut sender, conn) =
+                hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tls))
+                    .await
+                    .unwrap();
+            tokio::spawn(conn);
+            sender.send_request(req).await.unwrap()
+        } else {
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
+                .await
+                .unwrap();
+            tokio::spawn(conn);
+            let (mut parts, body) = req.into_parts();
+            parts.uri = "/run/app1/echo".parse().unwrap();
+            sender
+                .send_request(Request::from_parts(parts, body))
+                .await
+                .unwrap()
+        };
+        assert_eq!(response.version(), want);
+        assert_eq!(response.status(), StatusCode::OK);
+        let bytes = http_body_util::BodyExt::collect(response.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(json(&bytes)["headers"]["x-forwarded-proto"], "https");
+    }
+}
+
+/// Certificates of a PEM file.
+fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    use rustls_pki_types::pem::PemObject;
+    rustls_pki_types::CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<_, _>>()
+        .unwrap()
+}

@@ -97,6 +97,7 @@ pub async fn handle(
     req: Request<Incoming>,
     table: &Table,
     channel: Option<Channel>,
+    metrics: &crate::metrics::Metrics,
 ) -> Result<Response<ProxyBody>, ApiError> {
     let path = req.uri().path().to_owned();
     if path == "/v1/openapi.json" {
@@ -109,15 +110,7 @@ pub async fn handle(
         ));
     }
     let key = admin_key(table, req.headers())?;
-    if let Err(wait) = key.check_rate() {
-        let mut err = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "this key's rate limit is spent; retry later",
-        );
-        err.retry_after = Some(wait);
-        return Err(err);
-    }
+    crate::proxy::admit(&key, metrics)?;
     let channel = channel.ok_or_else(|| {
         ApiError::unavailable(
             "control_plane_unreachable",
@@ -160,14 +153,7 @@ pub async fn handle(
 
 /// The admin key a management request carries.
 fn admin_key(table: &Table, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
-    let presented = crate::proxy::presented_key(headers)?;
-    let key = table.key(&presented).ok_or_else(|| {
-        ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "invalid_key",
-            "the API key is not valid",
-        )
-    })?;
+    let key = crate::proxy::authenticate(table, headers)?;
     if !key.admin {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
