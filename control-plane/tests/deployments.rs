@@ -285,23 +285,6 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
 }
 
 /// Containers of an app, running or not, as Docker sees them.
-async fn app_containers(docker: &bollard::Docker, app_id: &str) -> Vec<String> {
-    let filters = std::collections::HashMap::from([(
-        "label".to_owned(),
-        vec![format!("berth.app={app_id}")],
-    )]);
-    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
-        .all(true)
-        .filters(&filters)
-        .build();
-    docker
-        .list_containers(Some(options))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter_map(|c| c.id)
-        .collect()
-}
 
 /// A stdlib-only app: builds in a moment, answers on $PORT.
 const PLAIN_APP: &str = r#"
@@ -734,25 +717,6 @@ async fn a_node_express_app_runs_and_a_missing_dependency_fails_its_build() {
 }
 
 /// Deletes an app and waits until Docker has none of its containers left.
-async fn delete_and_wait(apps: &mut AppServiceClient<Channel>, app_id: &str) {
-    apps.delete_app(pb::AppRef {
-        app_id: app_id.to_owned(),
-    })
-    .await
-    .unwrap();
-    let docker = berth_node_agent::docker::connect().await.unwrap();
-    wait_for("the deleted app's containers to go", || {
-        let docker = docker.clone();
-        let app_id = app_id.to_owned();
-        async move {
-            app_containers(&docker, &app_id)
-                .await
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logs_stats_and_cleanup_reach_the_containers() {

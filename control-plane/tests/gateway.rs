@@ -225,6 +225,7 @@ async fn keys_and_routes_reach_the_gateway_and_a_deployed_app_answers_through_it
 
     let (_, _, metrics) = call(&client, get(&format!("http://{gateway}/metrics"), None)).await;
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    delete_and_wait(&mut apps, &created.id).await;
     let ok_count = metrics
         .lines()
         .find_map(|l| {
@@ -336,5 +337,6 @@ async fn scale_from_zero_starts_one_instance_for_twenty_first_requests_and_idles
     // And the next request wakes it again.
     let (status, _, body) = call(&client, get(&url, Some(&key))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
+    delete_and_wait(&mut apps, &created.id).await;
     cp.stop().await;
 }

@@ -128,9 +128,19 @@ impl Api {
     }
 }
 
-async fn setup(node: &str) -> (Cluster, ControlPlane, berth_node_agent::Agent, Api, String) {
+async fn setup(
+    node: &str,
+) -> (
+    Cluster,
+    ControlPlane,
+    berth_node_agent::Agent,
+    Api,
+    String,
+    tonic::transport::Channel,
+) {
     let (cluster, cp, agent, channel) = cluster_with_node(node).await;
-    let mut keys = berth_proto::pb::api_key_service_client::ApiKeyServiceClient::new(channel);
+    let mut keys =
+        berth_proto::pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
     let admin = create_key(&mut keys, "ops", true).await.key;
     let tenant_key = create_key(&mut keys, "default", false).await.key;
     let (gateway, stop) = start_gateway(&cluster, &cp).await;
@@ -140,7 +150,7 @@ async fn setup(node: &str) -> (Cluster, ControlPlane, berth_node_agent::Agent, A
         key: admin,
         stop,
     };
-    (cluster, cp, agent, api, tenant_key)
+    (cluster, cp, agent, api, tenant_key, channel)
 }
 
 fn running(app: &Value) -> bool {
@@ -152,7 +162,7 @@ fn running(app: &Value) -> bool {
 
 #[tokio::test]
 async fn rest_v1_manages_apps_builds_keys_nodes_and_events() {
-    let (_cluster, cp, _agent, api, tenant_key) = setup("rest-node").await;
+    let (_cluster, cp, _agent, api, tenant_key, channel) = setup("rest-node").await;
 
     // The document, and who may call.
     let (status, _, doc) = call(
@@ -388,6 +398,14 @@ async fn rest_v1_manages_apps_builds_keys_nodes_and_events() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     let cleanup = api.ok(Method::POST, "/v1/cleanup", None).await;
     assert!(cleanup["removed_containers"].is_array());
+    let mut apps = berth_proto::pb::app_service_client::AppServiceClient::new(channel);
+    delete_and_wait(&mut apps, &id).await;
+    assert!(app_containers(
+        &berth_node_agent::docker::connect().await.unwrap(),
+        &docker_id
+    )
+    .await
+    .is_empty());
     let (status, body) = api.send(Method::GET, "/v1/nothing-here", None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
@@ -399,7 +417,7 @@ async fn rest_v1_manages_apps_builds_keys_nodes_and_events() {
 
 #[tokio::test]
 async fn seed_endpoints_answer_in_the_seeds_shapes() {
-    let (_cluster, cp, _agent, api, tenant_key) = setup("seed-node").await;
+    let (_cluster, cp, _agent, api, tenant_key, _channel) = setup("seed-node").await;
 
     // Seed 003: an image from a multipart upload with the orchestrator's fields.
     let archive = tar_gz(&[("Dockerfile", DOCKERFILE), ("server.py", HELLO_APP)]);
@@ -639,6 +657,13 @@ async fn seed_endpoints_answer_in_the_seeds_shapes() {
         .send(Method::GET, &format!("/api/images/{id}"), None)
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    wait_for("the deleted image's containers to go", || {
+        let docker = docker.clone();
+        let id = id.clone();
+        async move { app_containers(&docker, &id).await.is_empty().then_some(()) }
+    })
+    .await;
     api.stop.cancel();
     cp.stop().await;
 }

@@ -60,6 +60,13 @@ pub struct LimitArgs {
     /// Failures in a row that open an instance's circuit breaker.
     #[arg(long, env = "BERTH_GATEWAY_BREAKER_FAILURES", default_value_t = 5)]
     pub breaker_failures: u32,
+    /// Threads serving traffic, each with its own event loop; 0 = one per core.
+    #[arg(
+        long = "gateway-threads",
+        env = "BERTH_GATEWAY_THREADS",
+        default_value_t = 0
+    )]
+    pub threads: usize,
 }
 
 impl Default for LimitArgs {
@@ -74,6 +81,7 @@ impl Default for LimitArgs {
             wake_timeout: Duration::from_secs(60),
             eject_for: Duration::from_secs(10),
             breaker_failures: 5,
+            threads: 0,
         }
     }
 }
@@ -92,6 +100,8 @@ pub struct Config {
     pub wake_timeout: Duration,
     pub eject_for: Duration,
     pub breaker_failures: u32,
+    /// Serving threads; 0 = one per core.
+    pub threads: usize,
     /// How often apps that served traffic are reported (scale to zero).
     pub traffic_report_every: Duration,
     /// Longest wait between reconnections to the control plane.
@@ -115,6 +125,7 @@ impl Config {
             wake_timeout: limits.wake_timeout,
             eject_for: limits.eject_for,
             breaker_failures: limits.breaker_failures,
+            threads: limits.threads,
             traffic_report_every: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(5),
         }

@@ -19,6 +19,7 @@ pub mod rest;
 pub mod routes;
 pub mod server;
 pub mod static_routes;
+pub mod upstream;
 
 pub use config::{Config, GatewayArgs, LimitArgs};
 
@@ -69,25 +70,70 @@ pub async fn serve(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let registry = Arc::new(RwLock::new(registry));
-    let gateway = Arc::new(proxy::Gateway::new(
-        routes,
-        link,
-        metrics.clone(),
-        registry,
-        &config,
-    ));
     let limits = server::ConnLimits {
         max_connections: config.max_connections,
         max_header_bytes: config.max_header_bytes,
         header_read_timeout: config.header_read_timeout,
         idle_timeout: config.idle_timeout,
     };
+    let permits = Arc::new(tokio::sync::Semaphore::new(config.max_connections));
+    let threads = match config.threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
     tracing::info!(
         addr = ?listener.local_addr().ok(),
         tls = acceptor.is_some(),
+        threads,
         "gateway serving"
     );
-    server::serve(listener, gateway, acceptor, limits, metrics, shutdown).await;
+    // Thread per core: each thread runs its own single-threaded runtime
+    // with its own upstream pool and accepts from the shared socket, so a
+    // request never hops between threads.
+    let listener = listener.into_std()?;
+    let mut done = Vec::with_capacity(threads);
+    for i in 0..threads {
+        let listener = listener.try_clone()?;
+        let gateway = Arc::new(proxy::Gateway::new(
+            routes.clone(),
+            link.clone(),
+            metrics.clone(),
+            registry.clone(),
+            &config,
+        ));
+        let (acceptor, limits, metrics, permits, shutdown) = (
+            acceptor.clone(),
+            limits.clone(),
+            metrics.clone(),
+            permits.clone(),
+            shutdown.clone(),
+        );
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::Builder::new()
+            .name(format!("gateway-{i}"))
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .expect("a gateway thread's runtime");
+                runtime.block_on(async move {
+                    match TcpListener::from_std(listener) {
+                        Ok(listener) => {
+                            server::serve(
+                                listener, gateway, acceptor, limits, metrics, permits, shutdown,
+                            )
+                            .await
+                        }
+                        Err(err) => tracing::error!(%err, "gateway thread cannot listen"),
+                    }
+                });
+                let _ = tx.send(());
+            })?;
+        done.push(rx);
+    }
+    for rx in done {
+        let _ = rx.await;
+    }
     tracing::info!("gateway stopped");
     Ok(())
 }

@@ -15,10 +15,7 @@ use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use hyper_util::{
-    client::legacy::{connect::HttpConnector, Client},
-    rt::{TokioExecutor, TokioIo},
-};
+use hyper_util::rt::TokioIo;
 use std::{
     net::SocketAddr,
     pin::Pin,
@@ -29,8 +26,6 @@ use std::{
 
 /// Attempts per request, each on a different instance.
 const MAX_ATTEMPTS: usize = 3;
-
-type Upstream = Client<HttpConnector, Reclaimable<Incoming>>;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Gateway {
@@ -43,7 +38,7 @@ pub struct Gateway {
     pub wake_timeout: Duration,
     pub max_header_bytes: usize,
     pub https: bool,
-    client: Upstream,
+    upstreams: crate::upstream::Upstreams,
 }
 
 /// How a request reached its app.
@@ -62,13 +57,6 @@ impl Gateway {
         registry: SharedRegistry,
         config: &crate::Config,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(5)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
         Self {
             routes,
             link,
@@ -83,15 +71,18 @@ impl Gateway {
             wake_timeout: config.wake_timeout,
             max_header_bytes: config.max_header_bytes,
             https: config.https.is_some(),
-            client,
+            upstreams: crate::upstream::Upstreams::default(),
         }
     }
 
     /// Answers one request; never fails (errors are JSON responses).
+    /// `own`: the upstream connections of the client's connection, for an
+    /// HTTP/1 client.
     pub async fn handle(
         self: Arc<Self>,
         req: Request<Incoming>,
         peer: SocketAddr,
+        own: Option<crate::upstream::ConnUpstreams>,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
         let request_id = headers::request_id(req.headers());
@@ -109,7 +100,7 @@ impl Gateway {
             peer,
         };
         let result = self
-            .route_and_forward(req, peer, &request_id, &mut log)
+            .route_and_forward(req, peer, own, &request_id, &mut log)
             .await;
         let mut response = result.unwrap_or_else(ApiError::into_response);
         response
@@ -138,6 +129,7 @@ impl Gateway {
         &self,
         mut req: Request<Incoming>,
         peer: SocketAddr,
+        own: Option<crate::upstream::ConnUpstreams>,
         request_id: &HeaderValue,
         log: &mut AccessLog,
     ) -> Result<Response<ProxyBody>, ApiError> {
@@ -230,6 +222,8 @@ impl Gateway {
         // The request as the instance gets it.
         let upgrade = headers::wants_upgrade(req.headers());
         let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
+        // Upgrades and HTTP/2 clients go through the shared pool.
+        let own = own.filter(|_| !upgrade && req.version() <= Version::HTTP_11);
         let (parts, body) = req.into_parts();
         let mut headers = parts.headers;
         if key_from_header {
@@ -255,7 +249,14 @@ impl Gateway {
         let (body, reclaim) = reclaimable(body, limit);
         let unsent = Unsent { body, reclaim };
         let first = self
-            .forward(&app, &parts.method, &upstream_path, &headers, unsent)
+            .forward(
+                &app,
+                &parts.method,
+                &upstream_path,
+                &headers,
+                own.as_ref(),
+                unsent,
+            )
             .await;
         let mut response = match first {
             Ok(response) => response,
@@ -264,9 +265,16 @@ impl Gateway {
                 // route with a live one, as for a cold start, and send once more.
                 tracing::info!(app = %app.route.app_id, error = %error.message, "every instance refused; waiting for fresh routes");
                 let app = self.ready_app(app).await?;
-                self.forward(&app, &parts.method, &upstream_path, &headers, unsent)
-                    .await
-                    .map_err(Failure::into_error)?
+                self.forward(
+                    &app,
+                    &parts.method,
+                    &upstream_path,
+                    &headers,
+                    own.as_ref(),
+                    unsent,
+                )
+                .await
+                .map_err(Failure::into_error)?
             }
             Err(failure) => return Err(failure.into_error()),
         };
@@ -352,6 +360,7 @@ impl Gateway {
         method: &Method,
         path_and_query: &str,
         headers: &HeaderMap,
+        own: Option<&crate::upstream::ConnUpstreams>,
         unsent: Unsent,
     ) -> Result<Response<Incoming>, Failure> {
         let Unsent { body, mut reclaim } = unsent;
@@ -397,7 +406,9 @@ impl Gateway {
 
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             self.metrics.in_flight.inc();
-            let outcome = tokio::time::timeout(app.timeout(), self.client.request(request)).await;
+            let outcome =
+                tokio::time::timeout(app.timeout(), self.upstreams.send(own, backend, request))
+                    .await;
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             self.metrics.in_flight.dec();
 
@@ -474,7 +485,7 @@ impl Gateway {
         backend: &Backend,
         admission: Admission,
         connect: bool,
-        error: &hyper_util::client::legacy::Error,
+        error: &crate::upstream::UpstreamError,
     ) {
         let now = Instant::now();
         if connect {

@@ -52,9 +52,9 @@ pub async fn serve(
     tls: Option<TlsAcceptor>,
     limits: ConnLimits,
     metrics: Metrics,
+    permits: Arc<Semaphore>,
     shutdown: CancellationToken,
 ) {
-    let permits = Arc::new(Semaphore::new(limits.max_connections));
     let tracker = TaskTracker::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -98,9 +98,11 @@ pub async fn serve(
         tracker.spawn(async move {
             let _permit = permit;
             metrics.connections.inc();
+            let own = crate::upstream::ConnUpstreams::default();
             let service = service_fn(move |req: Request<Incoming>| {
                 let gateway = gateway.clone();
-                async move { Ok::<_, Infallible>(gateway.handle(req, peer).await) }
+                let own = own.clone();
+                async move { Ok::<_, Infallible>(gateway.handle(req, peer, Some(own)).await) }
             });
             match tls {
                 None => serve_one(&builder, TokioIo::new(stream), service, &shutdown).await,

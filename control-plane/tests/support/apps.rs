@@ -116,3 +116,43 @@ pub fn tar_gz(files: &[(&str, &str)]) -> Vec<u8> {
     }
     builder.into_inner().unwrap().finish().unwrap()
 }
+
+/// Containers of `app_id` on the local engine, running or not.
+pub async fn app_containers(docker: &bollard::Docker, app_id: &str) -> Vec<String> {
+    let filters = std::collections::HashMap::from([(
+        "label".to_owned(),
+        vec![format!("berth.app={app_id}")],
+    )]);
+    let options = bollard::query_parameters::ListContainersOptionsBuilder::default()
+        .all(true)
+        .filters(&filters)
+        .build();
+    docker
+        .list_containers(Some(options))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|c| c.id)
+        .collect()
+}
+
+/// Deletes an app and waits until its containers are gone.
+pub async fn delete_and_wait(apps: &mut AppServiceClient<Channel>, app_id: &str) {
+    apps.delete_app(pb::AppRef {
+        app_id: app_id.to_owned(),
+    })
+    .await
+    .unwrap();
+    let docker = berth_node_agent::docker::connect().await.unwrap();
+    wait_for("the deleted app's containers to go", || {
+        let docker = docker.clone();
+        let app_id = app_id.to_owned();
+        async move {
+            app_containers(&docker, &app_id)
+                .await
+                .is_empty()
+                .then_some(())
+        }
+    })
+    .await;
+}
