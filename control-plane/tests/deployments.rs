@@ -284,8 +284,6 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
     let _ = Duration::ZERO;
 }
 
-/// Containers of an app, running or not, as Docker sees them.
-
 /// A stdlib-only app: builds in a moment, answers on $PORT.
 const PLAIN_APP: &str = r#"
 import http.server, os
