@@ -6,12 +6,14 @@
 //! - [`docker`]: the Docker driver (base images, builds, containers).
 //! - [`driver`]: the desired set converged onto Docker; builds; reports.
 //! - [`host`]: capacity and runtimes found on this host.
+//! - [`sandbox`]: code executions in language sandboxes.
 //! - [`session`]: the stream to the control plane, with reconnects.
 
 pub mod config;
 pub mod docker;
 pub mod driver;
 pub mod host;
+pub mod sandbox;
 pub mod session;
 
 pub use config::{AgentArgs, Config};

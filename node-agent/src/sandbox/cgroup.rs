@@ -1,0 +1,244 @@
+//! One cgroup per sandboxed run, on cgroup v2 (unified) or v1 hosts: memory
+//! (swap included), pids and CPU limits, usage read back, every process
+//! killed at the end, and the group removed.
+//!
+//! The cgroup file system is the kernel's interface here; reading and
+//! writing its files is all there is to it. (`cgroups-rs` would bring a
+//! second, older `nix` and D-Bus with it.)
+
+use std::{
+    io,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+const ROOT: &str = "/sys/fs/cgroup";
+const PARENT: &str = "berth-sandbox";
+
+/// Which hierarchy the host has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hierarchy {
+    /// `/sys/fs/cgroup` is the unified hierarchy.
+    V2,
+    /// One mount per controller under `/sys/fs/cgroup`.
+    V1,
+}
+
+impl Hierarchy {
+    pub fn detect() -> io::Result<Self> {
+        if Path::new(ROOT).join("cgroup.controllers").exists() {
+            Ok(Hierarchy::V2)
+        } else if Path::new(ROOT).join("memory").join("memory.limit_in_bytes").exists() {
+            Ok(Hierarchy::V1)
+        } else {
+            Err(io::Error::other(
+                "no usable cgroup hierarchy at /sys/fs/cgroup (need cgroup v2, or v1 with the memory controller)",
+            ))
+        }
+    }
+}
+
+/// Limits of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    pub memory_bytes: u64,
+    pub pids: u32,
+    /// Thousandths of a core.
+    pub cpu_millis: u32,
+}
+
+/// What a run used.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub peak_memory_bytes: u64,
+    pub oom_killed: bool,
+}
+
+/// A run's cgroup (one directory per controller on v1).
+#[derive(Debug)]
+pub struct Cgroup {
+    hierarchy: Hierarchy,
+    /// The directories: one on v2; memory, pids, cpu, cpuacct on v1.
+    dirs: Vec<PathBuf>,
+}
+
+fn write(path: &Path, value: &str) -> io::Result<()> {
+    std::fs::write(path, value)
+        .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+}
+
+fn read_u64(path: &Path) -> Option<u64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// `key value` lines (memory.events, cpu.stat, memory.oom_control).
+fn read_key(path: &Path, key: &str) -> Option<u64> {
+    std::fs::read_to_string(path)
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+impl Cgroup {
+    /// Makes the cgroup `name` with `limits`.
+    pub fn create(hierarchy: &Hierarchy, name: &str, limits: Limits) -> io::Result<Self> {
+        let cgroup = match hierarchy {
+            Hierarchy::V2 => {
+                let parent = Path::new(ROOT).join(PARENT);
+                std::fs::create_dir_all(&parent)?;
+                // Delegate the controllers a run needs to the parent's children.
+                let _ = write(&Path::new(ROOT).join("cgroup.subtree_control"), "+memory +pids +cpu");
+                write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
+                let dir = parent.join(name);
+                std::fs::create_dir(&dir)?;
+                Cgroup {
+                    hierarchy: Hierarchy::V2,
+                    dirs: vec![dir],
+                }
+            }
+            Hierarchy::V1 => {
+                let mut dirs = Vec::new();
+                for controller in ["memory", "pids", "cpu", "cpuacct"] {
+                    let dir = Path::new(ROOT).join(controller).join(PARENT).join(name);
+                    std::fs::create_dir_all(&dir)?;
+                    dirs.push(dir);
+                }
+                Cgroup {
+                    hierarchy: Hierarchy::V1,
+                    dirs,
+                }
+            }
+        };
+        if let Err(err) = cgroup.limit(limits) {
+            cgroup.remove();
+            return Err(err);
+        }
+        Ok(cgroup)
+    }
+
+    fn dir(&self, controller: &str) -> &Path {
+        match self.hierarchy {
+            Hierarchy::V2 => &self.dirs[0],
+            Hierarchy::V1 => {
+                let index = ["memory", "pids", "cpu", "cpuacct"]
+                    .iter()
+                    .position(|c| *c == controller)
+                    .expect("a known controller");
+                &self.dirs[index]
+            }
+        }
+    }
+
+    fn limit(&self, limits: Limits) -> io::Result<()> {
+        let period: u64 = 100_000;
+        let quota = u64::from(limits.cpu_millis.max(10)) * period / 1000;
+        match self.hierarchy {
+            Hierarchy::V2 => {
+                let dir = &self.dirs[0];
+                write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
+                // No swap: memory beyond the limit is an OOM kill, not a slow run.
+                let _ = write(&dir.join("memory.swap.max"), "0");
+                write(&dir.join("pids.max"), &limits.pids.to_string())?;
+                write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
+            }
+            Hierarchy::V1 => {
+                let memory = self.dir("memory");
+                write(&memory.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                // memsw (memory + swap) exists when swap accounting is on.
+                let memsw = memory.join("memory.memsw.limit_in_bytes");
+                if memsw.exists() {
+                    write(&memsw, &limits.memory_bytes.to_string())?;
+                }
+                write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
+                let cpu = self.dir("cpu");
+                write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
+                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The files a process writes its pid to, to join the group.
+    pub fn procs_files(&self) -> Vec<PathBuf> {
+        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+    }
+
+    /// Processes in the group now.
+    pub fn pids(&self) -> Vec<i32> {
+        std::fs::read_to_string(self.dirs[0].join("cgroup.procs"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    }
+
+    pub fn usage(&self) -> Usage {
+        match self.hierarchy {
+            Hierarchy::V2 => {
+                let dir = &self.dirs[0];
+                Usage {
+                    cpu: Duration::from_micros(read_key(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0)),
+                    peak_memory_bytes: read_u64(&dir.join("memory.peak")).unwrap_or(0),
+                    oom_killed: read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0,
+                }
+            }
+            Hierarchy::V1 => {
+                let memory = self.dir("memory");
+                let oom = read_key(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0
+                    || read_u64(&memory.join("memory.memsw.failcnt")).unwrap_or(0) > 0
+                        && read_u64(&memory.join("memory.memsw.max_usage_in_bytes"))
+                            >= read_u64(&memory.join("memory.memsw.limit_in_bytes"));
+                Usage {
+                    cpu: Duration::from_nanos(read_u64(&self.dir("cpuacct").join("cpuacct.usage")).unwrap_or(0)),
+                    peak_memory_bytes: read_u64(&memory.join("memory.max_usage_in_bytes")).unwrap_or(0),
+                    oom_killed: oom,
+                }
+            }
+        }
+    }
+
+    /// SIGKILLs every process in the group until none is left (bounded).
+    pub fn kill_all(&self) {
+        if self.hierarchy == Hierarchy::V2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+            for _ in 0..200 {
+                if self.pids().is_empty() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        // A fork bomb may add processes while we kill: go round until empty.
+        for _ in 0..1000 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        tracing::warn!(cgroup = %self.dirs[0].display(), "processes remain in a sandbox cgroup after killing");
+    }
+
+    /// Kills what is left and removes the group.
+    pub fn remove(&self) {
+        self.kill_all();
+        for dir in &self.dirs {
+            for _ in 0..100 {
+                match std::fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Cgroup {
+    fn drop(&mut self) {
+        self.remove();
+    }
+}

@@ -1,0 +1,74 @@
+//! The languages the sandbox runs, on toolchains from Debian's packages.
+
+/// How one language is compiled (when it is) and run, inside `/work`.
+#[derive(Debug)]
+pub struct Language {
+    pub name: &'static str,
+    /// The code's file name in `/work`.
+    pub file: &'static str,
+    /// The compile command, for compiled languages.
+    pub compile: Option<&'static [&'static str]>,
+    /// What the compile step leaves behind to run (cached by code hash).
+    pub artifacts: &'static [&'static str],
+    pub run: &'static [&'static str],
+    /// Prints the toolchain's version.
+    pub version: &'static [&'static str],
+    /// The toolchain binary whose presence makes the language available.
+    pub toolchain: &'static str,
+    /// Extra environment, on top of the sandbox's allow-list.
+    pub env: &'static [(&'static str, &'static str)],
+}
+
+pub const LANGUAGES: &[Language] = &[
+    Language {
+        name: "python",
+        file: "main.py",
+        compile: None,
+        artifacts: &[],
+        // -I: no user site, no PYTHON* variables; -B: no .pyc writes.
+        run: &["/usr/bin/python3", "-I", "-B", "main.py"],
+        version: &["/usr/bin/python3", "--version"],
+        toolchain: "/usr/bin/python3",
+        env: &[],
+    },
+    Language {
+        name: "javascript",
+        file: "main.js",
+        compile: None,
+        artifacts: &[],
+        run: &["/usr/bin/node", "main.js"],
+        version: &["/usr/bin/node", "--version"],
+        toolchain: "/usr/bin/node",
+        env: &[],
+    },
+    Language {
+        name: "cpp",
+        file: "main.cpp",
+        compile: Some(&["/usr/bin/g++", "-O2", "-std=c++17", "-pipe", "-o", "main", "main.cpp"]),
+        artifacts: &["main"],
+        run: &["/work/main"],
+        version: &["/usr/bin/g++", "--version"],
+        toolchain: "/usr/bin/g++",
+        env: &[],
+    },
+    Language {
+        name: "java",
+        file: "Main.java",
+        compile: Some(&["/usr/bin/javac", "-J-Xss4m", "-J-XX:+UseSerialGC", "-J-Xshare:off", "Main.java"]),
+        artifacts: &["Main.class"],
+        run: &["/usr/bin/java", "-XX:+UseSerialGC", "-Xshare:off", "-XX:TieredStopAtLevel=1", "Main"],
+        version: &["/usr/bin/java", "-version"],
+        toolchain: "/usr/bin/javac",
+        env: &[],
+    },
+];
+
+pub fn find(name: &str) -> Option<&'static Language> {
+    let name = match name {
+        "py" | "python3" => "python",
+        "js" | "node" => "javascript",
+        "c++" => "cpp",
+        other => other,
+    };
+    LANGUAGES.iter().find(|l| l.name == name)
+}

@@ -1,0 +1,607 @@
+//! Code executions in language sandboxes: every run in fresh namespaces,
+//! its own cgroup, rlimits, a seccomp filter, an unprivileged uid and a
+//! scratch directory that is gone afterwards.
+//!
+//! - [`helper`]: the `berth-sandbox` process that builds the sandbox.
+//! - [`cgroup`]: per-run cgroups on v1 and v2 hosts.
+//! - [`seccomp`]: the filters.
+//! - [`languages`]: how each language is compiled and run.
+
+pub mod cgroup;
+pub mod helper;
+pub mod languages;
+pub mod seccomp;
+
+use cgroup::{Cgroup, Hierarchy, Limits};
+use helper::{Ending, Report, Spec};
+use languages::Language;
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use std::{
+    io,
+    path::{Path, PathBuf},
+    process::Stdio,
+    sync::atomic::{AtomicU64, Ordering},
+    time::{Duration, Instant},
+};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+
+pub const MAX_CODE_BYTES: usize = 50 * 1024;
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
+pub const MAX_STDIN_BYTES: usize = 1 << 20;
+
+/// How the sandbox is set up on this node.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The `berth-sandbox` helper binary.
+    pub helper: PathBuf,
+    /// Where runs get their directories, and compiled programs are cached.
+    pub dir: PathBuf,
+    /// The unprivileged identity programs run as.
+    pub uid: u32,
+    pub gid: u32,
+    pub max_memory_bytes: u64,
+    /// Cap of stdout and of stderr, each.
+    pub max_output_bytes: usize,
+    /// Size of `/work` and of `/tmp`, each.
+    pub scratch_bytes: u64,
+    pub pids: u32,
+    pub cpu_millis: u32,
+}
+
+impl SandboxConfig {
+    pub fn new(helper: PathBuf, dir: PathBuf) -> Self {
+        Self {
+            helper,
+            dir,
+            uid: 61_000,
+            gid: 61_000,
+            max_memory_bytes: 1 << 30,
+            max_output_bytes: 1 << 20,
+            scratch_bytes: 32 << 20,
+            pids: 64,
+            cpu_millis: 1000,
+        }
+    }
+}
+
+/// One execution as asked.
+#[derive(Debug, Clone)]
+pub struct Run {
+    pub language: String,
+    pub code: String,
+    pub stdin: Vec<u8>,
+    pub timeout: Duration,
+    pub memory_bytes: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Succeeded,
+    Failed,
+    Timeout,
+    MemoryExceeded,
+    Rejected,
+    Cancelled,
+}
+
+/// What an execution did.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: Status,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub wall: Duration,
+    pub cpu: Duration,
+    pub peak_memory_bytes: u64,
+    /// Why it was rejected or failed to compile or start; empty otherwise.
+    pub error: String,
+}
+
+impl Outcome {
+    fn rejected(error: String) -> Self {
+        Outcome {
+            status: Status::Rejected,
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            exit_code: None,
+            signal: None,
+            wall: Duration::ZERO,
+            cpu: Duration::ZERO,
+            peak_memory_bytes: 0,
+            error,
+        }
+    }
+}
+
+/// Numbers runs and steps uniquely within this process (cgroup and
+/// directory names), whatever number of sandboxes it has.
+static NEXT: AtomicU64 = AtomicU64::new(0);
+
+fn next_id() -> String {
+    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The sandbox driver of a node.
+pub struct Sandbox {
+    config: SandboxConfig,
+    hierarchy: Hierarchy,
+}
+
+/// One step (compile or run) inside one run's directory.
+struct Step<'a> {
+    job: &'a Path,
+    work: &'a Path,
+    argv: Vec<String>,
+    env: Vec<(String, String)>,
+    stdin: &'a [u8],
+    wall: Duration,
+    memory_bytes: u64,
+}
+
+struct StepResult {
+    report: Option<Report>,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    stdout_truncated: bool,
+    stderr_truncated: bool,
+    timed_out: bool,
+    wall: Duration,
+    usage: cgroup::Usage,
+}
+
+impl Sandbox {
+    pub fn new(config: SandboxConfig) -> io::Result<Self> {
+        let hierarchy = Hierarchy::detect()?;
+        std::fs::create_dir_all(config.dir.join("runs"))?;
+        std::fs::create_dir_all(config.dir.join("cache"))?;
+        if !config.helper.is_file() {
+            return Err(io::Error::other(format!(
+                "the sandbox helper {} is missing",
+                config.helper.display()
+            )));
+        }
+        Ok(Self { config, hierarchy })
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// Languages whose toolchain this host has.
+    pub fn languages(&self) -> Vec<&'static Language> {
+        languages::LANGUAGES
+            .iter()
+            .filter(|l| Path::new(l.toolchain).exists())
+            .collect()
+    }
+
+    /// Checks a run against the limits: the reason when it is refused.
+    pub fn check(&self, run: &Run) -> Result<&'static Language, String> {
+        let language = languages::find(&run.language)
+            .filter(|l| Path::new(l.toolchain).exists())
+            .ok_or_else(|| {
+                let known: Vec<&str> = self.languages().iter().map(|l| l.name).collect();
+                format!("language {:?} is not available here (available: {})", run.language, known.join(", "))
+            })?;
+        if run.code.len() > MAX_CODE_BYTES {
+            return Err(format!(
+                "code is {} bytes; the limit is {MAX_CODE_BYTES} bytes",
+                run.code.len()
+            ));
+        }
+        if run.code.contains('\0') {
+            return Err("code contains a NUL byte".into());
+        }
+        if run.timeout.is_zero() || run.timeout > MAX_TIMEOUT {
+            return Err(format!(
+                "timeout {:?} is outside (0, {MAX_TIMEOUT:?}]",
+                run.timeout
+            ));
+        }
+        if run.memory_bytes < (16 << 20) || run.memory_bytes > self.config.max_memory_bytes {
+            return Err(format!(
+                "memory {} bytes is outside 16 MiB..{} bytes",
+                run.memory_bytes, self.config.max_memory_bytes
+            ));
+        }
+        if run.stdin.len() > MAX_STDIN_BYTES {
+            return Err(format!(
+                "stdin is {} bytes; the limit is {MAX_STDIN_BYTES} bytes",
+                run.stdin.len()
+            ));
+        }
+        Ok(language)
+    }
+
+    /// Runs `run` to the end; never panics on what the code does.
+    pub async fn run(&self, run: Run) -> Outcome {
+        let language = match self.check(&run) {
+            Ok(language) => language,
+            Err(reason) => return Outcome::rejected(reason),
+        };
+        let id = next_id();
+        let job = self.config.dir.join("runs").join(&id);
+        let work = job.join("work");
+        let outcome = match self.prepare(&job, &work, language, &run.code) {
+            Ok(()) => self.compile_and_run(&job, &work, language, &run).await,
+            Err(err) => Outcome {
+                status: Status::Failed,
+                error: format!("sandbox set-up: {err}"),
+                ..Outcome::rejected(String::new())
+            },
+        };
+        self.clean(&job, &work);
+        outcome
+    }
+
+    /// The run's directory: a size-limited tmpfs `/work` owned by the
+    /// sandbox user with the code in it, and the passwd/group it sees.
+    fn prepare(&self, job: &Path, work: &Path, language: &Language, code: &str) -> io::Result<()> {
+        std::fs::create_dir_all(job.join("root"))?;
+        std::fs::create_dir_all(work)?;
+        mount(
+            Some("tmpfs"),
+            work,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+            Some(
+                format!(
+                    "size={},nr_inodes=4096,mode=0755,uid={},gid={}",
+                    self.config.scratch_bytes, self.config.uid, self.config.gid
+                )
+                .as_str(),
+            ),
+        )?;
+        let file = work.join(language.file);
+        std::fs::write(&file, code)?;
+        nix::unistd::chown(&file, Some(self.config.uid.into()), Some(self.config.gid.into()))?;
+        std::fs::write(
+            job.join("passwd"),
+            format!(
+                "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{}:{}:sandbox:/work:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
+                self.config.uid, self.config.gid
+            ),
+        )?;
+        std::fs::write(
+            job.join("group"),
+            format!("root:x:0:\nsandbox:x:{}:\nnogroup:x:65534:\n", self.config.gid),
+        )?;
+        Ok(())
+    }
+
+    fn clean(&self, job: &Path, work: &Path) {
+        if let Err(err) = umount2(work, MntFlags::MNT_DETACH) {
+            if err != nix::errno::Errno::EINVAL {
+                tracing::warn!(%err, path = %work.display(), "unmounting a run's scratch dir");
+            }
+        }
+        if let Err(err) = std::fs::remove_dir_all(job) {
+            tracing::warn!(%err, path = %job.display(), "removing a run's dir");
+        }
+    }
+
+    fn env(&self, language: &Language) -> Vec<(String, String)> {
+        let mut env: Vec<(String, String)> = [
+            ("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            ("HOME", "/work"),
+            ("TMPDIR", "/tmp"),
+            ("LANG", "C.UTF-8"),
+        ]
+        .iter()
+        .chain(language.env.iter())
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+        env.sort();
+        env
+    }
+
+    fn cache_key(&self, language: &Language, code: &str) -> String {
+        use sha2::Digest;
+        let mut hash = sha2::Sha256::new();
+        hash.update(language.name.as_bytes());
+        // The toolchain's identity: its size and modification time.
+        if let Ok(meta) = std::fs::metadata(language.toolchain) {
+            hash.update(meta.len().to_le_bytes());
+            if let Ok(modified) = meta.modified() {
+                hash.update(format!("{modified:?}").as_bytes());
+            }
+        }
+        for arg in language.compile.unwrap_or_default() {
+            hash.update(arg.as_bytes());
+            hash.update([0]);
+        }
+        hash.update(code.as_bytes());
+        hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    async fn compile_and_run(&self, job: &Path, work: &Path, language: &Language, run: &Run) -> Outcome {
+        if let Some(compile) = language.compile {
+            let cache = self.config.dir.join("cache").join(self.cache_key(language, &run.code));
+            let cached = language.artifacts.iter().all(|a| cache.join(a).is_file());
+            if cached {
+                for artifact in language.artifacts {
+                    let target = work.join(artifact);
+                    if let Err(err) = std::fs::copy(cache.join(artifact), &target)
+                        .and_then(|_| nix::unistd::chown(&target, Some(self.config.uid.into()), Some(self.config.gid.into())).map_err(io::Error::from))
+                    {
+                        return Outcome {
+                            status: Status::Failed,
+                            error: format!("sandbox set-up: the cached program: {err}"),
+                            ..Outcome::rejected(String::new())
+                        };
+                    }
+                }
+            } else {
+                let step = Step {
+                    job,
+                    work,
+                    argv: compile.iter().map(|a| (*a).to_owned()).collect(),
+                    env: self.env(language),
+                    stdin: &[],
+                    wall: MAX_TIMEOUT,
+                    memory_bytes: (512u64 << 20).max(run.memory_bytes),
+                };
+                let compiled = self.step(step).await;
+                let ok = matches!(compiled.report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)))
+                    && !compiled.timed_out;
+                if !ok {
+                    let mut outcome = self.outcome(compiled, None);
+                    outcome.status = match outcome.status {
+                        Status::Timeout | Status::MemoryExceeded => outcome.status,
+                        _ => Status::Failed,
+                    };
+                    if outcome.error.is_empty() {
+                        outcome.error = "compilation failed".into();
+                    }
+                    return outcome;
+                }
+                // Keep what the compiler made for the next run of the same code.
+                let partial = cache.with_extension("partial");
+                let saved = std::fs::create_dir_all(&partial).and_then(|_| {
+                    for artifact in language.artifacts {
+                        std::fs::copy(work.join(artifact), partial.join(artifact))?;
+                    }
+                    std::fs::rename(&partial, &cache)
+                });
+                if let Err(err) = saved {
+                    tracing::debug!(%err, "caching a compiled program");
+                    let _ = std::fs::remove_dir_all(&partial);
+                }
+            }
+        }
+        let step = Step {
+            job,
+            work,
+            argv: language.run.iter().map(|a| (*a).to_owned()).collect(),
+            env: self.env(language),
+            stdin: &run.stdin,
+            wall: run.timeout,
+            memory_bytes: run.memory_bytes,
+        };
+        let cpu_limit = run.timeout;
+        let result = self.step(step).await;
+        self.outcome(result, Some(cpu_limit))
+    }
+
+    fn outcome(&self, result: StepResult, cpu_limit: Option<Duration>) -> Outcome {
+        let (mut exit_code, mut signal, mut error) = (None, None, String::new());
+        match result.report.as_ref().map(|r| &r.ending) {
+            Some(Ending::Exited(code)) => exit_code = Some(*code),
+            Some(Ending::Signaled(sig)) => signal = Some(*sig),
+            Some(Ending::SetupFailed(why)) => error = format!("sandbox set-up: {why}"),
+            None => {}
+        }
+        let cpu = result
+            .usage
+            .cpu
+            .max(Duration::from_micros(result.report.as_ref().map_or(0, |r| r.cpu_micros)));
+        let over_cpu = cpu_limit.is_some_and(|limit| cpu >= limit)
+            || signal == Some(libc::SIGXCPU);
+        let status = if result.timed_out || over_cpu {
+            Status::Timeout
+        } else if result.usage.oom_killed {
+            Status::MemoryExceeded
+        } else if exit_code == Some(0) {
+            Status::Succeeded
+        } else {
+            Status::Failed
+        };
+        if error.is_empty() {
+            error = match status {
+                Status::Timeout if result.timed_out => "the run took longer than its time limit".into(),
+                Status::Timeout => "the run used more CPU time than its time limit".into(),
+                Status::MemoryExceeded => "the run used more memory than its limit and was killed".into(),
+                _ => String::new(),
+            };
+        }
+        let peak = result
+            .usage
+            .peak_memory_bytes
+            .max(result.report.as_ref().map_or(0, |r| r.max_rss_bytes));
+        Outcome {
+            status,
+            stdout: result.stdout,
+            stderr: result.stderr,
+            stdout_truncated: result.stdout_truncated,
+            stderr_truncated: result.stderr_truncated,
+            exit_code,
+            signal,
+            wall: result.wall,
+            cpu,
+            peak_memory_bytes: peak,
+            error,
+        }
+    }
+
+    async fn step(&self, step: Step<'_>) -> StepResult {
+        let name = next_id();
+        let failed = |why: String| StepResult {
+            report: Some(Report {
+                ending: Ending::SetupFailed(why),
+                cpu_micros: 0,
+                max_rss_bytes: 0,
+            }),
+            stdout: Vec::new(),
+            stderr: Vec::new(),
+            stdout_truncated: false,
+            stderr_truncated: false,
+            timed_out: false,
+            wall: Duration::ZERO,
+            usage: cgroup::Usage::default(),
+        };
+        let limits = Limits {
+            memory_bytes: step.memory_bytes,
+            pids: self.config.pids,
+            cpu_millis: self.config.cpu_millis,
+        };
+        let group = match Cgroup::create(&self.hierarchy, &name, limits) {
+            Ok(group) => group,
+            Err(err) => return failed(format!("cgroup: {err}")),
+        };
+        let result_file = step.job.join(format!("{name}.result"));
+        let spec = Spec {
+            cgroup_procs: group.procs_files(),
+            root: step.job.join("root"),
+            work: step.work.to_owned(),
+            binds: binds(step.job),
+            symlinks: symlinks(),
+            argv: step.argv.clone(),
+            env: step.env.clone(),
+            uid: self.config.uid,
+            gid: self.config.gid,
+            tmp_bytes: self.config.scratch_bytes,
+            file_size_bytes: self.config.scratch_bytes,
+            open_files: 256,
+            cpu_seconds: step.wall.as_secs().max(1) + 1,
+            result: result_file.clone(),
+        };
+        let spec_file = step.job.join(format!("{name}.spec"));
+        if let Err(err) = std::fs::write(&spec_file, serde_json::to_vec(&spec).expect("spec serializes")) {
+            return failed(format!("spec: {err}"));
+        }
+        let started = Instant::now();
+        let mut child = match tokio::process::Command::new(&self.config.helper)
+            .arg(&spec_file)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(child) => child,
+            Err(err) => return failed(format!("starting {}: {err}", self.config.helper.display())),
+        };
+        let mut stdin = child.stdin.take().expect("piped");
+        let input = step.stdin.to_vec();
+        let feeder = tokio::spawn(async move {
+            let _ = stdin.write_all(&input).await;
+        });
+        let cap = self.config.max_output_bytes;
+        let out = tokio::spawn(read_capped(child.stdout.take().expect("piped"), cap));
+        let err = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap));
+        // The helper and the whole tree share the cgroup: killing the
+        // group ends everything, however it forked.
+        let timed_out = match tokio::time::timeout(step.wall, child.wait()).await {
+            Ok(_) => false,
+            Err(_) => {
+                group.kill_all();
+                let _ = child.wait().await;
+                true
+            }
+        };
+        let wall = started.elapsed();
+        group.kill_all();
+        feeder.abort();
+        let (stdout, stdout_truncated) = out.await.unwrap_or_default();
+        let (stderr, stderr_truncated) = err.await.unwrap_or_default();
+        let usage = group.usage();
+        drop(group);
+        let report = std::fs::read(&result_file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok());
+        StepResult {
+            report,
+            stdout,
+            stderr,
+            stdout_truncated,
+            stderr_truncated,
+            timed_out,
+            wall,
+            usage,
+        }
+    }
+}
+
+/// Reads all of `pipe`, keeping the first `cap` bytes.
+async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, bool) {
+    let mut kept = Vec::new();
+    let mut truncated = false;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        match pipe.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => {
+                let room = cap.saturating_sub(kept.len());
+                if n > room {
+                    truncated = true;
+                }
+                kept.extend_from_slice(&buf[..n.min(room)]);
+            }
+        }
+    }
+    (kept, truncated)
+}
+
+/// What the new root holds, read-only: the system's programs and
+/// libraries, the handful of `/etc` files toolchains read, and the run's
+/// own passwd and group.
+fn binds(job: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut binds: Vec<(PathBuf, PathBuf)> = ["/usr"]
+        .iter()
+        .chain(
+            [
+                "/etc/alternatives",
+                "/etc/ld.so.cache",
+                "/etc/ld.so.conf",
+                "/etc/ld.so.conf.d",
+                "/etc/localtime",
+                "/etc/nsswitch.conf",
+                "/etc/java-17-openjdk",
+                "/etc/ssl/certs",
+            ]
+            .iter(),
+        )
+        .map(|p| (PathBuf::from(p), PathBuf::from(p)))
+        .collect();
+    // On hosts where /bin, /lib… are real directories rather than links into /usr.
+    for dir in ["/bin", "/sbin", "/lib", "/lib64"] {
+        let path = Path::new(dir);
+        if path.is_dir() && !path.is_symlink() {
+            binds.push((path.to_owned(), path.to_owned()));
+        }
+    }
+    binds.push((job.join("passwd"), PathBuf::from("/etc/passwd")));
+    binds.push((job.join("group"), PathBuf::from("/etc/group")));
+    binds
+}
+
+/// `/bin` → `usr/bin` and friends, as the host has them.
+fn symlinks() -> Vec<(PathBuf, PathBuf)> {
+    ["/bin", "/sbin", "/lib", "/lib64"]
+        .iter()
+        .filter_map(|dir| {
+            let target = std::fs::read_link(dir).ok()?;
+            Some((PathBuf::from(dir), target))
+        })
+        .collect()
+}
