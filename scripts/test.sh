@@ -4,6 +4,8 @@
 #   that the persistence tests run on both SQLite and PostgreSQL;
 # - installs debootstrap when missing and makes the runtime base images
 #   (`berth images bootstrap`), which the Docker tests build apps on;
+# - installs the sandboxes' language toolchains when missing
+#   (scripts/toolchains.sh);
 # - runs `cargo test` over the workspace.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +21,7 @@ if ! command -v debootstrap >/dev/null; then
   as_root apt-get update -qq >&2
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >&2
 fi
+scripts/toolchains.sh
 cargo build --locked --bin berth
 target/debug/berth images bootstrap
 

@@ -102,6 +102,19 @@ async fn hello_world_stdin_and_compile_errors_in_each_language() {
         "hello from java\n"
     );
 
+    assert_eq!(
+        f.ok("typescript", "const greeting: string = 'hello from ts';\nconsole.log(greeting);").await,
+        "hello from ts\n"
+    );
+    assert_eq!(
+        f.ok("go", "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello from go\") }").await,
+        "hello from go\n"
+    );
+    assert_eq!(
+        f.ok("rust", "fn main() { println!(\"hello from rust\"); }").await,
+        "hello from rust\n"
+    );
+
     // stdin reaches the program.
     let mut echo = run("python", "import sys\nprint(sys.stdin.read().upper(), end='')");
     echo.stdin = b"echo me\n".to_vec();
@@ -119,6 +132,21 @@ async fn hello_world_stdin_and_compile_errors_in_each_language() {
     let outcome = f.go(run("java", "public class Main { void x() { int y = \"no\"; } }")).await;
     assert_eq!(outcome.status, Status::Failed);
     assert!(text(&outcome.stderr).contains("incompatible types"), "{}", text(&outcome.stderr));
+    let outcome = f.go(run("typescript", "const x: number = 'text';")).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert!(text(&outcome.stdout).contains("TS2322"), "{outcome:?}");
+    let outcome = f.go(run("go", "package main\nfunc main() { undefinedThing() }")).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert!(text(&outcome.stderr).contains("undefined: undefinedThing"), "{outcome:?}");
+    let outcome = f.go(run("rust", "fn main() { let x: u32 = \"no\"; }")).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert!(text(&outcome.stderr).contains("mismatched types"), "{outcome:?}");
+    // Compiling cannot read the host either.
+    let outcome = f.go(run("cpp", "#include \"/etc/shadow\"\nint main(){}")).await;
+    assert_eq!(outcome.status, Status::Failed);
+    assert!(text(&outcome.stderr).contains("No such file"), "{outcome:?}");
+    let outcome = f.go(run("rust", "const S: &str = include_str!(\"/etc/shadow\");\nfn main() { print!(\"{}\", S); }")).await;
+    assert_eq!(outcome.status, Status::Failed);
     // A runtime error is a failure with the exit code.
     let outcome = f.go(run("python", "raise SystemExit(3)")).await;
     assert_eq!((outcome.status, outcome.exit_code), (Status::Failed, Some(3)));

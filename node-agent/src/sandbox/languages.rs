@@ -42,6 +42,16 @@ pub const LANGUAGES: &[Language] = &[
         env: &[],
     },
     Language {
+        name: "typescript",
+        file: "main.ts",
+        compile: Some(&["/usr/bin/tsc", "--pretty", "false", "--target", "es2020", "--module", "commonjs", "--strict", "main.ts"]),
+        artifacts: &["main.js"],
+        run: &["/usr/bin/node", "main.js"],
+        version: &["/usr/bin/tsc", "--version"],
+        toolchain: "/usr/bin/tsc",
+        env: &[],
+    },
+    Language {
         name: "cpp",
         file: "main.cpp",
         compile: Some(&["/usr/bin/g++", "-O2", "-std=c++17", "-pipe", "-o", "main", "main.cpp"]),
@@ -61,12 +71,40 @@ pub const LANGUAGES: &[Language] = &[
         toolchain: "/usr/bin/javac",
         env: &[],
     },
+    Language {
+        name: "go",
+        file: "main.go",
+        compile: Some(&["/usr/bin/go", "build", "-o", "main", "main.go"]),
+        artifacts: &["main"],
+        run: &["/work/main"],
+        version: &["/usr/bin/go", "version"],
+        toolchain: "/usr/bin/go",
+        env: &[
+            ("GOCACHE", "/work/.gocache"),
+            ("GOPATH", "/work/.gopath"),
+            ("GO111MODULE", "off"),
+            ("CGO_ENABLED", "0"),
+        ],
+    },
+    Language {
+        name: "rust",
+        file: "main.rs",
+        compile: Some(&["/usr/bin/rustc", "-O", "--edition", "2021", "-o", "main", "main.rs"]),
+        artifacts: &["main"],
+        run: &["/work/main"],
+        version: &["/usr/bin/rustc", "--version"],
+        toolchain: "/usr/bin/rustc",
+        env: &[],
+    },
 ];
 
 pub fn find(name: &str) -> Option<&'static Language> {
     let name = match name {
         "py" | "python3" => "python",
         "js" | "node" => "javascript",
+        "ts" => "typescript",
+        "golang" => "go",
+        "rs" => "rust",
         "c++" => "cpp",
         other => other,
     };
