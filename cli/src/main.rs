@@ -10,6 +10,9 @@ mod commands;
 mod output;
 
 use clap::{Parser, Subcommand};
+
+/// First argument that makes `berth` the sandbox helper (see `berth up`).
+pub const SANDBOX_HELPER_ARG: &str = "__sandbox";
 use std::path::PathBuf;
 
 #[derive(Parser)]
@@ -56,6 +59,12 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
+    // `berth up`'s agent starts this same program as its sandbox helper.
+    let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some(SANDBOX_HELPER_ARG) {
+        let code = berth_node_agent::sandbox::helper::main(&args[1..]);
+        return std::process::ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     berth_common::telemetry::init();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()

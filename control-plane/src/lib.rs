@@ -20,6 +20,7 @@ pub mod builds;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod executions;
 pub mod limits;
 pub mod metrics;
 pub mod requests;

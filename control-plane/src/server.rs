@@ -24,8 +24,8 @@ use berth_pki::Role;
 use berth_proto::pb::{
     agent_service_server::AgentServiceServer, api_key_service_server::ApiKeyServiceServer,
     app_service_server::AppServiceServer, build_service_server::BuildServiceServer,
-    event_service_server::EventServiceServer, node_service_server::NodeServiceServer,
-    route_service_server::RouteServiceServer,
+    event_service_server::EventServiceServer, execution_service_server::ExecutionServiceServer,
+    node_service_server::NodeServiceServer, route_service_server::RouteServiceServer,
 };
 use chrono::Utc;
 use prometheus_client::registry::Registry;
@@ -75,6 +75,8 @@ pub async fn run(
     let requests = crate::requests::Requests::default();
     let scheduler = Scheduler::new(store.clone(), sessions.clone(), config.build_timeout);
     let scheduler_task = tokio::spawn(scheduler.clone().run(shutdown.clone()));
+    let executions = crate::executions::Executions::new(store.clone(), sessions.clone());
+    let executions_task = tokio::spawn(executions.clone().run(shutdown.clone()));
     let config = Arc::new(config);
 
     let metrics = Metrics::default();
@@ -90,6 +92,7 @@ pub async fn run(
         store.clone(),
         metrics.clone(),
         scheduler.clone(),
+        executions.clone(),
         config.node_ttl,
         shutdown.clone(),
     ));
@@ -111,6 +114,12 @@ pub async fn run(
         logs: logs.clone(),
         contexts: contexts.clone(),
         requests: requests.clone(),
+        executions: executions.clone(),
+    })
+    .max_decoding_message_size(limit);
+    let execution_service = ExecutionServiceServer::new(crate::executions::ExecutionApi {
+        executions: executions.clone(),
+        store: store.clone(),
     })
     .max_decoding_message_size(limit);
     let apps = AppServiceServer::new(AppApi {
@@ -154,6 +163,7 @@ pub async fn run(
     health.set_serving::<BuildServiceServer<BuildApi>>().await;
     health.set_serving::<ApiKeyServiceServer<KeyApi>>().await;
     health.set_serving::<RouteServiceServer<RouteApi>>().await;
+    health.set_serving::<ExecutionServiceServer<crate::executions::ExecutionApi>>().await;
     // Both reflection versions: grpcurl, grpcui and friends speak one or the other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -191,6 +201,7 @@ pub async fn run(
         .add_service(builds)
         .add_service(keys)
         .add_service(routes)
+        .add_service(execution_service)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let grace = async {
@@ -208,6 +219,7 @@ pub async fn run(
     health.set_not_serving::<NodeServiceServer<NodeApi>>().await;
     let _ = sweeper.await;
     let _ = scheduler_task.await;
+    let _ = executions_task.await;
     let _ = metrics_task.await;
     store.db().clone().close().await.ok();
     tracing::info!("control plane stopped");
@@ -220,6 +232,7 @@ async fn sweep_nodes(
     store: Store,
     metrics: Metrics,
     scheduler: Arc<Scheduler>,
+    executions: Arc<crate::executions::Executions>,
     ttl: Duration,
     shutdown: CancellationToken,
 ) {
@@ -236,6 +249,7 @@ async fn sweep_nodes(
             Ok(marked) => {
                 for node in &marked {
                     tracing::warn!(node = %node, "node down: no heartbeat within the TTL");
+                    executions.node_lost(node.as_str()).await;
                 }
                 if !marked.is_empty() {
                     // Its instances are lost and get replaced elsewhere.

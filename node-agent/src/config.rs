@@ -29,6 +29,9 @@ pub struct AgentArgs {
     /// Longest wait between reconnection attempts (jittered exponential backoff).
     #[arg(long, env = "BERTH_RECONNECT_MAX", default_value = "10s", value_parser = humantime::parse_duration)]
     pub reconnect_max: Duration,
+    /// The sandbox helper binary [default: `berth-sandbox` next to this program].
+    #[arg(long, env = "BERTH_SANDBOX_HELPER")]
+    pub sandbox_helper: Option<PathBuf>,
 }
 
 /// Validated configuration of the agent.
@@ -42,6 +45,16 @@ pub struct Config {
     pub labels: HashMap<String, String>,
     pub reconnect_min: Duration,
     pub reconnect_max: Duration,
+    /// The sandbox helper and the arguments before its spec file; no
+    /// executions on this node when unset.
+    pub sandbox_helper: Option<(PathBuf, Vec<String>)>,
+}
+
+/// `berth-sandbox` next to the running program, when it is there.
+pub fn default_sandbox_helper() -> Option<(PathBuf, Vec<String>)> {
+    let exe = std::env::current_exe().ok()?;
+    let helper = exe.parent()?.join("berth-sandbox");
+    helper.is_file().then_some((helper, Vec::new()))
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +71,7 @@ impl Config {
             labels: HashMap::new(),
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
+            sandbox_helper: default_sandbox_helper(),
         }
     }
 
@@ -104,6 +118,10 @@ impl AgentArgs {
             advertise_address: self.advertise_address,
             labels: parse_labels(&self.labels)?,
             reconnect_max: self.reconnect_max,
+            sandbox_helper: self
+                .sandbox_helper
+                .map(|p| (p, Vec::new()))
+                .or_else(default_sandbox_helper),
             ..Config::new(self.control_plane, tls)
         }
         .validate()

@@ -23,23 +23,18 @@ fn mem_total() -> Option<u64> {
 
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The language toolchains Berth's sandboxes use, and how to ask each its version.
-const TOOLCHAINS: &[(&str, &str, &[&str])] = &[
-    ("python", "python3", &["--version"]),
-    ("javascript", "node", &["--version"]),
-    ("typescript", "tsc", &["--version"]),
-    ("java", "javac", &["-version"]),
-    ("cpp", "g++", &["--version"]),
-    ("go", "go", &["version"]),
-    ("rust", "rustc", &["--version"]),
-];
-
-/// Docker and every toolchain, probed concurrently, each within a timeout.
-pub async fn runtimes() -> Vec<pb::RuntimeInfo> {
-    let toolchains = TOOLCHAINS
-        .iter()
-        .map(|(name, program, args)| probe(name, program, args));
-    let (docker, mut found) = tokio::join!(docker(), futures::future::join_all(toolchains));
+/// Docker and every sandbox language, probed concurrently, each within a
+/// timeout. A language counts only where the sandbox works (`sandbox`):
+/// its toolchain alone runs nothing.
+pub async fn runtimes(sandbox: bool) -> Vec<pb::RuntimeInfo> {
+    let languages = crate::sandbox::languages::LANGUAGES.iter().map(|l| async move {
+        if sandbox {
+            probe(l.name, l.version[0], &l.version[1..]).await
+        } else {
+            unavailable(l.name, "this node has no working sandbox".into())
+        }
+    });
+    let (docker, mut found) = tokio::join!(docker(), futures::future::join_all(languages));
     found.insert(0, docker);
     found
 }
@@ -118,7 +113,7 @@ mod tests {
 
     #[tokio::test]
     async fn every_runtime_is_reported_found_or_not() {
-        let runtimes = runtimes().await;
+        let runtimes = runtimes(true).await;
         let names: Vec<_> = runtimes.iter().map(|r| r.name.as_str()).collect();
         assert_eq!(
             names,
@@ -127,8 +122,8 @@ mod tests {
                 "python",
                 "javascript",
                 "typescript",
-                "java",
                 "cpp",
+                "java",
                 "go",
                 "rust"
             ]

@@ -75,6 +75,27 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
         publish_ip: config.advertise_address.clone(),
         code_dir,
     };
+    let executor = match &config.sandbox_helper {
+        Some((helper, args)) => {
+            let mut sandbox_config =
+                sandbox::SandboxConfig::new(helper.clone(), config.work_dir.join("sandbox"));
+            sandbox_config.helper_args = args.clone();
+            match sandbox::Sandbox::new(sandbox_config) {
+                Ok(sandbox) => Some(driver::executions::Executor::new(
+                    std::sync::Arc::new(sandbox),
+                    links.clone(),
+                )),
+                Err(err) => {
+                    tracing::warn!(error = %err, "no sandbox: this node runs no executions");
+                    None
+                }
+            }
+        }
+        None => {
+            tracing::warn!("no sandbox helper (berth-sandbox) found: this node runs no executions");
+            None
+        }
+    };
     let task = tokio::spawn(async move {
         let (builder, answerer) = match docker::connect().await {
             Ok(engine) => {
@@ -107,6 +128,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
             links,
             builder,
             answerer,
+            executor,
         };
         session.run(outbox_rx, shutdown).await
     });

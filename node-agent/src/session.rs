@@ -65,6 +65,7 @@ pub struct Session {
     pub links: Links,
     pub builder: Option<Builder>,
     pub answerer: Option<crate::driver::answers::Answerer>,
+    pub executor: Option<crate::driver::executions::Executor>,
 }
 
 impl Session {
@@ -82,7 +83,7 @@ impl Session {
             .with_jitter()
             .without_max_times();
         let mut backoff = backoff_builder.build();
-        let mut runtimes = RuntimeCache::default();
+        let mut runtimes = RuntimeCache(None, self.executor.is_some());
         loop {
             let registered = std::sync::atomic::AtomicBool::new(false);
             let result = self
@@ -133,14 +134,14 @@ async fn connect(config: &Config, tls: &TlsMaterial) -> Result<Channel, SessionE
 const RUNTIME_PROBE_MAX_AGE: Duration = Duration::from_secs(60);
 
 #[derive(Default)]
-struct RuntimeCache(Option<(tokio::time::Instant, Vec<pb::RuntimeInfo>)>);
+struct RuntimeCache(Option<(tokio::time::Instant, Vec<pb::RuntimeInfo>)>, bool);
 
 impl RuntimeCache {
     async fn get(&mut self) -> Vec<pb::RuntimeInfo> {
         match &self.0 {
             Some((at, runtimes)) if at.elapsed() < RUNTIME_PROBE_MAX_AGE => runtimes.clone(),
             _ => {
-                let runtimes = host::runtimes().await;
+                let runtimes = host::runtimes(self.1).await;
                 self.0 = Some((tokio::time::Instant::now(), runtimes.clone()));
                 runtimes
             }
@@ -213,7 +214,8 @@ impl Session {
                 _ = shutdown.cancelled() => return Ok(()),
                 _ = heartbeat.tick() => {
                     sequence += 1;
-                    send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, ..Default::default() })).await?;
+                    let running_executions = self.executor.as_ref().map_or(0, |e| e.running() as u32);
+                    send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, running_executions, ..Default::default() })).await?;
                 }
                 Ok(()) = reports.changed() => {
                     let report = reports.borrow_and_update().clone();
@@ -265,6 +267,22 @@ impl Session {
                             send(&tx, Up::Reply(error)).await?;
                         }
                     },
+                    Some(pb::ControlMessage { message: Some(Down::Execute(request)) }) => match &self.executor {
+                        Some(executor) => {
+                            tracing::info!(execution = %request.execution_id, language = request.language, "execution requested");
+                            executor.start(request);
+                        }
+                        None => {
+                            let outcome = crate::sandbox::Outcome::failed("this node has no working sandbox".into());
+                            let result = crate::driver::executions::result(request.execution_id, outcome);
+                            send(&tx, Up::ExecutionResult(result)).await?;
+                        }
+                    },
+                    Some(pb::ControlMessage { message: Some(Down::CancelExecution(cancel)) }) => {
+                        if let Some(executor) = &self.executor {
+                            executor.cancel(&cancel.execution_id);
+                        }
+                    }
                     Some(pb::ControlMessage { message: Some(Down::CancelRequest(cancel)) }) => {
                         if let Some(answerer) = &self.answerer {
                             answerer.cancel(cancel.request_id);

@@ -185,6 +185,10 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     agent_config.work_dir = data_dir.join("agent");
     agent_config.advertise_address = args.advertise_address;
     agent_config.labels = berth_node_agent::config::parse_labels(&args.labels)?;
+    // This very program is the sandbox helper: one binary to install.
+    agent_config.sandbox_helper = std::env::current_exe()
+        .ok()
+        .map(|exe| (exe, vec![crate::SANDBOX_HELPER_ARG.to_owned()]));
     let agent_config = agent_config.validate()?;
 
     let shutdown = berth_common::shutdown::on_signal();

@@ -40,6 +40,7 @@ pub struct AgentApi {
     pub logs: BuildLogs,
     pub contexts: ContextStore,
     pub requests: Requests,
+    pub executions: Arc<crate::executions::Executions>,
 }
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<pb::BuildContextChunk, Status>> + Send>>;
@@ -91,7 +92,9 @@ impl AgentService for AgentApi {
             scheduler: self.scheduler.clone(),
             logs: self.logs.clone(),
             requests: self.requests.clone(),
+            executions: self.executions.clone(),
         };
+        let executions = self.executions.clone();
         let sessions = self.sessions.clone();
         let metrics = self.metrics.clone();
         let shutdown = self.shutdown.clone();
@@ -101,6 +104,10 @@ impl AgentService for AgentApi {
                 _ = handler.read(&name, inbound) => {}
             }
             sessions.detach(&name, session_id);
+            if !sessions.is_connected(&name) {
+                // Whatever ran on it is lost with the session.
+                executions.node_lost(name.as_str()).await;
+            }
             metrics.agent_sessions.set(sessions.count() as i64);
             tracing::info!(node = %name, "agent session ended");
         });
@@ -135,6 +142,7 @@ struct Handler {
     scheduler: Arc<Scheduler>,
     logs: BuildLogs,
     requests: Requests,
+    executions: Arc<crate::executions::Executions>,
 }
 
 impl Handler {
@@ -194,11 +202,11 @@ impl Handler {
                     self.logs.finish(&result.build_id);
                     self.scheduler.kick();
                 }
+                Some(Up::ExecutionResult(result)) => {
+                    self.executions.complete(name.as_str(), result).await;
+                }
                 Some(Up::Register(_)) => {
                     tracing::warn!(node = %name, "agent registered twice on one stream; ignored");
-                }
-                Some(other) => {
-                    tracing::debug!(node = %name, message = ?std::mem::discriminant(&other), "not handled yet");
                 }
                 None => {}
             }

@@ -3,6 +3,7 @@
 
 pub mod apps;
 pub mod events;
+pub mod executions;
 pub mod instances;
 pub mod keys;
 pub mod nodes;

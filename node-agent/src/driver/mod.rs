@@ -11,6 +11,7 @@
 pub mod answers;
 pub mod builds;
 pub mod code;
+pub mod executions;
 pub mod reconcile;
 
 use berth_proto::pb;

@@ -24,6 +24,7 @@ use std::{
     time::{Duration, Instant},
 };
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
 
 pub const MAX_CODE_BYTES: usize = 50 * 1024;
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -34,8 +35,10 @@ pub const MAX_STDIN_BYTES: usize = 1 << 20;
 /// How the sandbox is set up on this node.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The `berth-sandbox` helper binary.
+    /// The `berth-sandbox` helper binary…
     pub helper: PathBuf,
+    /// …and arguments before the spec file (`berth __sandbox`).
+    pub helper_args: Vec<String>,
     /// Where runs get their directories, and compiled programs are cached.
     pub dir: PathBuf,
     /// The unprivileged identity programs run as.
@@ -54,6 +57,7 @@ impl SandboxConfig {
     pub fn new(helper: PathBuf, dir: PathBuf) -> Self {
         Self {
             helper,
+            helper_args: Vec::new(),
             dir,
             uid: 61_000,
             gid: 61_000,
@@ -104,6 +108,14 @@ pub struct Outcome {
 }
 
 impl Outcome {
+    /// A run that could not happen here.
+    pub fn failed(error: String) -> Self {
+        Outcome {
+            status: Status::Failed,
+            ..Outcome::rejected(error)
+        }
+    }
+
     fn rejected(error: String) -> Self {
         Outcome {
             status: Status::Rejected,
@@ -153,6 +165,7 @@ struct StepResult {
     stdout_truncated: bool,
     stderr_truncated: bool,
     timed_out: bool,
+    cancelled: bool,
     wall: Duration,
     usage: cgroup::Usage,
 }
@@ -223,6 +236,11 @@ impl Sandbox {
 
     /// Runs `run` to the end; never panics on what the code does.
     pub async fn run(&self, run: Run) -> Outcome {
+        self.run_until(run, &CancellationToken::new()).await
+    }
+
+    /// [`Sandbox::run`], ended early (status `cancelled`) when `cancel` fires.
+    pub async fn run_until(&self, run: Run, cancel: &CancellationToken) -> Outcome {
         let language = match self.check(&run) {
             Ok(language) => language,
             Err(reason) => return Outcome::rejected(reason),
@@ -231,7 +249,7 @@ impl Sandbox {
         let job = self.config.dir.join("runs").join(&id);
         let work = job.join("work");
         let outcome = match self.prepare(&job, &work, language, &run.code) {
-            Ok(()) => self.compile_and_run(&job, &work, language, &run).await,
+            Ok(()) => self.compile_and_run(&job, &work, language, &run, cancel).await,
             Err(err) => Outcome {
                 status: Status::Failed,
                 error: format!("sandbox set-up: {err}"),
@@ -322,7 +340,14 @@ impl Sandbox {
         hash.finalize().iter().map(|b| format!("{b:02x}")).collect()
     }
 
-    async fn compile_and_run(&self, job: &Path, work: &Path, language: &Language, run: &Run) -> Outcome {
+    async fn compile_and_run(
+        &self,
+        job: &Path,
+        work: &Path,
+        language: &Language,
+        run: &Run,
+        cancel: &CancellationToken,
+    ) -> Outcome {
         if let Some(compile) = language.compile {
             let cache = self.config.dir.join("cache").join(self.cache_key(language, &run.code));
             let cached = language.artifacts.iter().all(|a| cache.join(a).is_file());
@@ -349,13 +374,14 @@ impl Sandbox {
                     wall: MAX_TIMEOUT,
                     memory_bytes: (512u64 << 20).max(run.memory_bytes),
                 };
-                let compiled = self.step(step).await;
+                let compiled = self.step(step, cancel).await;
                 let ok = matches!(compiled.report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)))
-                    && !compiled.timed_out;
+                    && !compiled.timed_out
+                    && !compiled.cancelled;
                 if !ok {
                     let mut outcome = self.outcome(compiled, None);
                     outcome.status = match outcome.status {
-                        Status::Timeout | Status::MemoryExceeded => outcome.status,
+                        Status::Timeout | Status::MemoryExceeded | Status::Cancelled => outcome.status,
                         _ => Status::Failed,
                     };
                     if outcome.error.is_empty() {
@@ -387,7 +413,7 @@ impl Sandbox {
             memory_bytes: run.memory_bytes,
         };
         let cpu_limit = run.timeout;
-        let result = self.step(step).await;
+        let result = self.step(step, cancel).await;
         self.outcome(result, Some(cpu_limit))
     }
 
@@ -405,7 +431,9 @@ impl Sandbox {
             .max(Duration::from_micros(result.report.as_ref().map_or(0, |r| r.cpu_micros)));
         let over_cpu = cpu_limit.is_some_and(|limit| cpu >= limit)
             || signal == Some(libc::SIGXCPU);
-        let status = if result.timed_out || over_cpu {
+        let status = if result.cancelled {
+            Status::Cancelled
+        } else if result.timed_out || over_cpu {
             Status::Timeout
         } else if result.usage.oom_killed {
             Status::MemoryExceeded
@@ -416,6 +444,7 @@ impl Sandbox {
         };
         if error.is_empty() {
             error = match status {
+                Status::Cancelled => "cancelled".into(),
                 Status::Timeout if result.timed_out => "the run took longer than its time limit".into(),
                 Status::Timeout => "the run used more CPU time than its time limit".into(),
                 Status::MemoryExceeded => "the run used more memory than its limit and was killed".into(),
@@ -441,7 +470,7 @@ impl Sandbox {
         }
     }
 
-    async fn step(&self, step: Step<'_>) -> StepResult {
+    async fn step(&self, step: Step<'_>, cancel: &CancellationToken) -> StepResult {
         let name = next_id();
         let failed = |why: String| StepResult {
             report: Some(Report {
@@ -454,6 +483,7 @@ impl Sandbox {
             stdout_truncated: false,
             stderr_truncated: false,
             timed_out: false,
+            cancelled: false,
             wall: Duration::ZERO,
             usage: cgroup::Usage::default(),
         };
@@ -489,6 +519,7 @@ impl Sandbox {
         }
         let started = Instant::now();
         let mut child = match tokio::process::Command::new(&self.config.helper)
+            .args(&self.config.helper_args)
             .arg(&spec_file)
             .env_clear()
             .current_dir("/")
@@ -511,14 +542,15 @@ impl Sandbox {
         let err = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap));
         // The helper and the whole tree share the cgroup: killing the
         // group ends everything, however it forked.
-        let timed_out = match tokio::time::timeout(step.wall, child.wait()).await {
-            Ok(_) => false,
-            Err(_) => {
-                group.kill_all();
-                let _ = child.wait().await;
-                true
-            }
+        let (timed_out, cancelled) = tokio::select! {
+            _ = child.wait() => (false, false),
+            _ = tokio::time::sleep(step.wall) => (true, false),
+            _ = cancel.cancelled() => (false, true),
         };
+        if timed_out || cancelled {
+            group.kill_all();
+            let _ = child.wait().await;
+        }
         let wall = started.elapsed();
         group.kill_all();
         feeder.abort();
@@ -536,6 +568,7 @@ impl Sandbox {
             stdout_truncated,
             stderr_truncated,
             timed_out,
+            cancelled,
             wall,
             usage,
         }

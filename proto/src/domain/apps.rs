@@ -31,6 +31,19 @@ impl Runtime {
     }
 }
 
+wire_enum!(
+    /// A language the sandboxes run.
+    Language, "language", Language {
+        Python => "python",
+        Javascript => "javascript",
+        Typescript => "typescript",
+        Java => "java",
+        Cpp => "cpp",
+        Go => "go",
+        Rust => "rust"
+    }
+);
+
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
 pub const DEFAULT_CPU_MILLIS: u32 = 1000;
 pub const MIN_CPU_MILLIS: u32 = 50;

@@ -6,7 +6,7 @@ mod apps;
 mod names;
 mod states;
 
-pub use apps::{check_source_files, check_source_path, AppSpec, Runtime, MAX_INSTANCES};
+pub use apps::{check_source_files, check_source_path, AppSpec, Language, Runtime, MAX_INSTANCES};
 pub use names::{
     check_dns_label_value, validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN,
 };

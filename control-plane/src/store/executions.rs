@@ -1,0 +1,151 @@
+//! Executions as stored: queued, running, and their results.
+
+use super::{nodes::timestamp, Store};
+use crate::{
+    db::entities::executions,
+    error::{Error, Result},
+};
+use berth_proto::{
+    domain::{ExecutionState, Language},
+    pb,
+};
+use chrono::Utc;
+use sea_orm::{
+    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
+};
+
+/// Turns a stored execution into its API form.
+pub fn to_proto(m: &executions::Model) -> pb::Execution {
+    let language = m
+        .language
+        .parse::<Language>()
+        .map_or(pb::Language::Unspecified as i32, |l| pb::Language::from(l) as i32);
+    let state = m
+        .state
+        .parse::<ExecutionState>()
+        .map_or(pb::ExecutionState::Unspecified as i32, |s| {
+            pb::ExecutionState::from(s) as i32
+        });
+    pb::Execution {
+        id: m.id.clone(),
+        tenant: m.tenant.clone(),
+        language,
+        state,
+        node_name: m.node_name.clone().unwrap_or_default(),
+        stdout: m.stdout.clone(),
+        stderr: m.stderr.clone(),
+        stdout_truncated: m.stdout_truncated,
+        stderr_truncated: m.stderr_truncated,
+        exit_code: m.exit_code.unwrap_or(0),
+        signal: m.signal.unwrap_or(0),
+        wall_time_ms: m.wall_time_ms.max(0) as u32,
+        cpu_time_ms: m.cpu_time_ms.max(0) as u32,
+        peak_memory_bytes: m.peak_memory_bytes.max(0) as u64,
+        error: m.error.clone(),
+        created_at: Some(timestamp(m.created_at)),
+        finished_at: m.finished_at.map(timestamp),
+    }
+}
+
+/// A new execution as it is recorded.
+pub struct NewExecution<'a> {
+    pub id: &'a str,
+    pub tenant: &'a str,
+    pub language: &'a str,
+    pub timeout_ms: u32,
+    pub memory_bytes: u64,
+    pub state: ExecutionState,
+    pub error: &'a str,
+}
+
+fn finished(state: ExecutionState) -> bool {
+    !matches!(state, ExecutionState::Queued | ExecutionState::Running)
+}
+
+impl Store {
+    pub async fn insert_execution(&self, new: NewExecution<'_>) -> Result<executions::Model> {
+        let now = Utc::now();
+        let model = executions::ActiveModel {
+            id: Set(new.id.to_owned()),
+            tenant: Set(new.tenant.to_owned()),
+            language: Set(new.language.to_owned()),
+            state: Set(new.state.as_str().to_owned()),
+            node_name: Set(None),
+            timeout_ms: Set(new.timeout_ms as i32),
+            memory_bytes: Set(new.memory_bytes as i64),
+            stdout: Set(Vec::new()),
+            stderr: Set(Vec::new()),
+            stdout_truncated: Set(false),
+            stderr_truncated: Set(false),
+            exit_code: Set(None),
+            signal: Set(None),
+            wall_time_ms: Set(0),
+            cpu_time_ms: Set(0),
+            peak_memory_bytes: Set(0),
+            error: Set(new.error.to_owned()),
+            created_at: Set(now),
+            started_at: Set(None),
+            finished_at: Set(finished(new.state).then_some(now)),
+        };
+        Ok(model.insert(self.db()).await?)
+    }
+
+    pub async fn get_execution(&self, id: &str) -> Result<executions::Model> {
+        executions::Entity::find_by_id(id)
+            .one(self.db())
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("execution {id} not found")))
+    }
+
+    pub async fn start_execution(&self, id: &str, node: &str) -> Result<()> {
+        let mut active = self.get_execution(id).await?.into_active_model();
+        active.state = Set(ExecutionState::Running.as_str().to_owned());
+        active.node_name = Set(Some(node.to_owned()));
+        active.started_at = Set(Some(Utc::now()));
+        active.update(self.db()).await?;
+        Ok(())
+    }
+
+    /// Records how an execution ended (once: a finished one stays as it is).
+    pub async fn finish_execution(
+        &self,
+        id: &str,
+        state: ExecutionState,
+        result: Option<&pb::ExecutionResult>,
+        error: &str,
+    ) -> Result<executions::Model> {
+        let model = self.get_execution(id).await?;
+        if finished(model.state.parse().unwrap_or(ExecutionState::Failed)) {
+            return Ok(model);
+        }
+        let mut active = model.into_active_model();
+        active.state = Set(state.as_str().to_owned());
+        active.error = Set(error.to_owned());
+        active.finished_at = Set(Some(Utc::now()));
+        if let Some(r) = result {
+            active.stdout = Set(r.stdout.clone());
+            active.stderr = Set(r.stderr.clone());
+            active.stdout_truncated = Set(r.stdout_truncated);
+            active.stderr_truncated = Set(r.stderr_truncated);
+            active.exit_code = Set((r.signal == 0).then_some(r.exit_code));
+            active.signal = Set((r.signal != 0).then_some(r.signal));
+            active.wall_time_ms = Set(r.wall_time_ms.min(i32::MAX as u32) as i32);
+            active.cpu_time_ms = Set(r.cpu_time_ms.min(i32::MAX as u32) as i32);
+            active.peak_memory_bytes = Set(r.peak_memory_bytes.min(i64::MAX as u64) as i64);
+        }
+        Ok(active.update(self.db()).await?)
+    }
+
+    /// Executions left queued or running by an earlier control plane.
+    pub async fn unfinished_executions(&self) -> Result<Vec<executions::Model>> {
+        Ok(executions::Entity::find()
+            .filter(
+                executions::Column::State.is_in([
+                    ExecutionState::Queued.as_str(),
+                    ExecutionState::Running.as_str(),
+                ]),
+            )
+            .all(self.db())
+            .await?)
+    }
+}
