@@ -47,6 +47,8 @@ enum Command {
     /// Builds and their output.
     #[command(subcommand)]
     Builds(commands::builds::BuildsCommand),
+    /// Run code in a sandbox: `berth exec --lang python FILE`.
+    Exec(commands::exec::ExecArgs),
     /// The event log (lifecycle of nodes, builds and instances).
     Events(commands::builds::EventsArgs),
     /// Runtime base images.
@@ -89,6 +91,7 @@ fn main() -> std::process::ExitCode {
             Command::Apps(args) => commands::apps::run(&target, args).await,
             Command::Builds(command) => commands::builds::run(&target, command).await,
             Command::Events(args) => commands::builds::events(&target, args).await,
+            Command::Exec(args) => commands::exec::run(&target, args).await,
             Command::Images(command) => commands::images::run(command).await,
             Command::Keys(args) => commands::keys::run(&target, args).await,
             Command::Nodes(args) => commands::nodes::run(&target, args).await,

@@ -67,6 +67,9 @@ pub struct LimitArgs {
         default_value_t = 0
     )]
     pub threads: usize,
+    /// Let anyone run code through `/execute` and `/v1/executions`, without an API key.
+    #[arg(long, env = "BERTH_GATEWAY_OPEN_EXECUTIONS")]
+    pub open_executions: bool,
 }
 
 impl Default for LimitArgs {
@@ -82,6 +85,7 @@ impl Default for LimitArgs {
             eject_for: Duration::from_secs(10),
             breaker_failures: 5,
             threads: 0,
+            open_executions: false,
         }
     }
 }
@@ -102,6 +106,7 @@ pub struct Config {
     pub breaker_failures: u32,
     /// Serving threads; 0 = one per core.
     pub threads: usize,
+    pub open_executions: bool,
     /// How often apps that served traffic are reported (scale to zero).
     pub traffic_report_every: Duration,
     /// Longest wait between reconnections to the control plane.
@@ -126,6 +131,7 @@ impl Config {
             eject_for: limits.eject_for,
             breaker_failures: limits.breaker_failures,
             threads: limits.threads,
+            open_executions: limits.open_executions,
             traffic_report_every: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(5),
         }

@@ -38,6 +38,8 @@ pub struct Gateway {
     pub wake_timeout: Duration,
     pub max_header_bytes: usize,
     pub https: bool,
+    /// `/execute` and friends need no API key.
+    pub open_executions: bool,
     upstreams: crate::upstream::Upstreams,
 }
 
@@ -71,6 +73,7 @@ impl Gateway {
             wake_timeout: config.wake_timeout,
             max_header_bytes: config.max_header_bytes,
             https: config.https.is_some(),
+            open_executions: config.open_executions,
             upstreams: crate::upstream::Upstreams::default(),
         }
     }
@@ -164,7 +167,14 @@ impl Gateway {
                 "/metrics" => return Ok(self.render_metrics().await),
                 path if crate::rest::is_management(path) => {
                     let channel = self.link.as_ref().and_then(Link::channel);
-                    return crate::rest::handle(req, &table, channel, &self.metrics).await;
+                    return crate::rest::handle(
+                        req,
+                        &table,
+                        channel,
+                        &self.metrics,
+                        self.open_executions,
+                    )
+                    .await;
                 }
                 path => match path.strip_prefix("/run/") {
                     Some(rest) => run_target(&table, rest)?,

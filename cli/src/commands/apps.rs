@@ -252,7 +252,7 @@ fn parse_cpu(value: &str) -> anyhow::Result<u32> {
 }
 
 /// `512Mi`, `1Gi`, `256M`, `1G`, `1048576` → bytes.
-fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
+pub fn parse_size(flag: &str, value: &str) -> anyhow::Result<u64> {
     let units: [(&str, u64); 8] = [
         ("Ki", 1 << 10),
         ("Mi", 1 << 20),

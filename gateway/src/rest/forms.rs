@@ -150,7 +150,7 @@ fn parse_cpu(text: &str) -> Result<u32, ApiError> {
 }
 
 /// `512m`, `512Mi`, `1g`, `1Gi`, `1048576b`; a bare number is MiB.
-fn parse_memory(text: &str) -> Result<u64, ApiError> {
+pub(crate) fn parse_memory(text: &str) -> Result<u64, ApiError> {
     let lower = text.trim().to_ascii_lowercase();
     let split = lower
         .find(|c: char| !c.is_ascii_digit())

@@ -3,6 +3,7 @@
 //! thin translation to the control plane's gRPC. Every one needs an admin
 //! API key; the gateway calls the control plane with its own certificate.
 
+mod executions;
 mod forms;
 mod seeds;
 mod v1;
@@ -29,7 +30,10 @@ const RPC_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// Whether `path` belongs to the management API rather than to an app.
 pub fn is_management(path: &str) -> bool {
-    path == "/v1" || path.starts_with("/v1/") || seeds::is_seed_path(path)
+    path == "/v1"
+        || path.starts_with("/v1/")
+        || seeds::is_seed_path(path)
+        || executions::is_execution_path(path)
 }
 
 /// What a handler gets: the request's parts and body, and a channel.
@@ -98,6 +102,7 @@ pub async fn handle(
     table: &Table,
     channel: Option<Channel>,
     metrics: &crate::metrics::Metrics,
+    open_executions: bool,
 ) -> Result<Response<ProxyBody>, ApiError> {
     let path = req.uri().path().to_owned();
     if path == "/v1/openapi.json" {
@@ -109,8 +114,28 @@ pub async fn handle(
             &serde_json::json!({ "status": "healthy", "service": "executor" }),
         ));
     }
-    let key = admin_key(table, req.headers())?;
-    crate::proxy::admit(&key, metrics)?;
+    let execution = executions::is_execution_path(&path);
+    // Running code needs any valid key (or none, when opened up); the rest
+    // of the management API an admin key.
+    let tenant = match (execution, open_executions) {
+        (true, true) => match crate::proxy::authenticate(table, req.headers()) {
+            Ok(key) => {
+                crate::proxy::admit(&key, metrics)?;
+                key.tenant.clone()
+            }
+            Err(_) => "default".to_owned(),
+        },
+        (true, false) => {
+            let key = crate::proxy::authenticate(table, req.headers())?;
+            crate::proxy::admit(&key, metrics)?;
+            key.tenant.clone()
+        }
+        (false, _) => {
+            let key = admin_key(table, req.headers())?;
+            crate::proxy::admit(&key, metrics)?;
+            key.tenant.clone()
+        }
+    };
     let channel = channel.ok_or_else(|| {
         ApiError::unavailable(
             "control_plane_unreachable",
@@ -144,7 +169,9 @@ pub async fn handle(
         body: Some(body),
         channel,
     };
-    if path == "/v1" || path.starts_with("/v1/") {
+    if execution {
+        executions::route(call, tenant).await
+    } else if path == "/v1" || path.starts_with("/v1/") {
         v1::route(call).await
     } else {
         seeds::route(call).await

@@ -1,0 +1,256 @@
+//! Code executions over HTTP: seed 002's `/execute`, `/validate` and
+//! `/info` in its shapes, and `/v1/executions`. Any valid API key may run
+//! code (its tenant is recorded); `--open-executions` drops the key.
+
+use super::{json, not_found, rpc, Call};
+use crate::{body::ProxyBody, error::ApiError};
+use berth_proto::{
+    domain::{ExecutionState, Language},
+    pb::{self, execution_service_client::ExecutionServiceClient},
+};
+use http::{Method, Response, StatusCode};
+use serde::Deserialize;
+use serde_json::{json as j, Value};
+
+type Answer = Result<Response<ProxyBody>, ApiError>;
+
+pub fn is_execution_path(path: &str) -> bool {
+    matches!(path, "/execute" | "/validate" | "/info")
+        || path == "/v1/executions"
+        || path.starts_with("/v1/executions/")
+}
+
+fn client(call: &Call) -> ExecutionServiceClient<tonic::transport::Channel> {
+    ExecutionServiceClient::new(call.channel.clone())
+}
+
+/// Seed 002's request, with Berth's additions.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SeedExecute {
+    code: String,
+    #[serde(default)]
+    input_data: Option<String>,
+    /// Seconds.
+    #[serde(default)]
+    timeout: Option<f64>,
+    #[serde(default)]
+    language: Option<String>,
+    /// Bytes, or `128m`-style text.
+    #[serde(default)]
+    memory: Option<Value>,
+}
+
+/// `/v1/executions` request.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NewExecution {
+    language: String,
+    code: String,
+    #[serde(default)]
+    stdin: String,
+    #[serde(default)]
+    timeout_ms: u32,
+    #[serde(default)]
+    memory_bytes: u64,
+    /// Wait for the result (default) or answer at once with the queued run.
+    #[serde(default = "yes")]
+    wait: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn language(name: &str) -> i32 {
+    let name = match name {
+        "py" | "python3" => "python",
+        "js" | "node" | "nodejs" => "javascript",
+        "ts" => "typescript",
+        "c++" => "cpp",
+        "golang" => "go",
+        "rs" => "rust",
+        other => other,
+    };
+    name.parse::<Language>()
+        .map_or(-1, |l| pb::Language::from(l) as i32)
+}
+
+fn state_name(state: i32) -> String {
+    pb::ExecutionState::try_from(state)
+        .ok()
+        .and_then(|s| ExecutionState::try_from(s).ok())
+        .map_or("unknown".to_owned(), |s| s.to_string())
+}
+
+/// An execution as `/v1/executions` shows it.
+pub fn view(e: &pb::Execution) -> Value {
+    let language = pb::Language::try_from(e.language)
+        .ok()
+        .and_then(|l| Language::try_from(l).ok())
+        .map_or("unknown".to_owned(), |l| l.to_string());
+    j!({
+        "id": e.id,
+        "tenant": e.tenant,
+        "language": language,
+        "state": state_name(e.state),
+        "node": e.node_name,
+        "stdout": String::from_utf8_lossy(&e.stdout),
+        "stderr": String::from_utf8_lossy(&e.stderr),
+        "stdout_truncated": e.stdout_truncated,
+        "stderr_truncated": e.stderr_truncated,
+        "exit_code": e.exit_code,
+        "signal": e.signal,
+        "wall_time_ms": e.wall_time_ms,
+        "cpu_time_ms": e.cpu_time_ms,
+        "peak_memory_bytes": e.peak_memory_bytes,
+        "error": e.error,
+        "created_at": berth_proto::views::time(e.created_at),
+        "finished_at": berth_proto::views::time(e.finished_at),
+    })
+}
+
+fn memory_bytes(value: Option<&Value>) -> Result<u64, ApiError> {
+    match value {
+        None | Some(Value::Null) => Ok(0),
+        Some(Value::Number(n)) => n
+            .as_u64()
+            .ok_or_else(|| ApiError::bad_request("memory: a whole number of bytes")),
+        Some(Value::String(s)) => super::forms::parse_memory(s),
+        Some(_) => Err(ApiError::bad_request("memory: bytes, or text like 128m")),
+    }
+}
+
+pub async fn route(mut call: Call, tenant: String) -> Answer {
+    let segments: Vec<String> = call.segments.clone();
+    let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
+    match (call.method.clone(), segments.as_slice()) {
+        (Method::POST, ["execute"]) => {
+            let body: SeedExecute = call.json().await?;
+            let timeout_ms = match body.timeout {
+                None => 0,
+                Some(t) if t.is_finite() && t > 0.0 => (t * 1000.0).round().min(u32::MAX as f64) as u32,
+                Some(t) => return Err(ApiError::bad_request(format!("timeout: {t} is not a number of seconds"))),
+            };
+            let request = pb::ExecuteRequest {
+                tenant,
+                language: language(body.language.as_deref().unwrap_or("python")),
+                code: body.code,
+                stdin: body.input_data.unwrap_or_default().into_bytes(),
+                timeout_ms,
+                memory_bytes: memory_bytes(body.memory.as_ref())?,
+            };
+            let e = rpc(client(&call).execute(request)).await?;
+            let state = pb::ExecutionState::try_from(e.state).unwrap_or(pb::ExecutionState::Failed);
+            let status = match state {
+                pb::ExecutionState::Succeeded => "success".to_owned(),
+                pb::ExecutionState::Failed => "error".to_owned(),
+                _ => state_name(e.state),
+            };
+            let mut error = String::from_utf8_lossy(&e.stderr).into_owned();
+            if !e.error.is_empty() {
+                if !error.is_empty() && !error.ends_with('\n') {
+                    error.push('\n');
+                }
+                error.push_str(&e.error);
+            }
+            Ok(json(
+                StatusCode::OK,
+                &j!({
+                    "output": String::from_utf8_lossy(&e.stdout),
+                    "error": error,
+                    "executionTime": f64::from(e.wall_time_ms) / 1000.0,
+                    "status": status,
+                }),
+            ))
+        }
+        (Method::POST, ["validate"]) => {
+            #[derive(Deserialize)]
+            struct Validate {
+                code: String,
+                #[serde(default)]
+                language: Option<String>,
+            }
+            let body: Validate = call.json().await?;
+            let answer = rpc(client(&call).validate_code(pb::ValidateCodeRequest {
+                language: language(body.language.as_deref().unwrap_or("python")),
+                code: body.code,
+            }))
+            .await?;
+            let diagnostics = |list: &[pb::CodeDiagnostic]| -> Vec<Value> {
+                list.iter()
+                    .map(|d| j!({ "line": d.line, "column": d.column, "message": d.message }))
+                    .collect()
+            };
+            Ok(json(
+                StatusCode::OK,
+                &j!({
+                    "isValid": answer.valid,
+                    "errors": diagnostics(&answer.errors),
+                    "warnings": diagnostics(&answer.warnings),
+                }),
+            ))
+        }
+        (Method::GET, ["info"]) | (Method::GET, ["v1", "executions", "info"]) => {
+            let info = rpc(client(&call).get_execution_info(pb::GetExecutionInfoRequest {})).await?;
+            let languages: Vec<Value> = info
+                .languages
+                .iter()
+                .map(|l| {
+                    let name = pb::Language::try_from(l.language)
+                        .ok()
+                        .and_then(|x| Language::try_from(x).ok())
+                        .map_or("unknown".to_owned(), |x| x.to_string());
+                    j!({ "language": name, "version": l.version })
+                })
+                .collect();
+            Ok(json(
+                StatusCode::OK,
+                &j!({
+                    "service": "berth executions",
+                    "languages": languages,
+                    "limits": {
+                        "defaultTimeout": f64::from(info.default_timeout_ms) / 1000.0,
+                        "maxTimeout": f64::from(info.max_timeout_ms) / 1000.0,
+                        "defaultMemoryBytes": info.default_memory_bytes,
+                        "maxMemoryBytes": info.max_memory_bytes,
+                        "maxCodeBytes": info.max_code_bytes,
+                    },
+                }),
+            ))
+        }
+        (Method::POST, ["v1", "executions"]) => {
+            let body: NewExecution = call.json().await?;
+            let request = pb::ExecuteRequest {
+                tenant,
+                language: language(&body.language),
+                code: body.code,
+                stdin: body.stdin.into_bytes(),
+                timeout_ms: body.timeout_ms,
+                memory_bytes: body.memory_bytes,
+            };
+            let e = if body.wait {
+                rpc(client(&call).execute(request)).await?
+            } else {
+                rpc(client(&call).submit_execution(request)).await?
+            };
+            let status = if body.wait { StatusCode::OK } else { StatusCode::ACCEPTED };
+            Ok(json(status, &view(&e)))
+        }
+        (Method::GET, ["v1", "executions", id]) => {
+            let e = rpc(client(&call).get_execution(pb::GetExecutionRequest {
+                execution_id: id.to_string(),
+            }))
+            .await?;
+            Ok(json(StatusCode::OK, &view(&e)))
+        }
+        (Method::POST, ["v1", "executions", id, "cancel"]) => {
+            let e = rpc(client(&call).cancel_execution(pb::CancelExecutionRequest {
+                execution_id: id.to_string(),
+            }))
+            .await?;
+            Ok(json(StatusCode::OK, &view(&e)))
+        }
+        _ => Err(not_found(&call)),
+    }
+}
