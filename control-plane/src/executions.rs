@@ -85,11 +85,9 @@ fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
     };
     let memory = match request.memory_bytes {
         0 => DEFAULT_MEMORY_BYTES,
-        m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => {
-            return Err(format!(
-                "memory: {m} bytes is outside the limits {MIN_MEMORY_BYTES}..{MAX_MEMORY_BYTES} bytes"
-            ))
-        }
+        m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => return Err(format!(
+            "memory: {m} bytes is outside the limits {MIN_MEMORY_BYTES}..{MAX_MEMORY_BYTES} bytes"
+        )),
         m => m,
     };
     if request.stdin.len() > MAX_STDIN_BYTES {
@@ -257,7 +255,12 @@ impl Executions {
         if queued {
             let model = self
                 .store
-                .finish_execution(id, ExecutionState::Cancelled, None, "cancelled before it ran")
+                .finish_execution(
+                    id,
+                    ExecutionState::Cancelled,
+                    None,
+                    "cancelled before it ran",
+                )
                 .await?;
             let _ = self.finished.send(id.to_owned());
             return Ok(model);
@@ -381,7 +384,9 @@ impl Executions {
                 // The least busy node with a free slot.
                 let free = able
                     .iter()
-                    .filter(|(name, _, slots)| busy.get(name.as_str()).copied().unwrap_or(0) < *slots)
+                    .filter(|(name, _, slots)| {
+                        busy.get(name.as_str()).copied().unwrap_or(0) < *slots
+                    })
                     .min_by_key(|(name, _, _)| busy.get(name.as_str()).copied().unwrap_or(0));
                 match free {
                     Some((name, _, _)) => {
@@ -406,7 +411,9 @@ impl Executions {
             let _ = self.finished.send(queued.id);
         }
         for (node, queued) in picked {
-            self.store.start_execution(&queued.id, node.as_str()).await?;
+            self.store
+                .start_execution(&queued.id, node.as_str())
+                .await?;
             let id = queued.id.clone();
             let sent = self
                 .sessions
@@ -465,7 +472,9 @@ pub struct ExecutionApi {
 fn id_arg(id: &str) -> Result<String, Status> {
     uuid::Uuid::parse_str(id.trim())
         .map(|u| u.to_string())
-        .map_err(|_| Status::invalid_argument(format!("execution_id: {id:?} is not an execution id")))
+        .map_err(|_| {
+            Status::invalid_argument(format!("execution_id: {id:?} is not an execution id"))
+        })
 }
 
 #[tonic::async_trait]

@@ -163,7 +163,9 @@ pub async fn run(
     health.set_serving::<BuildServiceServer<BuildApi>>().await;
     health.set_serving::<ApiKeyServiceServer<KeyApi>>().await;
     health.set_serving::<RouteServiceServer<RouteApi>>().await;
-    health.set_serving::<ExecutionServiceServer<crate::executions::ExecutionApi>>().await;
+    health
+        .set_serving::<ExecutionServiceServer<crate::executions::ExecutionApi>>()
+        .await;
     // Both reflection versions: grpcurl, grpcui and friends speak one or the other.
     let reflection = || {
         tonic_reflection::server::Builder::configure()

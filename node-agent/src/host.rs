@@ -27,13 +27,15 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 /// timeout. A language counts only where the sandbox works (`sandbox`):
 /// its toolchain alone runs nothing.
 pub async fn runtimes(sandbox: bool) -> Vec<pb::RuntimeInfo> {
-    let languages = crate::sandbox::languages::LANGUAGES.iter().map(|l| async move {
-        if sandbox {
-            probe(l.name, l.version[0], &l.version[1..]).await
-        } else {
-            unavailable(l.name, "this node has no working sandbox".into())
-        }
-    });
+    let languages = crate::sandbox::languages::LANGUAGES
+        .iter()
+        .map(|l| async move {
+            if sandbox {
+                probe(l.name, l.version[0], &l.version[1..]).await
+            } else {
+                unavailable(l.name, "this node has no working sandbox".into())
+            }
+        });
     let (docker, mut found) = tokio::join!(docker(), futures::future::join_all(languages));
     found.insert(0, docker);
     found

@@ -50,7 +50,11 @@ impl Fixture {
     /// Nothing of any run is left: no run dir, no mount, no cgroup.
     fn assert_clean(&self) {
         let runs = self.dir.path().join("sandbox/runs");
-        let left: Vec<_> = std::fs::read_dir(&runs).unwrap().flatten().map(|e| e.path()).collect();
+        let left: Vec<_> = std::fs::read_dir(&runs)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
         assert!(left.is_empty(), "run dirs left behind: {left:?}");
         let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
         assert!(
@@ -84,17 +88,32 @@ fn no_sandbox_processes(uid: u32) {
             .find_map(|l| l.strip_prefix("Uid:"))
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse::<u32>().ok());
-        assert_ne!(owner, Some(uid), "a sandbox process survived: {}", entry.path().display());
+        assert_ne!(
+            owner,
+            Some(uid),
+            "a sandbox process survived: {}",
+            entry.path().display()
+        );
     }
 }
 
 #[tokio::test]
 async fn hello_world_stdin_and_compile_errors_in_each_language() {
     let f = fixture(61001);
-    assert_eq!(f.ok("python", "print('hello from python')").await, "hello from python\n");
-    assert_eq!(f.ok("javascript", "console.log('hello from js')").await, "hello from js\n");
     assert_eq!(
-        f.ok("cpp", "#include <iostream>\nint main(){std::cout<<\"hello from cpp\\n\";}").await,
+        f.ok("python", "print('hello from python')").await,
+        "hello from python\n"
+    );
+    assert_eq!(
+        f.ok("javascript", "console.log('hello from js')").await,
+        "hello from js\n"
+    );
+    assert_eq!(
+        f.ok(
+            "cpp",
+            "#include <iostream>\nint main(){std::cout<<\"hello from cpp\\n\";}"
+        )
+        .await,
         "hello from cpp\n"
     );
     assert_eq!(
@@ -103,60 +122,118 @@ async fn hello_world_stdin_and_compile_errors_in_each_language() {
     );
 
     assert_eq!(
-        f.ok("typescript", "const greeting: string = 'hello from ts';\nconsole.log(greeting);").await,
+        f.ok(
+            "typescript",
+            "const greeting: string = 'hello from ts';\nconsole.log(greeting);"
+        )
+        .await,
         "hello from ts\n"
     );
     assert_eq!(
-        f.ok("go", "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello from go\") }").await,
+        f.ok(
+            "go",
+            "package main\nimport \"fmt\"\nfunc main() { fmt.Println(\"hello from go\") }"
+        )
+        .await,
         "hello from go\n"
     );
     assert_eq!(
-        f.ok("rust", "fn main() { println!(\"hello from rust\"); }").await,
+        f.ok("rust", "fn main() { println!(\"hello from rust\"); }")
+            .await,
         "hello from rust\n"
     );
 
     // stdin reaches the program.
-    let mut echo = run("python", "import sys\nprint(sys.stdin.read().upper(), end='')");
+    let mut echo = run(
+        "python",
+        "import sys\nprint(sys.stdin.read().upper(), end='')",
+    );
     echo.stdin = b"echo me\n".to_vec();
     let outcome = f.go(echo).await;
     assert_eq!(text(&outcome.stdout), "ECHO ME\n");
-    let mut echo = run("javascript", "process.stdin.on('data', d => process.stdout.write(d.toString().toUpperCase()))");
+    let mut echo = run(
+        "javascript",
+        "process.stdin.on('data', d => process.stdout.write(d.toString().toUpperCase()))",
+    );
     echo.stdin = b"from node\n".to_vec();
     assert_eq!(text(&f.go(echo).await.stdout), "FROM NODE\n");
 
     // Compile errors fail with the compiler's message.
-    let outcome = f.go(run("cpp", "int main() { return undefined_name; }")).await;
+    let outcome = f
+        .go(run("cpp", "int main() { return undefined_name; }"))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
-    assert!(text(&outcome.stderr).contains("undefined_name"), "{}", text(&outcome.stderr));
+    assert!(
+        text(&outcome.stderr).contains("undefined_name"),
+        "{}",
+        text(&outcome.stderr)
+    );
     assert_eq!(outcome.error, "compilation failed");
-    let outcome = f.go(run("java", "public class Main { void x() { int y = \"no\"; } }")).await;
+    let outcome = f
+        .go(run(
+            "java",
+            "public class Main { void x() { int y = \"no\"; } }",
+        ))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
-    assert!(text(&outcome.stderr).contains("incompatible types"), "{}", text(&outcome.stderr));
+    assert!(
+        text(&outcome.stderr).contains("incompatible types"),
+        "{}",
+        text(&outcome.stderr)
+    );
     let outcome = f.go(run("typescript", "const x: number = 'text';")).await;
     assert_eq!(outcome.status, Status::Failed);
     assert!(text(&outcome.stdout).contains("TS2322"), "{outcome:?}");
-    let outcome = f.go(run("go", "package main\nfunc main() { undefinedThing() }")).await;
+    let outcome = f
+        .go(run("go", "package main\nfunc main() { undefinedThing() }"))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
-    assert!(text(&outcome.stderr).contains("undefined: undefinedThing"), "{outcome:?}");
-    let outcome = f.go(run("rust", "fn main() { let x: u32 = \"no\"; }")).await;
+    assert!(
+        text(&outcome.stderr).contains("undefined: undefinedThing"),
+        "{outcome:?}"
+    );
+    let outcome = f
+        .go(run("rust", "fn main() { let x: u32 = \"no\"; }"))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
-    assert!(text(&outcome.stderr).contains("mismatched types"), "{outcome:?}");
+    assert!(
+        text(&outcome.stderr).contains("mismatched types"),
+        "{outcome:?}"
+    );
     // Compiling cannot read the host either.
-    let outcome = f.go(run("cpp", "#include \"/etc/shadow\"\nint main(){}")).await;
+    let outcome = f
+        .go(run("cpp", "#include \"/etc/shadow\"\nint main(){}"))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
-    assert!(text(&outcome.stderr).contains("No such file"), "{outcome:?}");
-    let outcome = f.go(run("rust", "const S: &str = include_str!(\"/etc/shadow\");\nfn main() { print!(\"{}\", S); }")).await;
+    assert!(
+        text(&outcome.stderr).contains("No such file"),
+        "{outcome:?}"
+    );
+    let outcome = f
+        .go(run(
+            "rust",
+            "const S: &str = include_str!(\"/etc/shadow\");\nfn main() { print!(\"{}\", S); }",
+        ))
+        .await;
     assert_eq!(outcome.status, Status::Failed);
     // A runtime error is a failure with the exit code.
     let outcome = f.go(run("python", "raise SystemExit(3)")).await;
-    assert_eq!((outcome.status, outcome.exit_code), (Status::Failed, Some(3)));
+    assert_eq!(
+        (outcome.status, outcome.exit_code),
+        (Status::Failed, Some(3))
+    );
 
     // A compiled program is cached: the second run of the same code compiles nothing.
     let code = "#include <cstdio>\nint main(){puts(\"cached\");}";
     let first = f.go(run("cpp", code)).await;
     let second = f.go(run("cpp", code)).await;
     assert_eq!(text(&second.stdout), "cached\n");
-    assert!(second.wall < first.wall, "cached {:?} vs first {:?}", second.wall, first.wall);
+    assert!(
+        second.wall < first.wall,
+        "cached {:?} vs first {:?}",
+        second.wall,
+        first.wall
+    );
     no_sandbox_processes(f.sandbox.config().uid);
 }
 
@@ -166,7 +243,11 @@ async fn limits_are_checked_before_anything_runs() {
     let big = "#".repeat(50 * 1024 + 1);
     let outcome = f.go(run("python", &big)).await;
     assert_eq!(outcome.status, Status::Rejected);
-    assert!(outcome.error.contains("51201 bytes") && outcome.error.contains("51200"), "{}", outcome.error);
+    assert!(
+        outcome.error.contains("51201 bytes") && outcome.error.contains("51200"),
+        "{}",
+        outcome.error
+    );
     let mut slow = run("python", "print(1)");
     slow.timeout = Duration::from_secs(61);
     let outcome = f.go(slow).await;
@@ -192,15 +273,26 @@ async fn time_memory_and_process_limits_end_runs() {
     assert_eq!(outcome.status, Status::Timeout);
     assert!(outcome.wall < Duration::from_secs(5), "{:?}", outcome.wall);
     // Memory bomb.
-    let outcome = f.go(run("python", "x = bytearray(512 * 1024 * 1024)\nprint('allocated')")).await;
+    let outcome = f
+        .go(run(
+            "python",
+            "x = bytearray(512 * 1024 * 1024)\nprint('allocated')",
+        ))
+        .await;
     assert_eq!(outcome.status, Status::MemoryExceeded, "{outcome:?}");
     // Fork bomb: the pids limit holds, the run ends, nothing survives.
-    let mut bomb = run("python", "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass");
+    let mut bomb = run(
+        "python",
+        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    );
     bomb.timeout = Duration::from_secs(2);
     let outcome = f.go(bomb).await;
     assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
     // Endless output is capped, with the flag.
-    let mut noisy = run("python", "import sys\nwhile True: sys.stdout.write('x' * 65536)");
+    let mut noisy = run(
+        "python",
+        "import sys\nwhile True: sys.stdout.write('x' * 65536)",
+    );
     noisy.timeout = Duration::from_secs(2);
     let outcome = f.go(noisy).await;
     assert!(outcome.stdout_truncated);
@@ -267,13 +359,37 @@ print("pids", sorted(p for p in os.listdir("/proc") if p.isdigit()))
     for line in out.lines() {
         assert!(!line.contains("ALLOWED"), "{line}\n{out}");
     }
-    for name in ["secret", "shadow", "write-usr", "write-etc", "loopback", "egress", "setuid", "ptrace", "mount", "userns", "environ"] {
+    for name in [
+        "secret",
+        "shadow",
+        "write-usr",
+        "write-etc",
+        "loopback",
+        "egress",
+        "setuid",
+        "ptrace",
+        "mount",
+        "userns",
+        "environ",
+    ] {
         assert!(out.contains(&format!("{name} denied")), "{name}: {out}");
     }
-    assert!(out.contains("env ['HOME', 'LANG', 'PATH', 'TMPDIR']"), "{out}");
-    assert!(out.contains("fds ['0', '1', '2', '3']"), "only stdio (and the listing itself): {out}");
-    assert!(out.contains(&format!("uid {}", f.sandbox.config().uid)), "{out}");
-    assert!(out.contains("pids ['1', '2']"), "its own pid namespace: {out}");
+    assert!(
+        out.contains("env ['HOME', 'LANG', 'PATH', 'TMPDIR']"),
+        "{out}"
+    );
+    assert!(
+        out.contains("fds ['0', '1', '2', '3']"),
+        "only stdio (and the listing itself): {out}"
+    );
+    assert!(
+        out.contains(&format!("uid {}", f.sandbox.config().uid)),
+        "{out}"
+    );
+    assert!(
+        out.contains("pids ['1', '2']"),
+        "its own pid namespace: {out}"
+    );
     assert_eq!(std::fs::read_to_string(&secret).unwrap(), "PRIVATE KEY");
     drop(listener);
 }
@@ -304,10 +420,18 @@ open("/work/left-behind", "w").write("for the next run")
     let outcome = f.go(filling).await;
     assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
     let out = text(&outcome.stdout);
-    assert!(out.contains("/work full") && out.contains("/tmp full") && out.contains("/dev/shm full"), "{out}");
+    assert!(
+        out.contains("/work full") && out.contains("/tmp full") && out.contains("/dev/shm full"),
+        "{out}"
+    );
     assert!(out.contains("files stopped at"), "{out}");
     // The next run sees none of it.
-    let out = f.ok("python", "import os\nprint(sorted(os.listdir('/work')), sorted(os.listdir('/tmp')))").await;
+    let out = f
+        .ok(
+            "python",
+            "import os\nprint(sorted(os.listdir('/work')), sorted(os.listdir('/tmp')))",
+        )
+        .await;
     assert_eq!(out, "['main.py'] []\n");
     assert!(!Path::new("/etc/evil").exists());
 }
@@ -327,4 +451,54 @@ async fn a_hundred_runs_in_parallel_leave_nothing_behind() {
     }
     f.assert_clean();
     no_sandbox_processes(f.sandbox.config().uid);
+}
+
+#[tokio::test]
+async fn what_a_dead_agent_left_is_swept_when_it_starts_again() {
+    let f = fixture(61007);
+    let sandbox = f.sandbox.clone();
+    let running = tokio::spawn(async move {
+        sandbox
+            .run(run(
+                "python",
+                "import os, time\nif os.fork() == 0:\n    os.setsid()\ntime.sleep(60)",
+            ))
+            .await
+    });
+    // Wait until the program runs, then drop everything as a crash would.
+    let uid = f.sandbox.config().uid;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !sandbox_processes(uid) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the program never started"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    running.abort();
+    let _ = running.await;
+    // A new sandbox on the same directory cleans up.
+    let config = f.sandbox.config().clone();
+    let again = Sandbox::new(config).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    no_sandbox_processes(uid);
+    let runs = f.dir.path().join("sandbox/runs");
+    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0);
+    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .contains(runs.to_str().unwrap()));
+    let outcome = again.run(run("python", "print('after')")).await;
+    assert_eq!(text(&outcome.stdout), "after\n");
+}
+
+fn sandbox_processes(uid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|entry| {
+        std::fs::read_to_string(entry.path().join("status"))
+            .unwrap_or_default()
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u32>().ok())
+            == Some(uid)
+    })
 }

@@ -58,7 +58,9 @@ fn language(name: &str) -> anyhow::Result<i32> {
         other => other,
     };
     let language: Language = name.parse().map_err(|_| {
-        anyhow::anyhow!("--lang {name:?}: one of python, javascript, typescript, java, cpp, go, rust")
+        anyhow::anyhow!(
+            "--lang {name:?}: one of python, javascript, typescript, java, cpp, go, rust"
+        )
     })?;
     Ok(pb::Language::from(language) as i32)
 }
@@ -82,7 +84,11 @@ fn exit_code(execution: &pb::Execution) -> i32 {
 pub async fn run(target: &Target, args: ExecArgs) -> anyhow::Result<()> {
     let mut client = ExecutionServiceClient::new(target.connect().await?);
     if let Some(ExecCommand::Info) = args.command {
-        let info = reply(client.get_execution_info(pb::GetExecutionInfoRequest {}).await)?;
+        let info = reply(
+            client
+                .get_execution_info(pb::GetExecutionInfoRequest {})
+                .await,
+        )?;
         for l in &info.languages {
             let name = pb::Language::try_from(l.language)
                 .ok()
@@ -107,7 +113,9 @@ pub async fn run(target: &Target, args: ExecArgs) -> anyhow::Result<()> {
     let code = std::fs::read_to_string(&file)
         .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
     let stdin = match &run.stdin {
-        Some(path) => std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?,
+        Some(path) => {
+            std::fs::read(path).map_err(|e| anyhow::anyhow!("reading {}: {e}", path.display()))?
+        }
         None => Vec::new(),
     };
     let memory_bytes = match run.memory.as_deref() {

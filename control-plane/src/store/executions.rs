@@ -10,16 +10,16 @@ use berth_proto::{
     pb,
 };
 use chrono::Utc;
-use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set,
-};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
 
 /// Turns a stored execution into its API form.
 pub fn to_proto(m: &executions::Model) -> pb::Execution {
     let language = m
         .language
         .parse::<Language>()
-        .map_or(pb::Language::Unspecified as i32, |l| pb::Language::from(l) as i32);
+        .map_or(pb::Language::Unspecified as i32, |l| {
+            pb::Language::from(l) as i32
+        });
     let state = m
         .state
         .parse::<ExecutionState>()
@@ -139,12 +139,10 @@ impl Store {
     /// Executions left queued or running by an earlier control plane.
     pub async fn unfinished_executions(&self) -> Result<Vec<executions::Model>> {
         Ok(executions::Entity::find()
-            .filter(
-                executions::Column::State.is_in([
-                    ExecutionState::Queued.as_str(),
-                    ExecutionState::Running.as_str(),
-                ]),
-            )
+            .filter(executions::Column::State.is_in([
+                ExecutionState::Queued.as_str(),
+                ExecutionState::Running.as_str(),
+            ]))
             .all(self.db())
             .await?)
     }

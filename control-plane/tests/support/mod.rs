@@ -215,6 +215,12 @@ impl Cluster {
         config.reconnect_min = Duration::from_millis(50);
         config.reconnect_max = Duration::from_millis(500);
         config.labels.insert("zone".into(), "test".into());
+        // The sandbox helper cargo built for the workspace (target/debug).
+        let helper = std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.parent()?.join("berth-sandbox")))
+            .filter(|p| p.is_file());
+        config.sandbox_helper = helper.map(|p| (p, Vec::new()));
         let shutdown = CancellationToken::new();
         berth_node_agent::start(config.validate().unwrap(), shutdown).unwrap()
     }

@@ -129,8 +129,14 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
             let body: SeedExecute = call.json().await?;
             let timeout_ms = match body.timeout {
                 None => 0,
-                Some(t) if t.is_finite() && t > 0.0 => (t * 1000.0).round().min(u32::MAX as f64) as u32,
-                Some(t) => return Err(ApiError::bad_request(format!("timeout: {t} is not a number of seconds"))),
+                Some(t) if t.is_finite() && t > 0.0 => {
+                    (t * 1000.0).round().min(u32::MAX as f64) as u32
+                }
+                Some(t) => {
+                    return Err(ApiError::bad_request(format!(
+                        "timeout: {t} is not a number of seconds"
+                    )))
+                }
             };
             let request = pb::ExecuteRequest {
                 tenant,
@@ -192,7 +198,8 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
             ))
         }
         (Method::GET, ["info"]) | (Method::GET, ["v1", "executions", "info"]) => {
-            let info = rpc(client(&call).get_execution_info(pb::GetExecutionInfoRequest {})).await?;
+            let info =
+                rpc(client(&call).get_execution_info(pb::GetExecutionInfoRequest {})).await?;
             let languages: Vec<Value> = info
                 .languages
                 .iter()
@@ -234,7 +241,11 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
             } else {
                 rpc(client(&call).submit_execution(request)).await?
             };
-            let status = if body.wait { StatusCode::OK } else { StatusCode::ACCEPTED };
+            let status = if body.wait {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
             Ok(json(status, &view(&e)))
         }
         (Method::GET, ["v1", "executions", id]) => {

@@ -79,7 +79,10 @@ impl Executor {
             let language = pb::Language::try_from(request.language)
                 .ok()
                 .and_then(|l| Language::try_from(l).ok())
-                .map_or_else(|| format!("enum value {}", request.language), |l| l.as_str().to_owned());
+                .map_or_else(
+                    || format!("enum value {}", request.language),
+                    |l| l.as_str().to_owned(),
+                );
             let run = Run {
                 language,
                 code: request.code,

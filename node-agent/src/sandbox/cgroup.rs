@@ -28,7 +28,11 @@ impl Hierarchy {
     pub fn detect() -> io::Result<Self> {
         if Path::new(ROOT).join("cgroup.controllers").exists() {
             Ok(Hierarchy::V2)
-        } else if Path::new(ROOT).join("memory").join("memory.limit_in_bytes").exists() {
+        } else if Path::new(ROOT)
+            .join("memory")
+            .join("memory.limit_in_bytes")
+            .exists()
+        {
             Ok(Hierarchy::V1)
         } else {
             Err(io::Error::other(
@@ -64,8 +68,12 @@ pub struct Cgroup {
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
-    std::fs::write(path, value)
-        .map_err(|e| io::Error::new(e.kind(), format!("writing {value:?} to {}: {e}", path.display())))
+    std::fs::write(path, value).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("writing {value:?} to {}: {e}", path.display()),
+        )
+    })
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
@@ -88,7 +96,10 @@ impl Cgroup {
                 let parent = Path::new(ROOT).join(PARENT);
                 std::fs::create_dir_all(&parent)?;
                 // Delegate the controllers a run needs to the parent's children.
-                let _ = write(&Path::new(ROOT).join("cgroup.subtree_control"), "+memory +pids +cpu");
+                let _ = write(
+                    &Path::new(ROOT).join("cgroup.subtree_control"),
+                    "+memory +pids +cpu",
+                );
                 write(&parent.join("cgroup.subtree_control"), "+memory +pids +cpu")?;
                 let dir = parent.join(name);
                 std::fs::create_dir(&dir)?;
@@ -144,7 +155,10 @@ impl Cgroup {
             }
             Hierarchy::V1 => {
                 let memory = self.dir("memory");
-                write(&memory.join("memory.limit_in_bytes"), &limits.memory_bytes.to_string())?;
+                write(
+                    &memory.join("memory.limit_in_bytes"),
+                    &limits.memory_bytes.to_string(),
+                )?;
                 // memsw (memory + swap) exists when swap accounting is on.
                 let memsw = memory.join("memory.memsw.limit_in_bytes");
                 if memsw.exists() {
@@ -166,7 +180,12 @@ impl Cgroup {
 
     /// Processes in the group now.
     pub fn pids(&self) -> Vec<i32> {
-        std::fs::read_to_string(self.dirs[0].join("cgroup.procs"))
+        // On v1 the pids controller sees every task, wherever it was put first.
+        let dir = match self.hierarchy {
+            Hierarchy::V2 => &self.dirs[0],
+            Hierarchy::V1 => self.dir("pids"),
+        };
+        std::fs::read_to_string(dir.join("cgroup.procs"))
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.trim().parse().ok())
@@ -178,7 +197,9 @@ impl Cgroup {
             Hierarchy::V2 => {
                 let dir = &self.dirs[0];
                 Usage {
-                    cpu: Duration::from_micros(read_key(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0)),
+                    cpu: Duration::from_micros(
+                        read_key(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0),
+                    ),
                     peak_memory_bytes: read_u64(&dir.join("memory.peak")).unwrap_or(0),
                     oom_killed: read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0,
                 }
@@ -190,8 +211,11 @@ impl Cgroup {
                         && read_u64(&memory.join("memory.memsw.max_usage_in_bytes"))
                             >= read_u64(&memory.join("memory.memsw.limit_in_bytes"));
                 Usage {
-                    cpu: Duration::from_nanos(read_u64(&self.dir("cpuacct").join("cpuacct.usage")).unwrap_or(0)),
-                    peak_memory_bytes: read_u64(&memory.join("memory.max_usage_in_bytes")).unwrap_or(0),
+                    cpu: Duration::from_nanos(
+                        read_u64(&self.dir("cpuacct").join("cpuacct.usage")).unwrap_or(0),
+                    ),
+                    peak_memory_bytes: read_u64(&memory.join("memory.max_usage_in_bytes"))
+                        .unwrap_or(0),
                     oom_killed: oom,
                 }
             }
@@ -200,7 +224,8 @@ impl Cgroup {
 
     /// SIGKILLs every process in the group until none is left (bounded).
     pub fn kill_all(&self) {
-        if self.hierarchy == Hierarchy::V2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok() {
+        if self.hierarchy == Hierarchy::V2 && write(&self.dirs[0].join("cgroup.kill"), "1").is_ok()
+        {
             for _ in 0..200 {
                 if self.pids().is_empty() {
                     return;
@@ -215,7 +240,10 @@ impl Cgroup {
                 return;
             }
             for pid in pids {
-                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
             }
             std::thread::sleep(Duration::from_millis(2));
         }
@@ -235,6 +263,42 @@ impl Cgroup {
             }
         }
     }
+}
+
+/// Removes the groups whose names start with `prefix`, killing what is in
+/// them: runs an earlier agent left behind when it died.
+pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
+    let parents: Vec<PathBuf> = match hierarchy {
+        Hierarchy::V2 => vec![Path::new(ROOT).join(PARENT)],
+        Hierarchy::V1 => ["memory", "pids", "cpu", "cpuacct"]
+            .iter()
+            .map(|c| Path::new(ROOT).join(c).join(PARENT))
+            .collect(),
+    };
+    let mut names: Vec<String> = Vec::new();
+    for parent in &parents {
+        for entry in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_dir() && name.starts_with(prefix) && !names.contains(&name) {
+                names.push(name);
+            }
+        }
+    }
+    for name in &names {
+        let dirs = match hierarchy {
+            Hierarchy::V2 => vec![Path::new(ROOT).join(PARENT).join(name)],
+            Hierarchy::V1 => ["memory", "pids", "cpu", "cpuacct"]
+                .iter()
+                .map(|c| Path::new(ROOT).join(c).join(PARENT).join(name))
+                .collect(),
+        };
+        Cgroup {
+            hierarchy: hierarchy.clone(),
+            dirs,
+        }
+        .remove();
+    }
+    names.len()
 }
 
 impl Drop for Cgroup {

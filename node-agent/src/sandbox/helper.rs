@@ -112,7 +112,8 @@ fn outer(spec: &Spec) -> Result<Report, String> {
     unsafe { libc::close_range(3, u32::MAX, 0) };
     let pid = std::process::id().to_string();
     for procs in &spec.cgroup_procs {
-        std::fs::write(procs, &pid).map_err(|e| fail(&format!("joining {}", procs.display()), e))?;
+        std::fs::write(procs, &pid)
+            .map_err(|e| fail(&format!("joining {}", procs.display()), e))?;
     }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| fail("pid namespace", e))?;
     let (status_read, status_write) = nix::unistd::pipe().map_err(|e| fail("pipe", e))?;
@@ -131,18 +132,15 @@ fn outer(spec: &Spec) -> Result<Report, String> {
         }
         ForkResult::Parent { child } => {
             drop(status_write);
-            loop {
-                match waitpid(child, None) {
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    _ => break,
-                }
-            }
+            while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
             let mut text = String::new();
             let _ = std::fs::File::from(status_read).read_to_string(&mut text);
             let ending = parse_status(&text);
-            let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-                .map_err(|e| fail("rusage", e))?;
-            let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+            let usage =
+                nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+                    .map_err(|e| fail("rusage", e))?;
+            let micros =
+                |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
             Ok(Report {
                 ending,
                 cpu_micros: micros(usage.user_time()) + micros(usage.system_time()),
@@ -181,13 +179,23 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
         }
         std::fs::write(target, b"").map_err(|e| fail(&format!("touch {}", target.display()), e))?;
     }
-    mount(Some(source), target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| fail(&format!("bind {}", source.display()), e))?;
+    mount(
+        Some(source),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| fail(&format!("bind {}", source.display()), e))?;
     mount(
         None::<&str>,
         target,
         None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV,
         None::<&str>,
     )
     .map_err(|e| fail(&format!("read-only {}", source.display()), e))
@@ -197,11 +205,20 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 /// program, reports how it ended.
 fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
     unshare(
-        CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS,
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
     )
     .map_err(|e| fail("namespaces", e))?;
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| fail("private mounts", e))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| fail("private mounts", e))?;
     let root = &spec.root;
     mount(
         Some("tmpfs"),
@@ -224,8 +241,14 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
     // The run's scratch space, writable.
     let work = root.join("work");
     mkdir_p(&work)?;
-    mount(Some(&spec.work), &work, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-        .map_err(|e| fail("bind /work", e))?;
+    mount(
+        Some(&spec.work),
+        &work,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| fail("bind /work", e))?;
     let tmp = root.join("tmp");
     mkdir_p(&tmp)?;
     mount(
@@ -250,8 +273,14 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
     for name in ["null", "zero", "random", "urandom"] {
         let target = dev.join(name);
         std::fs::write(&target, b"").map_err(|e| fail("/dev node", e))?;
-        mount(Some(Path::new("/dev").join(name).as_path()), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| fail(&format!("/dev/{name}"), e))?;
+        mount(
+            Some(Path::new("/dev").join(name).as_path()),
+            &target,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| fail(&format!("/dev/{name}"), e))?;
     }
     let shm = dev.join("shm");
     mkdir_p(&shm)?;
@@ -260,10 +289,21 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
         &shm,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(format!("size={},nr_inodes=1024,mode=1777", spec.tmp_bytes.min(8 << 20)).as_str()),
+        Some(
+            format!(
+                "size={},nr_inodes=1024,mode=1777",
+                spec.tmp_bytes.min(8 << 20)
+            )
+            .as_str(),
+        ),
     )
     .map_err(|e| fail("/dev/shm", e))?;
-    for (name, target) in [("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2")] {
+    for (name, target) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
         std::os::unix::fs::symlink(target, dev.join(name)).map_err(|e| fail("/dev link", e))?;
     }
     let proc_dir = root.join("proc");
@@ -327,7 +367,12 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
 }
 
 /// In the program's process: limits, identity, filter, then the program.
-fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], filters: &[seccompiler::BpfProgram]) -> String {
+fn exec_program(
+    spec: &Spec,
+    argv: &[CString],
+    env: &[CString],
+    filters: &[seccompiler::BpfProgram],
+) -> String {
     let limits = [
         (Resource::RLIMIT_FSIZE, spec.file_size_bytes),
         (Resource::RLIMIT_NOFILE, spec.open_files),

@@ -138,13 +138,25 @@ impl Outcome {
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn next_id() -> String {
-    format!("{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Names this sandbox's cgroups apart from other sandboxes' on the host.
+fn prefix_of(dir: &Path) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(dir.as_os_str().as_encoded_bytes());
+    digest[..4].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The sandbox driver of a node.
 pub struct Sandbox {
     config: SandboxConfig,
     hierarchy: Hierarchy,
+    prefix: String,
 }
 
 /// One step (compile or run) inside one run's directory.
@@ -181,7 +193,37 @@ impl Sandbox {
                 config.helper.display()
             )));
         }
-        Ok(Self { config, hierarchy })
+        let prefix = prefix_of(&config.dir);
+        let sandbox = Self {
+            config,
+            hierarchy,
+            prefix,
+        };
+        sandbox.sweep();
+        Ok(sandbox)
+    }
+
+    /// Kills and removes what runs of an earlier agent with this directory
+    /// left: processes and cgroups, mounts, directories.
+    fn sweep(&self) {
+        let groups = cgroup::sweep(&self.hierarchy, &format!("{}-", self.prefix));
+        let mut runs = 0;
+        for entry in std::fs::read_dir(self.config.dir.join("runs"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let job = entry.path();
+            self.clean(&job, &job.join("work"));
+            runs += 1;
+        }
+        if groups + runs > 0 {
+            tracing::warn!(
+                groups,
+                runs,
+                "removed what earlier sandbox runs left behind"
+            );
+        }
     }
 
     pub fn config(&self) -> &SandboxConfig {
@@ -202,7 +244,11 @@ impl Sandbox {
             .filter(|l| Path::new(l.toolchain).exists())
             .ok_or_else(|| {
                 let known: Vec<&str> = self.languages().iter().map(|l| l.name).collect();
-                format!("language {:?} is not available here (available: {})", run.language, known.join(", "))
+                format!(
+                    "language {:?} is not available here (available: {})",
+                    run.language,
+                    known.join(", ")
+                )
             })?;
         if run.code.len() > MAX_CODE_BYTES {
             return Err(format!(
@@ -249,7 +295,10 @@ impl Sandbox {
         let job = self.config.dir.join("runs").join(&id);
         let work = job.join("work");
         let outcome = match self.prepare(&job, &work, language, &run.code) {
-            Ok(()) => self.compile_and_run(&job, &work, language, &run, cancel).await,
+            Ok(()) => {
+                self.compile_and_run(&job, &work, language, &run, cancel)
+                    .await
+            }
             Err(err) => Outcome {
                 status: Status::Failed,
                 error: format!("sandbox set-up: {err}"),
@@ -280,7 +329,11 @@ impl Sandbox {
         )?;
         let file = work.join(language.file);
         std::fs::write(&file, code)?;
-        nix::unistd::chown(&file, Some(self.config.uid.into()), Some(self.config.gid.into()))?;
+        nix::unistd::chown(
+            &file,
+            Some(self.config.uid.into()),
+            Some(self.config.gid.into()),
+        )?;
         std::fs::write(
             job.join("passwd"),
             format!(
@@ -290,7 +343,10 @@ impl Sandbox {
         )?;
         std::fs::write(
             job.join("group"),
-            format!("root:x:0:\nsandbox:x:{}:\nnogroup:x:65534:\n", self.config.gid),
+            format!(
+                "root:x:0:\nsandbox:x:{}:\nnogroup:x:65534:\n",
+                self.config.gid
+            ),
         )?;
         Ok(())
     }
@@ -349,14 +405,23 @@ impl Sandbox {
         cancel: &CancellationToken,
     ) -> Outcome {
         if let Some(compile) = language.compile {
-            let cache = self.config.dir.join("cache").join(self.cache_key(language, &run.code));
+            let cache = self
+                .config
+                .dir
+                .join("cache")
+                .join(self.cache_key(language, &run.code));
             let cached = language.artifacts.iter().all(|a| cache.join(a).is_file());
             if cached {
                 for artifact in language.artifacts {
                     let target = work.join(artifact);
-                    if let Err(err) = std::fs::copy(cache.join(artifact), &target)
-                        .and_then(|_| nix::unistd::chown(&target, Some(self.config.uid.into()), Some(self.config.gid.into())).map_err(io::Error::from))
-                    {
+                    if let Err(err) = std::fs::copy(cache.join(artifact), &target).and_then(|_| {
+                        nix::unistd::chown(
+                            &target,
+                            Some(self.config.uid.into()),
+                            Some(self.config.gid.into()),
+                        )
+                        .map_err(io::Error::from)
+                    }) {
                         return Outcome {
                             status: Status::Failed,
                             error: format!("sandbox set-up: the cached program: {err}"),
@@ -375,13 +440,17 @@ impl Sandbox {
                     memory_bytes: (512u64 << 20).max(run.memory_bytes),
                 };
                 let compiled = self.step(step, cancel).await;
-                let ok = matches!(compiled.report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)))
-                    && !compiled.timed_out
+                let ok = matches!(
+                    compiled.report.as_ref().map(|r| &r.ending),
+                    Some(Ending::Exited(0))
+                ) && !compiled.timed_out
                     && !compiled.cancelled;
                 if !ok {
                     let mut outcome = self.outcome(compiled, None);
                     outcome.status = match outcome.status {
-                        Status::Timeout | Status::MemoryExceeded | Status::Cancelled => outcome.status,
+                        Status::Timeout | Status::MemoryExceeded | Status::Cancelled => {
+                            outcome.status
+                        }
                         _ => Status::Failed,
                     };
                     if outcome.error.is_empty() {
@@ -425,12 +494,10 @@ impl Sandbox {
             Some(Ending::SetupFailed(why)) => error = format!("sandbox set-up: {why}"),
             None => {}
         }
-        let cpu = result
-            .usage
-            .cpu
-            .max(Duration::from_micros(result.report.as_ref().map_or(0, |r| r.cpu_micros)));
-        let over_cpu = cpu_limit.is_some_and(|limit| cpu >= limit)
-            || signal == Some(libc::SIGXCPU);
+        let cpu = result.usage.cpu.max(Duration::from_micros(
+            result.report.as_ref().map_or(0, |r| r.cpu_micros),
+        ));
+        let over_cpu = cpu_limit.is_some_and(|limit| cpu >= limit) || signal == Some(libc::SIGXCPU);
         let status = if result.cancelled {
             Status::Cancelled
         } else if result.timed_out || over_cpu {
@@ -445,9 +512,13 @@ impl Sandbox {
         if error.is_empty() {
             error = match status {
                 Status::Cancelled => "cancelled".into(),
-                Status::Timeout if result.timed_out => "the run took longer than its time limit".into(),
+                Status::Timeout if result.timed_out => {
+                    "the run took longer than its time limit".into()
+                }
                 Status::Timeout => "the run used more CPU time than its time limit".into(),
-                Status::MemoryExceeded => "the run used more memory than its limit and was killed".into(),
+                Status::MemoryExceeded => {
+                    "the run used more memory than its limit and was killed".into()
+                }
                 _ => String::new(),
             };
         }
@@ -471,7 +542,7 @@ impl Sandbox {
     }
 
     async fn step(&self, step: Step<'_>, cancel: &CancellationToken) -> StepResult {
-        let name = next_id();
+        let name = format!("{}-{}", self.prefix, next_id());
         let failed = |why: String| StepResult {
             report: Some(Report {
                 ending: Ending::SetupFailed(why),
@@ -514,7 +585,10 @@ impl Sandbox {
             result: result_file.clone(),
         };
         let spec_file = step.job.join(format!("{name}.spec"));
-        if let Err(err) = std::fs::write(&spec_file, serde_json::to_vec(&spec).expect("spec serializes")) {
+        if let Err(err) = std::fs::write(
+            &spec_file,
+            serde_json::to_vec(&spec).expect("spec serializes"),
+        ) {
             return failed(format!("spec: {err}"));
         }
         let started = Instant::now();

@@ -1,0 +1,285 @@
+//! Code executions end to end: the control plane's ExecutionService, a real
+//! agent running real sandboxes, and the gateway's HTTP shapes.
+
+mod support;
+
+use berth_proto::pb::{self, execution_service_client::ExecutionServiceClient};
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use std::time::Duration;
+use support::{web::*, *};
+use tonic::transport::Channel;
+
+async fn cluster_with_sandbox(
+    node: &str,
+) -> (Cluster, ControlPlane, berth_node_agent::Agent, Channel) {
+    berth_common::telemetry::init();
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    let agent = cluster.agent(&cp, node);
+    let channel = cluster.client(&cp, "admin").await;
+    // Ready, with its languages reported.
+    let mut executions = ExecutionServiceClient::new(channel.clone());
+    wait_for("the node to offer python", || {
+        let mut executions = executions.clone();
+        async move {
+            let info = executions
+                .get_execution_info(pb::GetExecutionInfoRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            info.languages
+                .iter()
+                .any(|l| l.language == pb::Language::Python as i32)
+                .then_some(())
+        }
+    })
+    .await;
+    let _ = &mut executions;
+    (cluster, cp, agent, channel)
+}
+
+fn request(language: pb::Language, code: &str) -> pb::ExecuteRequest {
+    pb::ExecuteRequest {
+        tenant: String::new(),
+        language: language as i32,
+        code: code.into(),
+        stdin: Vec::new(),
+        timeout_ms: 10_000,
+        memory_bytes: 0,
+    }
+}
+
+fn state(e: &pb::Execution) -> pb::ExecutionState {
+    pb::ExecutionState::try_from(e.state).unwrap()
+}
+
+#[tokio::test]
+async fn executions_run_through_grpc_and_http() {
+    let (cluster, cp, _agent, channel) = cluster_with_sandbox("exec-node").await;
+    let mut executions = ExecutionServiceClient::new(channel.clone());
+
+    let mut hello = request(
+        pb::Language::Python,
+        "import sys\nprint('hello', sys.stdin.read())",
+    );
+    hello.stdin = b"world".to_vec();
+    let done = executions.execute(hello).await.unwrap().into_inner();
+    assert_eq!(state(&done), pb::ExecutionState::Succeeded, "{done:?}");
+    assert_eq!(String::from_utf8_lossy(&done.stdout), "hello world\n");
+    assert_eq!(done.node_name, "exec-node");
+    assert!(done.wall_time_ms > 0 && done.finished_at.is_some());
+    let again = executions
+        .get_execution(pb::GetExecutionRequest {
+            execution_id: done.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(again.stdout, done.stdout, "the result is stored");
+
+    // Limits: rejected with the limit named, nothing run.
+    let big = request(pb::Language::Python, &"#".repeat(50 * 1024 + 1));
+    let rejected = executions.execute(big).await.unwrap().into_inner();
+    assert_eq!(state(&rejected), pb::ExecutionState::Rejected);
+    assert!(rejected.error.contains("51201 bytes"), "{}", rejected.error);
+    let mut slow = request(pb::Language::Python, "print(1)");
+    slow.timeout_ms = 61_000;
+    let rejected = executions.execute(slow).await.unwrap().into_inner();
+    assert_eq!(state(&rejected), pb::ExecutionState::Rejected);
+    assert!(rejected.error.contains("61000 ms"), "{}", rejected.error);
+    let mut unknown = request(pb::Language::Python, "print(1)");
+    unknown.language = 99;
+    let rejected = executions.execute(unknown).await.unwrap().into_inner();
+    assert_eq!(state(&rejected), pb::ExecutionState::Rejected);
+    assert!(rejected.error.contains("language"), "{}", rejected.error);
+
+    // A compiled language, and a failure with its exit code.
+    let cpp = executions
+        .execute(request(
+            pb::Language::Cpp,
+            "#include <cstdio>\nint main(){puts(\"compiled\"); return 0;}",
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        String::from_utf8_lossy(&cpp.stdout),
+        "compiled\n",
+        "{cpp:?}"
+    );
+    let failed = executions
+        .execute(request(pb::Language::Javascript, "process.exit(7)"))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (state(&failed), failed.exit_code),
+        (pb::ExecutionState::Failed, 7)
+    );
+
+    // Submitted, then cancelled while it runs.
+    let long = executions
+        .submit_execution(request(pb::Language::Python, "import time\ntime.sleep(30)"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for("the run to start", || {
+        let mut executions = executions.clone();
+        let id = long.id.clone();
+        async move {
+            let e = executions
+                .get_execution(pb::GetExecutionRequest { execution_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (state(&e) == pb::ExecutionState::Running).then_some(())
+        }
+    })
+    .await;
+    let started = std::time::Instant::now();
+    let cancelled = executions
+        .cancel_execution(pb::CancelExecutionRequest {
+            execution_id: long.id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        state(&cancelled),
+        pb::ExecutionState::Cancelled,
+        "{cancelled:?}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+
+    // Over HTTP: seed 002's shapes, with a key.
+    let mut keys = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
+    let key = create_key(&mut keys, "default", false).await.key;
+    let (gateway, _stop) = start_gateway(&cluster, &cp).await;
+    let client = http_client();
+    let post = |path: &str, body: serde_json::Value, key: Option<&str>| {
+        let mut req = Request::post(format!("http://{gateway}{path}"))
+            .header("content-type", "application/json");
+        if let Some(key) = key {
+            req = req.header("authorization", format!("Bearer {key}"));
+        }
+        req.body(Full::from(body.to_string())).unwrap()
+    };
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/execute",
+            serde_json::json!({"code": "print(input().upper())", "inputData": "seed two", "timeout": 5}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["output"], "SEED TWO\n");
+    assert_eq!(body["error"], "");
+    assert_eq!(body["status"], "success");
+    assert!(body["executionTime"].as_f64().unwrap() > 0.0);
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/execute",
+            serde_json::json!({"code": "raise ValueError('boom')"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["status"], "error");
+    assert!(
+        body["error"].as_str().unwrap().contains("ValueError: boom"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &client,
+        post("/execute", serde_json::json!({"code": "print(1)"}), None),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("missing_key"))
+    );
+    let (status, _, info) = call(&client, get(&format!("http://{gateway}/info"), Some(&key))).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        info["languages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|l| l["language"] == "python"),
+        "{info}"
+    );
+    assert_eq!(info["limits"]["maxTimeout"], 60.0);
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/v1/executions",
+            serde_json::json!({"language": "javascript", "code": "console.log(6*7)"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["state"], "succeeded");
+    assert_eq!(body["stdout"], "42\n");
+    assert_eq!(body["tenant"], "default");
+    let id = body["id"].as_str().unwrap();
+    let (status, _, body) = call(
+        &client,
+        get(&format!("http://{gateway}/v1/executions/{id}"), Some(&key)),
+    )
+    .await;
+    assert_eq!(
+        (status, body["stdout"].as_str()),
+        (StatusCode::OK, Some("42\n"))
+    );
+    cp.stop().await;
+}
+
+#[tokio::test]
+async fn a_node_lost_mid_run_fails_its_executions() {
+    let (_cluster, cp, agent, channel) = cluster_with_sandbox("doomed-node").await;
+    let mut executions = ExecutionServiceClient::new(channel.clone());
+    let long = executions
+        .submit_execution(request(pb::Language::Python, "import time\ntime.sleep(20)"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for("the run to start", || {
+        let mut executions = executions.clone();
+        let id = long.id.clone();
+        async move {
+            let e = executions
+                .get_execution(pb::GetExecutionRequest { execution_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (state(&e) == pb::ExecutionState::Running).then_some(())
+        }
+    })
+    .await;
+    kill_agent(agent).await;
+    let failed = wait_for("the execution to fail", || {
+        let mut executions = executions.clone();
+        let id = long.id.clone();
+        async move {
+            let e = executions
+                .get_execution(pb::GetExecutionRequest { execution_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (state(&e) == pb::ExecutionState::Failed).then_some(e)
+        }
+    })
+    .await;
+    assert!(
+        failed.error.contains("doomed-node") && failed.error.contains("lost"),
+        "{}",
+        failed.error
+    );
+    cp.stop().await;
+}
