@@ -85,9 +85,11 @@ fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
     };
     let memory = match request.memory_bytes {
         0 => DEFAULT_MEMORY_BYTES,
-        m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => return Err(format!(
+        m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => {
+            return Err(format!(
             "memory: {m} bytes is outside the limits {MIN_MEMORY_BYTES}..{MAX_MEMORY_BYTES} bytes"
-        )),
+        ))
+        }
         m => m,
     };
     if request.stdin.len() > MAX_STDIN_BYTES {
@@ -158,6 +160,15 @@ impl Executions {
     /// Records and queues an execution; a broken limit is recorded as
     /// `rejected` with the reason. `ResourceExhausted` when the queue is full.
     pub async fn submit(&self, request: pb::ExecuteRequest) -> Result<entity::Model, Status> {
+        self.submit_as(request, false).await
+    }
+
+    /// [`Executions::submit`]; `validate`: check the code, do not run it.
+    pub async fn submit_as(
+        &self,
+        request: pb::ExecuteRequest,
+        validate: bool,
+    ) -> Result<entity::Model, Status> {
         let tenant = if request.tenant.is_empty() {
             "default".to_owned()
         } else {
@@ -213,6 +224,7 @@ impl Executions {
                 stdin: request.stdin,
                 timeout_ms,
                 memory_bytes,
+                validate_only: validate,
             },
         });
         self.wake.notify_one();
@@ -521,11 +533,59 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
 
     async fn validate_code(
         &self,
-        _request: tonic::Request<pb::ValidateCodeRequest>,
+        request: tonic::Request<pb::ValidateCodeRequest>,
     ) -> Result<tonic::Response<pb::ValidateCodeResponse>, Status> {
-        Err(Status::unimplemented(
-            "code validation is not available yet; run the code to see its compiler's messages",
-        ))
+        let request = request.into_inner();
+        let submitted = self
+            .executions
+            .submit_as(
+                pb::ExecuteRequest {
+                    tenant: String::new(),
+                    language: request.language,
+                    code: request.code,
+                    stdin: Vec::new(),
+                    timeout_ms: MAX_TIMEOUT_MS,
+                    memory_bytes: 0,
+                },
+                true,
+            )
+            .await?;
+        let done = self.executions.wait(&submitted.id, MAX_TIMEOUT_MS).await?;
+        let state: ExecutionState = done.state.parse().unwrap_or(ExecutionState::Failed);
+        if state == ExecutionState::Rejected {
+            return Err(Status::invalid_argument(done.error));
+        }
+        let output = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&done.stdout),
+            String::from_utf8_lossy(&done.stderr)
+        );
+        let (errors, warnings) = berth_proto::domain::diagnostics::parse(&output);
+        let to_pb = |d: berth_proto::domain::diagnostics::Diagnostic| pb::CodeDiagnostic {
+            line: d.line,
+            column: d.column,
+            message: d.message,
+        };
+        let mut errors: Vec<pb::CodeDiagnostic> = errors.into_iter().map(to_pb).collect();
+        if state != ExecutionState::Succeeded && errors.is_empty() {
+            // The checker failed without a located message: say what it said.
+            let first = output
+                .lines()
+                .map(str::trim)
+                .find(|l| !l.is_empty())
+                .map(str::to_owned)
+                .unwrap_or_else(|| done.error.clone());
+            errors.push(pb::CodeDiagnostic {
+                line: 0,
+                column: 0,
+                message: first,
+            });
+        }
+        Ok(tonic::Response::new(pb::ValidateCodeResponse {
+            valid: errors.is_empty(),
+            errors,
+            warnings: warnings.into_iter().map(to_pb).collect(),
+        }))
     }
 
     async fn get_execution_info(

@@ -152,6 +152,72 @@ async fn executions_run_through_grpc_and_http() {
     );
     assert!(started.elapsed() < Duration::from_secs(10));
 
+    // Validation: errors with line and column, per language.
+    let checked = executions
+        .validate_code(pb::ValidateCodeRequest {
+            language: pb::Language::Python as i32,
+            code: "x = 1\nif x\n    print(x)\n".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!checked.valid);
+    assert_eq!(checked.errors[0].line, 2, "{checked:?}");
+    for (language, good, bad, line) in [
+        (pb::Language::Javascript, "console.log(1)", "let x = ;", 1),
+        (
+            pb::Language::Cpp,
+            "int main(){return 0;}",
+            "int main(){\nreturn x;}",
+            2,
+        ),
+        (
+            pb::Language::Typescript,
+            "const a: number = 1;",
+            "const a: number = 'x';",
+            1,
+        ),
+        (
+            pb::Language::Java,
+            "public class Main { public static void main(String[] a){} }",
+            "public class Main { int x = }",
+            1,
+        ),
+        (
+            pb::Language::Go,
+            "package main\nfunc main() {}\n",
+            "package main\nfunc main( {}\n",
+            2,
+        ),
+        (
+            pb::Language::Rust,
+            "fn main() {}",
+            "fn main() { let x: u32 = \"a\"; }",
+            1,
+        ),
+    ] {
+        let ok = executions
+            .validate_code(pb::ValidateCodeRequest {
+                language: language as i32,
+                code: good.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(ok.valid, "{language:?}: {ok:?}");
+        let not = executions
+            .validate_code(pb::ValidateCodeRequest {
+                language: language as i32,
+                code: bad.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(!not.valid, "{language:?}");
+        assert_eq!(not.errors[0].line, line, "{language:?}: {not:?}");
+        assert!(not.errors[0].column > 0, "{language:?}: {not:?}");
+    }
+
     // Over HTTP: seed 002's shapes, with a key.
     let mut keys = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
     let key = create_key(&mut keys, "default", false).await.key;
@@ -203,6 +269,29 @@ async fn executions_run_through_grpc_and_http() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("missing_key"))
     );
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/validate",
+            serde_json::json!({"code": "def f(:\n  pass"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["isValid"], false);
+    assert_eq!(body["errors"][0]["line"], 1);
+    assert!(body["warnings"].is_array());
+    let (_, _, body) = call(
+        &client,
+        post(
+            "/validate",
+            serde_json::json!({"code": "print(1)"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(body["isValid"], true, "{body}");
     let (status, _, info) = call(&client, get(&format!("http://{gateway}/info"), Some(&key))).await;
     assert_eq!(status, StatusCode::OK);
     assert!(

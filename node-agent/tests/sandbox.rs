@@ -33,6 +33,7 @@ fn run(language: &str, code: &str) -> Run {
         stdin: Vec::new(),
         timeout: Duration::from_secs(10),
         memory_bytes: 128 << 20,
+        validate: false,
     }
 }
 

@@ -45,6 +45,12 @@ struct RunArgs {
 enum ExecCommand {
     /// Languages the cluster runs, their versions and the limits.
     Info,
+    /// Check code without running it: errors and warnings with line and column.
+    Validate {
+        #[arg(long = "lang")]
+        language: String,
+        file: PathBuf,
+    },
 }
 
 fn language(name: &str) -> anyhow::Result<i32> {
@@ -104,6 +110,38 @@ pub async fn run(target: &Target, args: ExecArgs) -> anyhow::Result<()> {
             info.max_memory_bytes >> 20,
             info.max_code_bytes / 1024
         );
+        return Ok(());
+    }
+    if let Some(ExecCommand::Validate {
+        language: lang,
+        file,
+    }) = args.command
+    {
+        let code = std::fs::read_to_string(&file)
+            .map_err(|e| anyhow::anyhow!("reading {}: {e}", file.display()))?;
+        let checked = reply(
+            client
+                .validate_code(pb::ValidateCodeRequest {
+                    language: language(&lang)?,
+                    code,
+                })
+                .await,
+        )?;
+        for (kind, list) in [("error", &checked.errors), ("warning", &checked.warnings)] {
+            for d in list {
+                println!(
+                    "{}:{}:{}: {kind}: {}",
+                    file.display(),
+                    d.line,
+                    d.column,
+                    d.message
+                );
+            }
+        }
+        if !checked.valid {
+            std::process::exit(1);
+        }
+        println!("{}: valid", file.display());
         return Ok(());
     }
     let run = args.run;

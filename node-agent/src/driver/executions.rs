@@ -89,6 +89,7 @@ impl Executor {
                 stdin: request.stdin,
                 timeout: Duration::from_millis(u64::from(request.timeout_ms)),
                 memory_bytes: request.memory_bytes,
+                validate: request.validate_only,
             };
             let outcome = this.sandbox.run_until(run, &token).await;
             this.running

@@ -15,6 +15,9 @@ pub struct Language {
     pub version: &'static [&'static str],
     /// The toolchain binary whose presence makes the language available.
     pub toolchain: &'static str,
+    /// Checks the code without running it (syntax, and types where the
+    /// compiler checks them), printing diagnostics as the compiler does.
+    pub check: &'static [&'static str],
     /// Extra environment, on top of the sandbox's allow-list.
     pub env: &'static [(&'static str, &'static str)],
 }
@@ -29,6 +32,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/usr/bin/python3", "-I", "-B", "main.py"],
         version: &["/usr/bin/python3", "--version"],
         toolchain: "/usr/bin/python3",
+        check: &["/usr/bin/python3", "-I", "-B", "-c", "import sys\ntry:\n    compile(open('main.py').read(), 'main.py', 'exec')\nexcept SyntaxError as e:\n    print(f'main.py:{e.lineno}:{e.offset or 0}: error: {e.msg}', file=sys.stderr)\n    sys.exit(1)"],
         env: &[],
     },
     Language {
@@ -39,6 +43,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/usr/bin/node", "main.js"],
         version: &["/usr/bin/node", "--version"],
         toolchain: "/usr/bin/node",
+        check: &["/usr/bin/node", "--check", "main.js"],
         env: &[],
     },
     Language {
@@ -59,6 +64,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/usr/bin/node", "main.js"],
         version: &["/usr/bin/tsc", "--version"],
         toolchain: "/usr/bin/tsc",
+        check: &["/usr/bin/tsc", "--pretty", "false", "--noEmit", "--target", "es2020", "--strict", "main.ts"],
         env: &[],
     },
     Language {
@@ -77,6 +83,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/work/main"],
         version: &["/usr/bin/g++", "--version"],
         toolchain: "/usr/bin/g++",
+        check: &["/usr/bin/g++", "-fsyntax-only", "-std=c++17", "-Wall", "main.cpp"],
         env: &[],
     },
     Language {
@@ -99,6 +106,7 @@ pub const LANGUAGES: &[Language] = &[
         ],
         version: &["/usr/bin/java", "-version"],
         toolchain: "/usr/bin/javac",
+        check: &["/usr/bin/javac", "-J-XX:+UseSerialGC", "-J-Xshare:off", "-d", "/tmp", "Main.java"],
         env: &[],
     },
     Language {
@@ -109,6 +117,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/work/main"],
         version: &["/usr/bin/go", "version"],
         toolchain: "/usr/bin/go",
+        check: &["/usr/bin/gofmt", "-e", "-l", "main.go"],
         env: &[
             ("GOCACHE", "/work/.gocache"),
             ("GOPATH", "/work/.gopath"),
@@ -132,6 +141,7 @@ pub const LANGUAGES: &[Language] = &[
         run: &["/work/main"],
         version: &["/usr/bin/rustc", "--version"],
         toolchain: "/usr/bin/rustc",
+        check: &["/usr/bin/rustc", "--edition", "2021", "--emit=metadata", "-o", "/tmp/check", "main.rs"],
         env: &[],
     },
 ];

@@ -78,6 +78,8 @@ pub struct Run {
     pub stdin: Vec<u8>,
     pub timeout: Duration,
     pub memory_bytes: u64,
+    /// Only check the code (the language's checker), do not run it.
+    pub validate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -404,6 +406,19 @@ impl Sandbox {
         run: &Run,
         cancel: &CancellationToken,
     ) -> Outcome {
+        if run.validate {
+            let step = Step {
+                job,
+                work,
+                argv: language.check.iter().map(|a| (*a).to_owned()).collect(),
+                env: self.env(language),
+                stdin: &[],
+                wall: MAX_TIMEOUT,
+                memory_bytes: (512u64 << 20).max(run.memory_bytes),
+            };
+            let result = self.step(step, cancel).await;
+            return self.outcome(result, None);
+        }
         if let Some(compile) = language.compile {
             let cache = self
                 .config

@@ -3,6 +3,7 @@
 #[macro_use]
 mod macros;
 mod apps;
+pub mod diagnostics;
 mod names;
 mod states;
 
