@@ -90,6 +90,72 @@ fn apps_create_get_logs_stats_and_delete_from_the_cli() {
         (nodes.len() == 1 && nodes[0]["state"] == "ready").then_some(())
     });
 
+    // Code runs in the node's sandbox (`berth up` is its own sandbox helper).
+    let script = dir.path().join("hi.py");
+    std::fs::write(&script, "import sys\nprint(sys.stdin.read().upper(), end='')\nsys.exit(3 if 'FAIL' in sys.argv else 0)\n").unwrap();
+    let input = dir.path().join("in.txt");
+    std::fs::write(&input, "hello from stdin\n").unwrap();
+    let ran = berth(
+        &data,
+        &[
+            "exec",
+            "--lang",
+            "python",
+            script.to_str().unwrap(),
+            "--stdin",
+            input.to_str().unwrap(),
+        ],
+    );
+    assert!(
+        ran.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ran.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&ran.stdout), "HELLO FROM STDIN\n");
+    let failing = dir.path().join("fail.js");
+    std::fs::write(&failing, "console.error('going down'); process.exit(3)").unwrap();
+    let ran = berth(
+        &data,
+        &["exec", "--lang", "javascript", failing.to_str().unwrap()],
+    );
+    assert_eq!(ran.status.code(), Some(3), "the program's exit code");
+    assert_eq!(String::from_utf8_lossy(&ran.stderr), "going down\n");
+    let broken = dir.path().join("broken.py");
+    std::fs::write(&broken, "def f(:\n    pass\n").unwrap();
+    let checked = berth(
+        &data,
+        &[
+            "exec",
+            "validate",
+            "--lang",
+            "python",
+            broken.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(checked.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&checked.stdout).contains("broken.py:1:"),
+        "{}",
+        String::from_utf8_lossy(&checked.stdout)
+    );
+    let info = berth(&data, &["exec", "info"]);
+    assert!(
+        String::from_utf8_lossy(&info.stdout).contains("python"),
+        "{}",
+        String::from_utf8_lossy(&info.stdout)
+    );
+    let key = json(berth(
+        &data,
+        &["keys", "create", "--tenant", "cli", "-o", "json"],
+    ));
+    assert!(key["key"].as_str().unwrap().starts_with("berth_"), "{key}");
+    let keys = json(berth(
+        &data,
+        &["keys", "list", "--tenant", "cli", "-o", "json"],
+    ));
+    assert_eq!(keys[0]["id"], key["id"]);
+    assert!(keys[0].get("key").is_none());
+
     let code = dir.path().join("app.py");
     std::fs::write(&code, "from flask import Flask\napp = Flask(__name__)\n\n@app.get('/')\ndef hi():\n    return 'hi from the cli\\n'\n").unwrap();
     let requirements = dir.path().join("requirements.txt");

@@ -260,184 +260,6 @@ async fn limits_are_checked_before_anything_runs() {
 }
 
 #[tokio::test]
-async fn time_memory_and_process_limits_end_runs() {
-    let f = fixture(61003);
-    // Busy loop: CPU time.
-    let mut busy = run("python", "while True: pass");
-    busy.timeout = Duration::from_secs(2);
-    let outcome = f.go(busy).await;
-    assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
-    // Sleep: wall time.
-    let mut sleepy = run("python", "import time\ntime.sleep(30)");
-    sleepy.timeout = Duration::from_secs(1);
-    let outcome = f.go(sleepy).await;
-    assert_eq!(outcome.status, Status::Timeout);
-    assert!(outcome.wall < Duration::from_secs(5), "{:?}", outcome.wall);
-    // Memory bomb.
-    let outcome = f
-        .go(run(
-            "python",
-            "x = bytearray(512 * 1024 * 1024)\nprint('allocated')",
-        ))
-        .await;
-    assert_eq!(outcome.status, Status::MemoryExceeded, "{outcome:?}");
-    // Fork bomb: the pids limit holds, the run ends, nothing survives.
-    let mut bomb = run(
-        "python",
-        "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
-    );
-    bomb.timeout = Duration::from_secs(2);
-    let outcome = f.go(bomb).await;
-    assert_eq!(outcome.status, Status::Timeout, "{outcome:?}");
-    // Endless output is capped, with the flag.
-    let mut noisy = run(
-        "python",
-        "import sys\nwhile True: sys.stdout.write('x' * 65536)",
-    );
-    noisy.timeout = Duration::from_secs(2);
-    let outcome = f.go(noisy).await;
-    assert!(outcome.stdout_truncated);
-    assert_eq!(outcome.stdout.len(), 1 << 20);
-    // A double-forked, SIGTERM-ignoring survivor is killed with the run.
-    let survivor = "import os, signal, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        signal.signal(signal.SIGTERM, signal.SIG_IGN)\n        time.sleep(1000)\n    os._exit(0)\nprint('parent done')";
-    let outcome = f.go(run("python", survivor)).await;
-    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    no_sandbox_processes(f.sandbox.config().uid);
-}
-
-#[tokio::test]
-async fn hostile_programs_cannot_reach_the_host() {
-    let f = fixture(61004);
-    // A secret of the agent's, and a service on the host's loopback.
-    let secret = f.dir.path().join("agent-key.pem");
-    std::fs::write(&secret, "PRIVATE KEY").unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-
-    let probe = format!(
-        r#"
-import os, socket, ctypes
-def attempt(name, fn):
-    try:
-        fn()
-        print(name, "ALLOWED")
-    except Exception as e:
-        print(name, "denied", type(e).__name__)
-attempt("secret", lambda: open({secret:?}).read())
-attempt("shadow", lambda: open("/etc/shadow").read())
-attempt("write-usr", lambda: open("/usr/evil", "w").write("x"))
-attempt("write-etc", lambda: open("/etc/evil", "w").write("x"))
-def connect_host():
-    s = socket.create_connection(("127.0.0.1", {port}), timeout=1)
-attempt("loopback", connect_host)
-def connect_out():
-    s = socket.create_connection(("1.1.1.1", 53), timeout=1)
-attempt("egress", connect_out)
-attempt("setuid", lambda: os.setuid(0))
-attempt("kill-all", lambda: os.kill(-1, 9))
-libc = ctypes.CDLL(None, use_errno=True)
-def ptrace():
-    if libc.ptrace(16, 1, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "ptrace")
-attempt("ptrace", ptrace)
-def mount():
-    if libc.mount(b"none", b"/tmp", b"tmpfs", 0, None) != 0:
-        raise OSError(ctypes.get_errno(), "mount")
-attempt("mount", mount)
-def unshare():
-    if libc.unshare(0x10000000) != 0:
-        raise OSError(ctypes.get_errno(), "unshare")
-attempt("userns", unshare)
-attempt("environ", lambda: open("/proc/1/environ").read())
-print("env", sorted(os.environ))
-print("fds", sorted(os.listdir("/proc/self/fd")))
-print("uid", os.getuid())
-print("pids", sorted(p for p in os.listdir("/proc") if p.isdigit()))
-"#
-    );
-    let out = f.ok("python", &probe).await;
-    for line in out.lines() {
-        assert!(!line.contains("ALLOWED"), "{line}\n{out}");
-    }
-    for name in [
-        "secret",
-        "shadow",
-        "write-usr",
-        "write-etc",
-        "loopback",
-        "egress",
-        "setuid",
-        "ptrace",
-        "mount",
-        "userns",
-        "environ",
-    ] {
-        assert!(out.contains(&format!("{name} denied")), "{name}: {out}");
-    }
-    assert!(
-        out.contains("env ['HOME', 'LANG', 'PATH', 'TMPDIR']"),
-        "{out}"
-    );
-    assert!(
-        out.contains("fds ['0', '1', '2', '3']"),
-        "only stdio (and the listing itself): {out}"
-    );
-    assert!(
-        out.contains(&format!("uid {}", f.sandbox.config().uid)),
-        "{out}"
-    );
-    assert!(
-        out.contains("pids ['1', '2']"),
-        "its own pid namespace: {out}"
-    );
-    assert_eq!(std::fs::read_to_string(&secret).unwrap(), "PRIVATE KEY");
-    drop(listener);
-}
-
-#[tokio::test]
-async fn scratch_space_is_bounded_and_gone_afterwards() {
-    let f = fixture(61005);
-    // Fill /work, /tmp and /dev/shm, and make many files: bounded, the run ends.
-    let fill = r#"
-import os
-for d in ["/work", "/tmp", "/dev/shm"]:
-    try:
-        with open(d + "/fill", "wb") as f:
-            while True:
-                f.write(b"x" * (1 << 20))
-    except OSError as e:
-        print(d, "full", e.errno)
-try:
-    for i in range(1000000):
-        open("/tmp/f%d" % i, "w").close()
-except OSError as e:
-    print("files stopped at", i)
-os.symlink("/etc/shadow", "/work/planted")
-open("/work/left-behind", "w").write("for the next run")
-"#;
-    let mut filling = run("python", fill);
-    filling.memory_bytes = 256 << 20;
-    let outcome = f.go(filling).await;
-    assert_eq!(outcome.status, Status::Succeeded, "{outcome:?}");
-    let out = text(&outcome.stdout);
-    assert!(
-        out.contains("/work full") && out.contains("/tmp full") && out.contains("/dev/shm full"),
-        "{out}"
-    );
-    assert!(out.contains("files stopped at"), "{out}");
-    // The next run sees none of it.
-    let out = f
-        .ok(
-            "python",
-            "import os\nprint(sorted(os.listdir('/work')), sorted(os.listdir('/tmp')))",
-        )
-        .await;
-    assert_eq!(out, "['main.py'] []\n");
-    assert!(!Path::new("/etc/evil").exists());
-}
-
-#[tokio::test]
 async fn a_hundred_runs_in_parallel_leave_nothing_behind() {
     let f = fixture(61006);
     let runs = (0..100).map(|i| {
@@ -503,3 +325,289 @@ fn sandbox_processes(uid: u32) -> bool {
             == Some(uid)
     })
 }
+
+/// One hostile program per test: `check` sees its outcome; afterwards the
+/// sandbox still works and no process of its uid is left.
+macro_rules! hostile {
+    ($name:ident, $uid:expr, $lang:expr, $timeout:expr, $memory:expr, $code:expr, |$o:ident, $f:ident| $check:block) => {
+        #[tokio::test]
+        async fn $name() {
+            let $f = fixture($uid);
+            let mut r = run($lang, $code);
+            r.timeout = Duration::from_secs($timeout);
+            r.memory_bytes = $memory << 20;
+            let $o = $f.go(r).await;
+            $check
+            assert_eq!($f.ok("python", "print('next')").await, "next\n", "the next run works");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            no_sandbox_processes($uid);
+        }
+    };
+}
+
+/// The write ran into the size of its file system (ENOSPC) or of one file (EFBIG).
+fn full(o: &Outcome) {
+    let out = text(&o.stdout);
+    assert!(out == "full 28\n" || out == "full 27\n", "{o:?}");
+}
+
+/// A python probe: prints `denied` when `attempt` raises, `ALLOWED` otherwise.
+fn probe(attempt: &str) -> String {
+    format!("import os, socket, ctypes, sys\ntry:\n    {attempt}\n    print('ALLOWED')\nexcept BaseException as e:\n    print('denied', type(e).__name__, e)\n")
+}
+
+fn denied(o: &Outcome) {
+    assert_eq!(o.status, Status::Succeeded, "{o:?}");
+    let out = text(&o.stdout);
+    assert!(out.starts_with("denied"), "{out} {}", text(&o.stderr));
+}
+
+hostile!(
+    fork_bomb,
+    61100,
+    "python",
+    2,
+    128,
+    "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+    |o, _f| {
+        assert_eq!(o.status, Status::Timeout, "{o:?}");
+    }
+);
+hostile!(thread_bomb, 61101, "python", 5, 128,
+    "import threading, time\nn = 0\ntry:\n    while True:\n        threading.Thread(target=time.sleep, args=(30,), daemon=True).start()\n        n += 1\nexcept RuntimeError:\n    print('threads stopped at', n)\n    raise SystemExit(0)",
+    |o, _f| { assert!(text(&o.stdout).starts_with("threads stopped at"), "{o:?}"); });
+hostile!(
+    memory_bomb,
+    61102,
+    "python",
+    10,
+    128,
+    "x = bytearray(512 * 1024 * 1024)\nprint('allocated')",
+    |o, _f| {
+        assert_eq!(o.status, Status::MemoryExceeded, "{o:?}");
+    }
+);
+hostile!(tmp_fill, 61103, "python", 10, 256,
+    "try:\n    f = open('/tmp/fill', 'wb')\n    while True: f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('full', e.errno)",
+    |o, _f| { full(&o); });
+hostile!(dev_shm_fill, 61104, "python", 10, 256,
+    "try:\n    f = open('/dev/shm/fill', 'wb')\n    while True: f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('full', e.errno)",
+    |o, _f| { full(&o); });
+hostile!(disk_fill, 61105, "python", 10, 256,
+    "try:\n    f = open('/work/fill', 'wb')\n    while True: f.write(b'x' * (1 << 20))\nexcept OSError as e:\n    print('full', e.errno)",
+    |o, _f| { full(&o); });
+hostile!(a_million_files, 61106, "python", 20, 256,
+    "i = 0\ntry:\n    for i in range(1000000):\n        open('/tmp/f%d' % i, 'w').close()\nexcept OSError as e:\n    print('stopped', e.errno)",
+    |o, _f| { assert_eq!(text(&o.stdout), "stopped 28\n", "{o:?}"); });
+hostile!(
+    endless_output,
+    61107,
+    "python",
+    2,
+    128,
+    "import sys\nwhile True: sys.stdout.write('x' * 65536)",
+    |o, _f| {
+        assert!(o.stdout_truncated);
+        assert_eq!(o.stdout.len(), 1 << 20);
+    }
+);
+hostile!(
+    busy_loop,
+    61108,
+    "python",
+    2,
+    128,
+    "while True: pass",
+    |o, _f| {
+        assert_eq!(o.status, Status::Timeout, "{o:?}");
+        assert!(o.cpu >= Duration::from_millis(1500), "{o:?}");
+    }
+);
+hostile!(
+    sleep_past_the_wall_clock,
+    61109,
+    "python",
+    1,
+    128,
+    "import time\ntime.sleep(30)",
+    |o, _f| {
+        assert_eq!(o.status, Status::Timeout);
+        assert!(o.wall < Duration::from_secs(5), "{o:?}");
+    }
+);
+hostile!(double_fork_setsid_survivor, 61110, "python", 10, 128,
+    "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(1000)\n    os._exit(0)\nprint('parent done')",
+    |o, _f| { assert_eq!(text(&o.stdout), "parent done\n"); });
+hostile!(sigterm_ignoring_child, 61111, "python", 10, 128,
+    "import os, signal, time\nif os.fork() == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    time.sleep(1000)\nprint('left a child')",
+    |o, _f| { assert_eq!(text(&o.stdout), "left a child\n"); });
+hostile!(
+    egress_to_the_hosts_loopback,
+    61112,
+    "python",
+    10,
+    128,
+    &{
+        // A service that answers on the host's loopback.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::mem::forget(listener);
+        probe(&format!(
+            "socket.create_connection(('127.0.0.1', {port}), timeout=1)"
+        ))
+    },
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    egress_to_the_outside,
+    61113,
+    "python",
+    10,
+    128,
+    &probe("socket.create_connection(('1.1.1.1', 53), timeout=1)"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    reading_the_agents_key,
+    61114,
+    "python",
+    10,
+    128,
+    &{
+        let secret = f.dir.path().join("agent-key.pem");
+        std::fs::write(&secret, "PRIVATE KEY").unwrap();
+        probe(&format!("open({:?}).read()", secret.to_str().unwrap()))
+    },
+    |o, f| {
+        denied(&o);
+        assert!(f.dir.path().join("agent-key.pem").exists());
+    }
+);
+hostile!(
+    reading_etc_shadow,
+    61115,
+    "python",
+    10,
+    128,
+    &probe("open('/etc/shadow').read()"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    reading_init_environ,
+    61116,
+    "python",
+    10,
+    128,
+    &probe("assert open('/proc/1/environ').read() == ''; raise PermissionError('empty')"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    the_environment_is_an_allow_list,
+    61117,
+    "python",
+    10,
+    128,
+    "import os\nprint(sorted(os.environ))",
+    |o, _f| {
+        assert_eq!(text(&o.stdout), "['HOME', 'LANG', 'PATH', 'TMPDIR']\n");
+    }
+);
+hostile!(writing_system_dirs, 61118, "python", 10, 128,
+    &probe("\n    for p in ['/usr/evil', '/etc/evil', '/evil', '/proc/sys/kernel/hostname']:\n        try:\n            open(p, 'w').write('x')\n            raise SystemExit('wrote ' + p)\n        except OSError:\n            pass\n    raise PermissionError('all refused')"),
+    |o, _f| { denied(&o); assert!(!Path::new("/etc/evil").exists() && !Path::new("/usr/evil").exists()); });
+hostile!(killing_every_process, 61119, "python", 10, 128,
+    "import os\ntry:\n    os.kill(-1, 9)\nexcept OSError as e:\n    print('denied', e)\nprint('still here')",
+    |o, _f| { assert!(o.status == Status::Succeeded || o.signal == Some(9), "{o:?}"); });
+hostile!(ptrace_of_init, 61120, "python", 10, 128,
+    &probe("libc = ctypes.CDLL(None, use_errno=True)\n    assert libc.ptrace(16, 1, 0, 0) == 0, 'ptrace refused'"),
+    |o, _f| { denied(&o); });
+hostile!(
+    setuid_root,
+    61121,
+    "python",
+    10,
+    128,
+    &probe("os.setuid(0)"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    a_planted_symlink,
+    61122,
+    "python",
+    10,
+    128,
+    &probe("os.symlink('/etc/shadow', '/work/planted'); open('/work/planted').read()"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(inherited_descriptors, 61123, "python", 10, 128,
+    "import os\nprint(sorted(int(x) for x in os.listdir('/proc/self/fd'))[:3], len(os.listdir('/proc/self/fd')))",
+    |o, _f| { assert_eq!(text(&o.stdout), "[0, 1, 2] 4\n", "stdio and the listing's own descriptor"); });
+hostile!(
+    a_file_left_for_the_next_run,
+    61124,
+    "python",
+    10,
+    128,
+    "open('/work/left', 'w').write('x'); open('/tmp/left', 'w').write('x')",
+    |o, f| {
+        assert_eq!(o.status, Status::Succeeded);
+        let out = f
+            .ok(
+                "python",
+                "import os\nprint(sorted(os.listdir('/work')), os.listdir('/tmp'))",
+            )
+            .await;
+        assert_eq!(out, "['main.py'] []\n");
+    }
+);
+hostile!(mounting, 61125, "python", 10, 128,
+    &probe("libc = ctypes.CDLL(None, use_errno=True)\n    assert libc.mount(b'none', b'/tmp', b'tmpfs', 0, None) == 0, 'mount refused'"),
+    |o, _f| { denied(&o); });
+hostile!(a_user_namespace, 61126, "python", 10, 128,
+    &probe("libc = ctypes.CDLL(None, use_errno=True)\n    assert libc.unshare(0x10000000) == 0, 'unshare refused'"),
+    |o, _f| { denied(&o); });
+hostile!(
+    raw_sockets,
+    61127,
+    "python",
+    10,
+    128,
+    &probe("socket.socket(socket.AF_PACKET, socket.SOCK_RAW)"),
+    |o, _f| {
+        denied(&o);
+    }
+);
+hostile!(
+    seeing_other_processes,
+    61128,
+    "python",
+    10,
+    128,
+    "import os\nprint(sorted(int(p) for p in os.listdir('/proc') if p.isdigit()))",
+    |o, _f| {
+        assert_eq!(text(&o.stdout), "[1, 2]\n", "its own pid namespace");
+    }
+);
+hostile!(
+    a_c_program_forking_forever,
+    61129,
+    "cpp",
+    3,
+    128,
+    "#include <unistd.h>\nint main(){ for(;;) fork(); }",
+    |o, _f| {
+        assert_eq!(o.status, Status::Timeout, "{o:?}");
+    }
+);
