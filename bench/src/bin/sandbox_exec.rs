@@ -169,6 +169,7 @@ fn run_of(case: &Case) -> Run {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
+    berth_common::telemetry::init();
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
     let helper = args.helper.canonicalize().with_context(|| {
@@ -313,6 +314,21 @@ async fn full_path(data_dir: &Path, sandbox: &Sandbox, runs: usize) -> anyhow::R
         hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
             .build_http();
     let body = serde_json::json!({"code": "print('hello')", "language": "python"}).to_string();
+    // The new key reaches the gateway with its next route update.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let req = hyper::Request::get(format!("{gateway}/info"))
+            .header("authorization", format!("Bearer {key}"))
+            .body(http_body_util::Full::default())?;
+        if client.request(req).await?.status().is_success() {
+            break;
+        }
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "the gateway never accepted the new key"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let (mut http, mut driver) = (Vec::new(), Vec::new());
     for i in 0..=runs {
         let req = hyper::Request::post(format!("{gateway}/execute"))

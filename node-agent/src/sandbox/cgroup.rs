@@ -121,7 +121,7 @@ impl Cgroup {
                 }
             }
         };
-        if let Err(err) = cgroup.limit(limits) {
+        if let Err(err) = cgroup.set_limits(limits) {
             cgroup.remove();
             return Err(err);
         }
@@ -141,7 +141,8 @@ impl Cgroup {
         }
     }
 
-    fn limit(&self, limits: Limits) -> io::Result<()> {
+    /// Sets (or resets) the group's limits.
+    pub fn set_limits(&self, limits: Limits) -> io::Result<()> {
         let period: u64 = 100_000;
         let quota = u64::from(limits.cpu_millis.max(10)) * period / 1000;
         match self.hierarchy {
@@ -155,14 +156,21 @@ impl Cgroup {
             }
             Hierarchy::V1 => {
                 let memory = self.dir("memory");
-                write(
-                    &memory.join("memory.limit_in_bytes"),
-                    &limits.memory_bytes.to_string(),
-                )?;
-                // memsw (memory + swap) exists when swap accounting is on.
+                let value = limits.memory_bytes.to_string();
+                // memsw (memory + swap) exists when swap accounting is on;
+                // it may never be below the memory limit, so the order of
+                // the two writes depends on whether the limit grows.
                 let memsw = memory.join("memory.memsw.limit_in_bytes");
-                if memsw.exists() {
-                    write(&memsw, &limits.memory_bytes.to_string())?;
+                let grows = read_u64(&memory.join("memory.limit_in_bytes"))
+                    .is_some_and(|current| limits.memory_bytes > current);
+                if memsw.exists() && grows {
+                    write(&memsw, &value)?;
+                    write(&memory.join("memory.limit_in_bytes"), &value)?;
+                } else {
+                    write(&memory.join("memory.limit_in_bytes"), &value)?;
+                    if memsw.exists() {
+                        write(&memsw, &value)?;
+                    }
                 }
                 write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
                 let cpu = self.dir("cpu");

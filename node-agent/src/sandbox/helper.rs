@@ -31,8 +31,6 @@ use std::{
 /// What the agent asks of one run.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
-    /// `cgroup.procs` files to join first.
-    pub cgroup_procs: Vec<PathBuf>,
     /// An empty directory the new root is built on.
     pub root: PathBuf,
     /// The run's scratch directory (a size-limited tmpfs the agent mounted).
@@ -75,13 +73,24 @@ fn fail(what: &str, err: impl std::fmt::Display) -> String {
     format!("{what}: {err}")
 }
 
-/// The helper's `main`: `berth-sandbox SPEC_FILE`. Returns the exit code.
+/// The helper's `main`: `berth-sandbox CGROUP_PROCS_FILE...`. It joins
+/// the cgroup (the slow part on cgroup v1, done before it is needed: the
+/// agent keeps helpers waiting here), then reads the spec file's path as
+/// one line from stdin, whose remainder is the program's stdin. Returns
+/// the exit code.
 pub fn main(args: &[String]) -> i32 {
-    let Some(spec_path) = args.get(1) else {
-        eprintln!("usage: berth-sandbox SPEC_FILE");
-        return 2;
+    let pid = std::process::id().to_string();
+    for procs in &args[1..] {
+        if let Err(err) = std::fs::write(procs, &pid) {
+            eprintln!("berth-sandbox: joining {procs}: {err}");
+            return 2;
+        }
+    }
+    let Some(spec_path) = read_line_unbuffered() else {
+        // The agent let this waiting helper go.
+        return 0;
     };
-    let spec: Spec = match std::fs::read(spec_path)
+    let spec: Spec = match std::fs::read(&spec_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
@@ -105,16 +114,29 @@ pub fn main(args: &[String]) -> i32 {
     }
 }
 
+/// One line from fd 0, a byte at a time so that nothing after it is taken
+/// from the program's stdin.
+fn read_line_unbuffered() -> Option<String> {
+    let mut line = Vec::new();
+    let mut byte = [0u8; 1];
+    loop {
+        match nix::unistd::read(std::io::stdin(), &mut byte) {
+            Ok(0) => return None,
+            Ok(_) if byte[0] == b'\n' => break,
+            Ok(_) if line.len() < 4096 => line.push(byte[0]),
+            Ok(_) => return None,
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return None,
+        }
+    }
+    String::from_utf8(line).ok()
+}
+
 /// The helper itself: joins the cgroup, makes the pid namespace, forks
 /// the init and waits for it.
 fn outer(spec: &Spec) -> Result<Report, String> {
     // Nothing of the agent's beyond stdin, stdout and stderr.
     unsafe { libc::close_range(3, u32::MAX, 0) };
-    let pid = std::process::id().to_string();
-    for procs in &spec.cgroup_procs {
-        std::fs::write(procs, &pid)
-            .map_err(|e| fail(&format!("joining {}", procs.display()), e))?;
-    }
     unshare(CloneFlags::CLONE_NEWPID).map_err(|e| fail("pid namespace", e))?;
     let (status_read, status_write) = nix::unistd::pipe().map_err(|e| fail("pipe", e))?;
     match unsafe { fork() }.map_err(|e| fail("fork", e))? {

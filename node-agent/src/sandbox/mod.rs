@@ -51,6 +51,9 @@ pub struct SandboxConfig {
     pub scratch_bytes: u64,
     pub pids: u32,
     pub cpu_millis: u32,
+    /// Helpers kept started and waiting in their cgroups, so that a run
+    /// does not wait for a process to join a cgroup (slow on cgroup v1).
+    pub warm_helpers: usize,
 }
 
 impl SandboxConfig {
@@ -66,6 +69,7 @@ impl SandboxConfig {
             scratch_bytes: 32 << 20,
             pids: 64,
             cpu_millis: 1000,
+            warm_helpers: 2,
         }
     }
 }
@@ -159,6 +163,8 @@ pub struct Sandbox {
     config: SandboxConfig,
     hierarchy: Hierarchy,
     prefix: String,
+    /// Helpers waiting for a run, each already in a cgroup of its own.
+    pool: std::sync::Mutex<Vec<Warm>>,
 }
 
 /// One step (compile or run) inside one run's directory.
@@ -200,6 +206,7 @@ impl Sandbox {
             config,
             hierarchy,
             prefix,
+            pool: std::sync::Mutex::new(Vec::new()),
         };
         sandbox.sweep();
         Ok(sandbox)
@@ -296,7 +303,10 @@ impl Sandbox {
         let id = next_id();
         let job = self.config.dir.join("runs").join(&id);
         let work = job.join("work");
-        let outcome = match self.prepare(&job, &work, language, &run.code) {
+        let started = Instant::now();
+        let prepared = self.prepare(&job, &work, language, &run.code);
+        tracing::debug!(took = ?started.elapsed(), "sandbox: prepared");
+        let outcome = match prepared {
             Ok(()) => {
                 self.compile_and_run(&job, &work, language, &run, cancel)
                     .await
@@ -307,7 +317,9 @@ impl Sandbox {
                 ..Outcome::rejected(String::new())
             },
         };
+        let cleaning = Instant::now();
         self.clean(&job, &work);
+        tracing::debug!(took = ?cleaning.elapsed(), total = ?started.elapsed(), "sandbox: cleaned");
         outcome
     }
 
@@ -557,7 +569,6 @@ impl Sandbox {
     }
 
     async fn step(&self, step: Step<'_>, cancel: &CancellationToken) -> StepResult {
-        let name = format!("{}-{}", self.prefix, next_id());
         let failed = |why: String| StepResult {
             report: Some(Report {
                 ending: Ending::SetupFailed(why),
@@ -578,13 +589,18 @@ impl Sandbox {
             pids: self.config.pids,
             cpu_millis: self.config.cpu_millis,
         };
-        let group = match Cgroup::create(&self.hierarchy, &name, limits) {
-            Ok(group) => group,
-            Err(err) => return failed(format!("cgroup: {err}")),
+        let phase = Instant::now();
+        // A helper already in a cgroup of its own, waiting for its spec.
+        let Warm {
+            mut child,
+            group,
+            name,
+        } = match self.take_warm(limits).await {
+            Ok(warm) => warm,
+            Err(err) => return failed(err),
         };
         let result_file = step.job.join(format!("{name}.result"));
         let spec = Spec {
-            cgroup_procs: group.procs_files(),
             root: step.job.join("root"),
             work: step.work.to_owned(),
             binds: binds(step.job),
@@ -606,23 +622,12 @@ impl Sandbox {
         ) {
             return failed(format!("spec: {err}"));
         }
+        tracing::debug!(took = ?phase.elapsed(), "sandbox: helper and spec");
         let started = Instant::now();
-        let mut child = match tokio::process::Command::new(&self.config.helper)
-            .args(&self.config.helper_args)
-            .arg(&spec_file)
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn()
-        {
-            Ok(child) => child,
-            Err(err) => return failed(format!("starting {}: {err}", self.config.helper.display())),
-        };
         let mut stdin = child.stdin.take().expect("piped");
-        let input = step.stdin.to_vec();
+        let mut input = spec_file.as_os_str().as_encoded_bytes().to_vec();
+        input.push(b'\n');
+        input.extend_from_slice(step.stdin);
         let feeder = tokio::spawn(async move {
             let _ = stdin.write_all(&input).await;
         });
@@ -641,12 +646,15 @@ impl Sandbox {
             let _ = child.wait().await;
         }
         let wall = started.elapsed();
+        tracing::debug!(took = ?wall, "sandbox: helper ran");
+        let phase = Instant::now();
         group.kill_all();
         feeder.abort();
         let (stdout, stdout_truncated) = out.await.unwrap_or_default();
         let (stderr, stderr_truncated) = err.await.unwrap_or_default();
         let usage = group.usage();
         drop(group);
+        tracing::debug!(took = ?phase.elapsed(), "sandbox: cgroup removed");
         let report = std::fs::read(&result_file)
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
@@ -661,6 +669,71 @@ impl Sandbox {
             wall,
             usage,
         }
+    }
+}
+
+/// A helper started ahead, already in its own cgroup, waiting on stdin.
+struct Warm {
+    child: tokio::process::Child,
+    group: Cgroup,
+    name: String,
+}
+
+impl Sandbox {
+    /// Starts a helper in a fresh cgroup; it waits for its spec.
+    fn start_warm(&self, limits: Limits) -> Result<Warm, String> {
+        let name = format!("{}-{}", self.prefix, next_id());
+        let group =
+            Cgroup::create(&self.hierarchy, &name, limits).map_err(|e| format!("cgroup: {e}"))?;
+        let child = tokio::process::Command::new(&self.config.helper)
+            .args(&self.config.helper_args)
+            .args(group.procs_files())
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("starting {}: {e}", self.config.helper.display()))?;
+        Ok(Warm { child, group, name })
+    }
+
+    /// A waiting helper with `limits` set, from the pool when one is there;
+    /// the pool is topped up for the next run.
+    async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
+        let mut pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let alive = pooled
+            .as_mut()
+            .is_some_and(|w| matches!(w.child.try_wait(), Ok(None)));
+        let warm = match pooled {
+            Some(warm) if alive => {
+                warm.group
+                    .set_limits(limits)
+                    .map_err(|e| format!("cgroup: {e}"))?;
+                warm
+            }
+            _ => self.start_warm(limits)?,
+        };
+        // Refill off the request's path.
+        while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
+            match self.start_warm(Limits {
+                memory_bytes: DEFAULT_MEMORY_BYTES,
+                pids: self.config.pids,
+                cpu_millis: self.config.cpu_millis,
+            }) {
+                Ok(next) => self
+                    .pool
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(next),
+                Err(err) => {
+                    tracing::warn!(%err, "starting a waiting sandbox helper");
+                    break;
+                }
+            }
+        }
+        Ok(warm)
     }
 }
 
