@@ -209,6 +209,11 @@ impl Sandbox {
             pool: std::sync::Mutex::new(Vec::new()),
         };
         sandbox.sweep();
+        make_etc(
+            &sandbox.config.dir.join("etc"),
+            sandbox.config.uid,
+            sandbox.config.gid,
+        )?;
         Ok(sandbox)
     }
 
@@ -324,7 +329,7 @@ impl Sandbox {
     }
 
     /// The run's directory: a size-limited tmpfs `/work` owned by the
-    /// sandbox user with the code in it, and the passwd/group it sees.
+    /// sandbox user with the code in it.
     fn prepare(&self, job: &Path, work: &Path, language: &Language, code: &str) -> io::Result<()> {
         std::fs::create_dir_all(job.join("root"))?;
         std::fs::create_dir_all(work)?;
@@ -347,20 +352,6 @@ impl Sandbox {
             &file,
             Some(self.config.uid.into()),
             Some(self.config.gid.into()),
-        )?;
-        std::fs::write(
-            job.join("passwd"),
-            format!(
-                "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{}:{}:sandbox:/work:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n",
-                self.config.uid, self.config.gid
-            ),
-        )?;
-        std::fs::write(
-            job.join("group"),
-            format!(
-                "root:x:0:\nsandbox:x:{}:\nnogroup:x:65534:\n",
-                self.config.gid
-            ),
         )?;
         Ok(())
     }
@@ -603,7 +594,7 @@ impl Sandbox {
         let spec = Spec {
             root: step.job.join("root"),
             work: step.work.to_owned(),
-            binds: binds(step.job),
+            binds: binds(&self.config.dir.join("etc")),
             symlinks: symlinks(),
             argv: step.argv.clone(),
             env: step.env.clone(),
@@ -634,6 +625,8 @@ impl Sandbox {
         let cap = self.config.max_output_bytes;
         let out = tokio::spawn(read_capped(child.stdout.take().expect("piped"), cap));
         let err = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap));
+        // The next run's helper joins its cgroup while this one runs.
+        self.refill();
         // The helper and the whole tree share the cgroup: killing the
         // group ends everything, however it forked.
         let (timed_out, cancelled) = tokio::select! {
@@ -699,8 +692,7 @@ impl Sandbox {
         Ok(Warm { child, group, name })
     }
 
-    /// A waiting helper with `limits` set, from the pool when one is there;
-    /// the pool is topped up for the next run.
+    /// A waiting helper with `limits` set, from the pool when one is there.
     async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
         let mut pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let alive = pooled
@@ -715,7 +707,13 @@ impl Sandbox {
             }
             _ => self.start_warm(limits)?,
         };
-        // Refill off the request's path.
+        Ok(warm)
+    }
+}
+
+impl Sandbox {
+    /// Tops the pool of waiting helpers up (while a program runs).
+    fn refill(&self) {
         while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
             match self.start_warm(Limits {
                 memory_bytes: DEFAULT_MEMORY_BYTES,
@@ -733,7 +731,6 @@ impl Sandbox {
                 }
             }
         }
-        Ok(warm)
     }
 }
 
@@ -757,27 +754,73 @@ async fn read_capped(mut pipe: impl AsyncRead + Unpin, cap: usize) -> (Vec<u8>, 
     (kept, truncated)
 }
 
+/// The `/etc` files toolchains read, copied once into a template that
+/// every run binds read-only as its `/etc` (one mount instead of one per
+/// file), with a passwd and group of the sandbox's own.
+const ETC_FILES: &[&str] = &[
+    "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "nsswitch.conf",
+    "java-17-openjdk",
+    "ssl/certs",
+];
+
+/// Copies `source` (a file, a symlink or a directory tree) to `target`.
+fn copy_tree(source: &Path, target: &Path) -> io::Result<()> {
+    let meta = std::fs::symlink_metadata(source)?;
+    if meta.file_type().is_symlink() {
+        std::os::unix::fs::symlink(std::fs::read_link(source)?, target)
+    } else if meta.is_dir() {
+        std::fs::create_dir_all(target)?;
+        for entry in std::fs::read_dir(source)? {
+            let entry = entry?;
+            copy_tree(&entry.path(), &target.join(entry.file_name()))?;
+        }
+        Ok(())
+    } else {
+        std::fs::copy(source, target).map(|_| ())
+    }
+}
+
+/// Makes the `/etc` template in `dir` (anew, from the host's files).
+fn make_etc(dir: &Path, uid: u32, gid: u32) -> io::Result<()> {
+    if dir.exists() {
+        std::fs::remove_dir_all(dir)?;
+    }
+    std::fs::create_dir_all(dir)?;
+    for name in ETC_FILES {
+        let source = Path::new("/etc").join(name);
+        if source.exists() {
+            let target = dir.join(name);
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            copy_tree(&source, &target)?;
+        }
+    }
+    std::fs::write(
+        dir.join("passwd"),
+        format!(
+            "root:x:0:0:root:/:/usr/sbin/nologin\nsandbox:x:{uid}:{gid}:sandbox:/work:/usr/sbin/nologin\nnobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+        ),
+    )?;
+    std::fs::write(
+        dir.join("group"),
+        format!("root:x:0:\nsandbox:x:{gid}:\nnogroup:x:65534:\n"),
+    )?;
+    Ok(())
+}
+
 /// What the new root holds, read-only: the system's programs and
-/// libraries, the handful of `/etc` files toolchains read, and the run's
-/// own passwd and group.
-fn binds(job: &Path) -> Vec<(PathBuf, PathBuf)> {
-    let mut binds: Vec<(PathBuf, PathBuf)> = ["/usr"]
-        .iter()
-        .chain(
-            [
-                "/etc/alternatives",
-                "/etc/ld.so.cache",
-                "/etc/ld.so.conf",
-                "/etc/ld.so.conf.d",
-                "/etc/localtime",
-                "/etc/nsswitch.conf",
-                "/etc/java-17-openjdk",
-                "/etc/ssl/certs",
-            ]
-            .iter(),
-        )
-        .map(|p| (PathBuf::from(p), PathBuf::from(p)))
-        .collect();
+/// libraries, and the `/etc` template.
+fn binds(etc: &Path) -> Vec<(PathBuf, PathBuf)> {
+    let mut binds: Vec<(PathBuf, PathBuf)> = vec![
+        (PathBuf::from("/usr"), PathBuf::from("/usr")),
+        (etc.to_owned(), PathBuf::from("/etc")),
+    ];
     // On hosts where /bin, /lib… are real directories rather than links into /usr.
     for dir in ["/bin", "/sbin", "/lib", "/lib64"] {
         let path = Path::new(dir);
@@ -785,8 +828,6 @@ fn binds(job: &Path) -> Vec<(PathBuf, PathBuf)> {
             binds.push((path.to_owned(), path.to_owned()));
         }
     }
-    binds.push((job.join("passwd"), PathBuf::from("/etc/passwd")));
-    binds.push((job.join("group"), PathBuf::from("/etc/group")));
     binds
 }
 
