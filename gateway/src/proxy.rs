@@ -388,6 +388,7 @@ impl Gateway {
         let mut body = Some(body);
         let mut last_error: Option<ApiError> = None;
         let mut all_refused = true;
+        let mut stale_retried = false;
         while tried.len() < MAX_ATTEMPTS {
             let now = Instant::now();
             let Some((index, admission)) = app.pick(&tried, now) else {
@@ -444,6 +445,18 @@ impl Gateway {
             };
             if reclaim.overflowed() {
                 return Err(Failure::Final(too_large(app.route.max_body_bytes)));
+            }
+            // A kept connection the instance had closed: not the instance's
+            // fault; once per request, a fresh connection to the same one.
+            if error.is_stale() && !stale_retried {
+                if let Some(again) = reclaim.take() {
+                    stale_retried = true;
+                    tried.pop();
+                    let (fresh, fresh_reclaim) = reclaimable(again, app.route.max_body_bytes);
+                    body = Some(fresh);
+                    reclaim = fresh_reclaim;
+                    continue;
+                }
             }
             let connect = error.is_connect();
             all_refused &= connect;

@@ -30,6 +30,9 @@ pub enum UpstreamError {
     Connect(String),
     #[error("{0}")]
     Http(#[source] hyper::Error),
+    /// A kept connection turned out closed by the instance.
+    #[error("a kept connection was closed: {0}")]
+    Stale(#[source] hyper::Error),
     #[error("{0}")]
     Pool(#[source] hyper_util::client::legacy::Error),
 }
@@ -40,8 +43,13 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => true,
             UpstreamError::Pool(e) => e.is_connect(),
-            UpstreamError::Http(_) => false,
+            UpstreamError::Http(_) | UpstreamError::Stale(_) => false,
         }
+    }
+
+    /// Sending over a reused connection failed because it had been closed.
+    pub fn is_stale(&self) -> bool {
+        matches!(self, UpstreamError::Stale(_))
     }
 }
 
@@ -118,6 +126,25 @@ async fn connect(backend: &Backend) -> Result<SendRequest<UpstreamBody>, Upstrea
     Ok(sender)
 }
 
+/// The peer had closed (or reset) the connection: what a kept connection
+/// the instance let go of looks like.
+fn closed_under_us(error: &hyper::Error) -> bool {
+    if error.is_incomplete_message() || error.is_canceled() || error.is_closed() {
+        return true;
+    }
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+            );
+        }
+        source = cause.source();
+    }
+    false
+}
+
 async fn send_own(
     own: &ConnUpstreams,
     backend: &Backend,
@@ -155,7 +182,14 @@ async fn send_own(
                 own.put(&backend.instance_id, sender);
                 Ok(response)
             }
-            _ => Err(UpstreamError::Http(err.into_error())),
+            _ => {
+                let error = err.into_error();
+                if reused && closed_under_us(&error) {
+                    Err(UpstreamError::Stale(error))
+                } else {
+                    Err(UpstreamError::Http(error))
+                }
+            }
         },
     }
 }
