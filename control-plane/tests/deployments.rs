@@ -815,7 +815,7 @@ async fn logs_stats_and_cleanup_reach_the_containers() {
             .unwrap()
     );
     let cleaned = apps
-        .cleanup(pb::CleanupRequest {})
+        .cleanup(pb::CleanupRequest::default())
         .await
         .unwrap()
         .into_inner();

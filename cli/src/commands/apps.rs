@@ -683,7 +683,7 @@ pub async fn run(target: &Target, args: AppsArgs) -> anyhow::Result<()> {
             )
         }
         AppsCommand::Cleanup => {
-            let done = reply(client.cleanup(pb::CleanupRequest {}).await)?;
+            let done = reply(client.cleanup(pb::CleanupRequest::default()).await)?;
             let json = serde_json::json!({
                 "removed_containers": done.removed_containers,
                 "removed_images": done.removed_images,

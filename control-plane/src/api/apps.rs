@@ -424,8 +424,18 @@ impl AppService for AppApi {
         _request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
         let mut response = pb::CleanupResponse::default();
+        let mut keep_images = Vec::new();
+        for app in self.store.list_apps(None).await? {
+            if let Some(build_id) = &app.current_build_id {
+                if let Ok(build) = self.store.get_build(build_id).await {
+                    keep_images.push(build.image_tag);
+                }
+            }
+        }
         for node in self.store.list_nodes(None).await? {
-            let kind = pb::agent_request::Kind::Cleanup(pb::CleanupRequest {});
+            let kind = pb::agent_request::Kind::Cleanup(pb::CleanupRequest {
+                keep_images: keep_images.clone(),
+            });
             let Some(mut pending) = self.requests.ask(&self.sessions, &node.name, kind).await
             else {
                 continue;

@@ -75,7 +75,7 @@ pub async fn route(call: Call) -> Answer {
             ok(j!({ "success": true, "message": format!("API {id} redeployed") }))
         }
         (Method::POST, ["admin", "cleanup"]) => {
-            rpc(apps(&call).cleanup(pb::CleanupRequest {})).await?;
+            rpc(apps(&call).cleanup(pb::CleanupRequest::default())).await?;
             let listed = rpc(apps(&call).list_apps(pb::ListAppsRequest::default())).await?;
             let remaining = listed.apps.iter().filter(|a| running(a) > 0).count();
             ok(

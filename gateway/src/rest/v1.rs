@@ -142,7 +142,7 @@ pub async fn route(call: Call) -> Answer {
         }
         (Method::GET, ["events"]) => events(&call).await,
         (Method::POST, ["cleanup"]) => {
-            let done = rpc(apps(&call).cleanup(pb::CleanupRequest {})).await?;
+            let done = rpc(apps(&call).cleanup(pb::CleanupRequest::default())).await?;
             Ok(json(
                 StatusCode::OK,
                 &serde_json::json!({

@@ -73,7 +73,7 @@ impl Answerer {
             match request.kind {
                 Some(Ask::Logs(logs)) => self.logs(id, logs).await,
                 Some(Ask::Stats(stats)) => self.stats(id, stats).await,
-                Some(Ask::Cleanup(_)) => self.cleanup(id).await,
+                Some(Ask::Cleanup(request)) => self.cleanup(id, &request.keep_images).await,
                 None => Err("empty request".to_owned()),
             }
         };
@@ -204,7 +204,7 @@ impl Answerer {
     /// Removes this node's containers that no instance wants, networks no
     /// container uses, built app images no container uses, and unpacked
     /// code no instance uses.
-    async fn cleanup(&self, id: u64) -> Result<(), String> {
+    async fn cleanup(&self, id: u64, keep_images: &[String]) -> Result<(), String> {
         let wanted: HashSet<String> = self
             .links
             .desired
@@ -266,7 +266,13 @@ impl Answerer {
             ))
             .await
             .map_err(|e| e.to_string())?;
-        for image in images.into_iter().filter(|i| !used.contains(&i.id)) {
+        // Unused, built by this node, and not an app's current image (just
+        // built, its instance not started yet).
+        for image in images.into_iter().filter(|i| {
+            !used.contains(&i.id)
+                && i.labels.get("berth.node") == Some(&self.node)
+                && !i.repo_tags.iter().any(|t| keep_images.contains(t))
+        }) {
             let options = bollard::query_parameters::RemoveImageOptionsBuilder::default()
                 .force(false)
                 .build();

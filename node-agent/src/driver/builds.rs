@@ -183,6 +183,8 @@ impl Builder {
             ("berth.managed".to_owned(), "true".to_owned()),
             ("berth.app".to_owned(), app_id.to_owned()),
             ("berth.build".to_owned(), build_id.to_owned()),
+            // Cleanup on a shared engine removes only this node's images.
+            ("berth.node".to_owned(), self.config.node.clone()),
         ]);
         let mut batch = String::new();
         let mut last = Instant::now();
