@@ -54,6 +54,27 @@ fn state(e: &pb::Execution) -> pb::ExecutionState {
     pb::ExecutionState::try_from(e.state).unwrap()
 }
 
+/// Waits until execution `id` is in `wanted`, and returns it.
+async fn wait_state(
+    executions: &ExecutionServiceClient<Channel>,
+    id: &str,
+    wanted: pb::ExecutionState,
+) -> pb::Execution {
+    wait_for(&format!("execution {id} to be {wanted:?}"), || {
+        let mut executions = executions.clone();
+        let id = id.to_owned();
+        async move {
+            let e = executions
+                .get_execution(pb::GetExecutionRequest { execution_id: id })
+                .await
+                .ok()?
+                .into_inner();
+            (state(&e) == wanted).then_some(e)
+        }
+    })
+    .await
+}
+
 #[tokio::test]
 async fn executions_run_through_grpc_and_http() {
     let (cluster, cp, _agent, channel) = cluster_with_sandbox("exec-node").await;
@@ -124,19 +145,7 @@ async fn executions_run_through_grpc_and_http() {
         .await
         .unwrap()
         .into_inner();
-    wait_for("the run to start", || {
-        let mut executions = executions.clone();
-        let id = long.id.clone();
-        async move {
-            let e = executions
-                .get_execution(pb::GetExecutionRequest { execution_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (state(&e) == pb::ExecutionState::Running).then_some(())
-        }
-    })
-    .await;
+    wait_state(&executions, &long.id, pb::ExecutionState::Running).await;
     let started = std::time::Instant::now();
     let cancelled = executions
         .cancel_execution(pb::CancelExecutionRequest {
@@ -338,33 +347,9 @@ async fn a_node_lost_mid_run_fails_its_executions() {
         .await
         .unwrap()
         .into_inner();
-    wait_for("the run to start", || {
-        let mut executions = executions.clone();
-        let id = long.id.clone();
-        async move {
-            let e = executions
-                .get_execution(pb::GetExecutionRequest { execution_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (state(&e) == pb::ExecutionState::Running).then_some(())
-        }
-    })
-    .await;
+    wait_state(&executions, &long.id, pb::ExecutionState::Running).await;
     kill_agent(agent).await;
-    let failed = wait_for("the execution to fail", || {
-        let mut executions = executions.clone();
-        let id = long.id.clone();
-        async move {
-            let e = executions
-                .get_execution(pb::GetExecutionRequest { execution_id: id })
-                .await
-                .ok()?
-                .into_inner();
-            (state(&e) == pb::ExecutionState::Failed).then_some(e)
-        }
-    })
-    .await;
+    let failed = wait_state(&executions, &long.id, pb::ExecutionState::Failed).await;
     assert!(
         failed.error.contains("doomed-node") && failed.error.contains("lost"),
         "{}",
@@ -396,19 +381,7 @@ async fn the_queue_is_bounded() {
         );
     }
     for id in &ids {
-        wait_for("a slot to be taken", || {
-            let mut executions = executions.clone();
-            let id = id.clone();
-            async move {
-                let e = executions
-                    .get_execution(pb::GetExecutionRequest { execution_id: id })
-                    .await
-                    .ok()?
-                    .into_inner();
-                (state(&e) == pb::ExecutionState::Running).then_some(())
-            }
-        })
-        .await;
+        wait_state(&executions, id, pb::ExecutionState::Running).await;
     }
     // …then the queue fills up to its bound, and one more is refused.
     for _ in 0..256 {

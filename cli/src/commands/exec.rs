@@ -54,16 +54,7 @@ enum ExecCommand {
 }
 
 fn language(name: &str) -> anyhow::Result<i32> {
-    let name = match name {
-        "py" | "python3" => "python",
-        "js" | "node" => "javascript",
-        "ts" => "typescript",
-        "c++" => "cpp",
-        "golang" => "go",
-        "rs" => "rust",
-        other => other,
-    };
-    let language: Language = name.parse().map_err(|_| {
+    let language = Language::from_alias(name).ok_or_else(|| {
         anyhow::anyhow!(
             "--lang {name:?}: one of python, javascript, typescript, java, cpp, go, rust"
         )

@@ -63,17 +63,7 @@ fn yes() -> bool {
 }
 
 fn language(name: &str) -> i32 {
-    let name = match name {
-        "py" | "python3" => "python",
-        "js" | "node" | "nodejs" => "javascript",
-        "ts" => "typescript",
-        "c++" => "cpp",
-        "golang" => "go",
-        "rs" => "rust",
-        other => other,
-    };
-    name.parse::<Language>()
-        .map_or(-1, |l| pb::Language::from(l) as i32)
+    Language::from_alias(name).map_or(-1, |l| pb::Language::from(l) as i32)
 }
 
 fn state_name(state: i32) -> String {

@@ -147,14 +147,6 @@ pub const LANGUAGES: &[Language] = &[
 ];
 
 pub fn find(name: &str) -> Option<&'static Language> {
-    let name = match name {
-        "py" | "python3" => "python",
-        "js" | "node" => "javascript",
-        "ts" => "typescript",
-        "golang" => "go",
-        "rs" => "rust",
-        "c++" => "cpp",
-        other => other,
-    };
-    LANGUAGES.iter().find(|l| l.name == name)
+    let name = berth_proto::domain::Language::from_alias(name)?;
+    LANGUAGES.iter().find(|l| l.name == name.as_str())
 }

@@ -44,6 +44,23 @@ wire_enum!(
     }
 );
 
+impl Language {
+    /// The language a name or a common alias (`py`, `js`, `ts`, `c++`,
+    /// `golang`, `rs`, …) stands for.
+    pub fn from_alias(name: &str) -> Option<Self> {
+        let name = match name.trim().to_ascii_lowercase().as_str() {
+            "py" | "python3" => "python".to_owned(),
+            "js" | "node" | "nodejs" => "javascript".to_owned(),
+            "ts" => "typescript".to_owned(),
+            "c++" => "cpp".to_owned(),
+            "golang" => "go".to_owned(),
+            "rs" => "rust".to_owned(),
+            other => other.to_owned(),
+        };
+        name.parse().ok()
+    }
+}
+
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
 pub const DEFAULT_CPU_MILLIS: u32 = 1000;
 pub const MIN_CPU_MILLIS: u32 = 50;
