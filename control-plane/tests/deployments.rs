@@ -227,17 +227,7 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
         .into_inner();
     assert_eq!(stopped.state, pb::AppState::Stopped as i32);
     let app_id = app.id.clone();
-    wait_for("the app's containers to go", || {
-        let docker = docker.clone();
-        let app_id = app_id.clone();
-        async move {
-            app_containers(&docker, &app_id)
-                .await
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_containers_gone(&docker, &app_id).await;
     let got = apps
         .get_app(pb::AppRef {
             app_id: app.id.clone(),
@@ -267,17 +257,7 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), tonic::Code::NotFound);
-    wait_for("the deleted app's containers to go", || {
-        let docker = docker.clone();
-        let app_id = app_id.clone();
-        async move {
-            app_containers(&docker, &app_id)
-                .await
-                .is_empty()
-                .then_some(())
-        }
-    })
-    .await;
+    wait_containers_gone(&docker, &app_id).await;
 
     kill_agent(agent).await;
     cp.stop().await;

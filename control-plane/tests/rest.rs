@@ -658,12 +658,7 @@ async fn seed_endpoints_answer_in_the_seeds_shapes() {
         .await;
     assert_eq!(code, StatusCode::NOT_FOUND);
     let docker = berth_node_agent::docker::connect().await.unwrap();
-    wait_for("the deleted image's containers to go", || {
-        let docker = docker.clone();
-        let id = id.clone();
-        async move { app_containers(&docker, &id).await.is_empty().then_some(()) }
-    })
-    .await;
+    wait_containers_gone(&docker, &id).await;
     api.stop.cancel();
     cp.stop().await;
 }

@@ -144,7 +144,12 @@ pub async fn delete_and_wait(apps: &mut AppServiceClient<Channel>, app_id: &str)
     .await
     .unwrap();
     let docker = berth_node_agent::docker::connect().await.unwrap();
-    wait_for("the deleted app's containers to go", || {
+    wait_containers_gone(&docker, app_id).await;
+}
+
+/// Waits until no container of `app_id` is left on the local engine.
+pub async fn wait_containers_gone(docker: &bollard::Docker, app_id: &str) {
+    wait_for(&format!("the containers of app {app_id} to go"), || {
         let docker = docker.clone();
         let app_id = app_id.to_owned();
         async move {
