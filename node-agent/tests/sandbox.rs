@@ -44,12 +44,15 @@ fn text(bytes: &[u8]) -> String {
 impl Fixture {
     async fn go(&self, run: Run) -> Outcome {
         let outcome = self.sandbox.run(run).await;
-        self.assert_clean();
+        self.assert_clean().await;
         outcome
     }
 
-    /// Nothing of any run is left: no run dir, no mount, no cgroup.
-    fn assert_clean(&self) {
+    /// Once the sandbox has settled (its clean-ups done, its waiting
+    /// helpers let go), nothing of any run is left: no run dir, no mount,
+    /// no cgroup.
+    async fn assert_clean(&self) {
+        self.sandbox.settle().await;
         let runs = self.dir.path().join("sandbox/runs");
         let left: Vec<_> = std::fs::read_dir(&runs)
             .unwrap()
@@ -63,6 +66,14 @@ impl Fixture {
             "mounts left behind under {}",
             runs.display()
         );
+        let groups: Vec<String> = std::fs::read_dir(self.sandbox.cgroup_parent())
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(self.sandbox.cgroup_prefix()))
+            .collect();
+        assert!(groups.is_empty(), "cgroups left behind: {groups:?}");
     }
 
     /// Runs `code` and expects it to succeed, returning stdout.
@@ -274,8 +285,65 @@ async fn a_hundred_runs_in_parallel_leave_nothing_behind() {
         assert_eq!(outcome.status, Status::Succeeded, "run {i}: {outcome:?}");
         assert_eq!(text(&outcome.stdout), format!("{}\n", i * 2));
     }
-    f.assert_clean();
+    f.assert_clean().await;
     no_sandbox_processes(f.sandbox.config().uid);
+}
+
+/// Network namespaces are made once and leased to one run at a time: what
+/// one run did on loopback is gone for the next run in the same namespace.
+#[tokio::test]
+async fn the_next_run_in_a_network_namespace_finds_nothing_of_the_last() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SandboxConfig::new(
+        env!("CARGO_BIN_EXE_berth-sandbox").into(),
+        dir.path().join("sandbox"),
+    );
+    (config.uid, config.gid) = (61008, 61008);
+    // No helper waiting ahead: each run leases the namespace the last gave back.
+    config.warm_helpers = 0;
+    let f = Fixture {
+        sandbox: Arc::new(Sandbox::new(config).unwrap()),
+        dir,
+    };
+    let first = f
+        .ok(
+            "python",
+            "import os, socket, time\n\
+             s = socket.socket(); s.bind(('127.0.0.1', 7777)); s.listen()\n\
+             c = socket.create_connection(('127.0.0.1', 7777)); a, _ = s.accept()\n\
+             a.close(); c.close(); s.close()\n\
+             if os.fork() == 0:\n    os.setsid()\n    l = socket.socket(); l.bind(('127.0.0.1', 7778)); l.listen(); time.sleep(60)\n\
+             time.sleep(0.3)\n\
+             print(os.readlink('/proc/self/ns/net'))\n",
+        )
+        .await;
+    let second = f
+        .ok(
+            "python",
+            "import os, socket\n\
+             print(os.readlink('/proc/self/ns/net'))\n\
+             try:\n    socket.create_connection(('127.0.0.1', 7778), timeout=2); print('REACHED')\n\
+             except OSError as e:\n    print('refused')\n\
+             s = socket.socket(); s.bind(('127.0.0.1', 7777)); print('bound')\n",
+        )
+        .await;
+    let mut lines = second.lines();
+    assert_eq!(
+        lines.next(),
+        Some(first.trim()),
+        "the same namespace, leased again"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("refused"),
+        "the last run's listener is gone"
+    );
+    assert_eq!(
+        lines.next(),
+        Some("bound"),
+        "the port the last run closed is free"
+    );
+    no_sandbox_processes(61008);
 }
 
 #[tokio::test]

@@ -147,6 +147,44 @@ fn bwrap(work: &Path, case: &Case) -> Command {
     command
 }
 
+/// The machine's busy and idle CPU time (all cores), from `/proc/stat`.
+struct MachineCpu {
+    busy: Duration,
+    idle: Duration,
+}
+
+impl MachineCpu {
+    fn now() -> Self {
+        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        let ticks: Vec<u64> = stat
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .skip(1)
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        let hz = 100.0; // USER_HZ
+        let at = |i: usize| ticks.get(i).copied().unwrap_or(0);
+        // user nice system idle iowait irq softirq steal
+        let busy = at(0) + at(1) + at(2) + at(5) + at(6) + at(7);
+        let idle = at(3) + at(4);
+        MachineCpu {
+            busy: Duration::from_secs_f64(busy as f64 / hz),
+            idle: Duration::from_secs_f64(idle as f64 / hz),
+        }
+    }
+
+    /// Busy and idle time since `self`.
+    fn since(&self) -> (Duration, Duration) {
+        let now = MachineCpu::now();
+        (
+            now.busy.saturating_sub(self.busy),
+            now.idle.saturating_sub(self.idle),
+        )
+    }
+}
+
 fn median(mut values: Vec<Duration>) -> Duration {
     values.sort();
     values[values.len() / 2]
@@ -180,6 +218,9 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let mut config = SandboxConfig::new(helper, dir.path().join("sandbox"));
     config.max_memory_bytes = 1 << 30;
+    if let Ok(n) = std::env::var("WARM") {
+        config.warm_helpers = n.parse()?;
+    }
     let sandbox = Arc::new(Sandbox::new(config)?);
     println!("| language | bare process | bwrap | Berth sandbox | Berth / bare | Berth / bwrap |");
     println!("|---|---|---|---|---|---|");
@@ -233,51 +274,82 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // Throughput: many python runs, `concurrency` at a time.
+    // Throughput: many python runs, `concurrency` at a time, in rounds
+    // that alternate bare and Berth (the machine's speed drifts).
     let python = &CASES[0];
     let work = dir.path().join("work-python");
-    let total = args.throughput_runs;
-    let started = Instant::now();
-    let mut handles = Vec::new();
-    let per = total / args.concurrency;
-    for _ in 0..args.concurrency {
-        let work = work.clone();
-        handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
-            for _ in 0..per {
-                time_command(bare(&work, python))?;
-            }
-            Ok(())
-        }));
-    }
-    for h in handles {
-        h.join().expect("a bare worker")?;
-    }
-    let bare_rate = (per * args.concurrency) as f64 / started.elapsed().as_secs_f64();
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for _ in 0..args.concurrency {
-        let sandbox = sandbox.clone();
-        tasks.push(tokio::spawn(async move {
-            for _ in 0..per {
-                let outcome = sandbox.run(run_of(python)).await;
-                if outcome.status != Status::Succeeded {
-                    return Err(anyhow::anyhow!("{outcome:?}"));
+    const ROUNDS: usize = 10;
+    let per = (args.throughput_runs / args.concurrency / ROUNDS).max(1);
+    let n = (per * args.concurrency * ROUNDS) as u32;
+    let (mut bare_time, mut berth_time) = (Duration::ZERO, Duration::ZERO);
+    let (mut bare_busy, mut bare_idle) = (Duration::ZERO, Duration::ZERO);
+    let (mut berth_busy, mut berth_idle) = (Duration::ZERO, Duration::ZERO);
+    let mut in_groups = Duration::ZERO;
+    for _ in 0..ROUNDS {
+        let started = Instant::now();
+        let cpu = MachineCpu::now();
+        let mut handles = Vec::new();
+        for _ in 0..args.concurrency {
+            let work = work.clone();
+            handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
+                for _ in 0..per {
+                    time_command(bare(&work, python))?;
                 }
-            }
-            Ok(())
-        }));
+                Ok(())
+            }));
+        }
+        for h in handles {
+            h.join().expect("a bare worker")?;
+        }
+        bare_time += started.elapsed();
+        let (busy, idle) = cpu.since();
+        bare_busy += busy;
+        bare_idle += idle;
+
+        let started = Instant::now();
+        let cpu = MachineCpu::now();
+        let mut tasks = Vec::new();
+        for _ in 0..args.concurrency {
+            let sandbox = sandbox.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut cpu = Duration::ZERO;
+                for _ in 0..per {
+                    let outcome = sandbox.run(run_of(python)).await;
+                    if outcome.status != Status::Succeeded {
+                        return Err(anyhow::anyhow!("{outcome:?}"));
+                    }
+                    cpu += outcome.cpu;
+                }
+                Ok(cpu)
+            }));
+        }
+        for t in tasks {
+            in_groups += t.await??;
+        }
+        berth_time += started.elapsed();
+        let (busy, idle) = cpu.since();
+        berth_busy += busy;
+        berth_idle += idle;
     }
-    for t in tasks {
-        t.await??;
-    }
-    let berth_rate = (per * args.concurrency) as f64 / started.elapsed().as_secs_f64();
+    let bare_rate = f64::from(n) / bare_time.as_secs_f64();
+    let berth_rate = f64::from(n) / berth_time.as_secs_f64();
     println!(
-        "\nthroughput, {} python runs at concurrency {}: bare {:.1}/s, Berth {:.1}/s, Berth / bare {:.2}×",
-        per * args.concurrency,
+        "\nthroughput, {n} python runs at concurrency {} (each, in {ROUNDS} alternating rounds): bare {:.1}/s, Berth {:.1}/s, Berth / bare {:.2}×",
         args.concurrency,
         bare_rate,
         berth_rate,
         berth_rate / bare_rate
+    );
+    println!(
+        "machine CPU per run (all processes and kernel threads): bare {}, Berth {}; idle per run: bare {}, Berth {}",
+        ms(bare_busy / n),
+        ms(berth_busy / n),
+        ms(bare_idle / n),
+        ms(berth_idle / n)
+    );
+    println!(
+        "of Berth's, in the run's cgroup (helper after joining, init, program): {}",
+        ms(in_groups / n)
     );
     if let Some(data_dir) = &args.data_dir {
         full_path(data_dir, &sandbox, args.runs.max(20)).await?;

@@ -273,6 +273,15 @@ impl Cgroup {
     }
 }
 
+/// Where groups are made: the unified hierarchy's parent on v2, the pids
+/// controller's on v1.
+pub fn parent(hierarchy: &Hierarchy) -> PathBuf {
+    match hierarchy {
+        Hierarchy::V2 => Path::new(ROOT).join(PARENT),
+        Hierarchy::V1 => Path::new(ROOT).join("pids").join(PARENT),
+    }
+}
+
 /// Removes the groups whose names start with `prefix`, killing what is in
 /// them: runs an earlier agent left behind when it died.
 pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {

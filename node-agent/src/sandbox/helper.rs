@@ -1,12 +1,15 @@
 //! The sandbox helper: a small, single-threaded process (`berth-sandbox`)
-//! the agent starts for every run. It joins the run's cgroup, makes a new
-//! pid namespace and forks its init; the init makes new mount, network,
-//! IPC and UTS namespaces, builds a root of read-only binds, a scratch
-//! `/work`, a size-limited `/tmp`, a minimal `/dev` and a fresh `/proc`,
-//! pivots into it and forks the program, which drops to an unprivileged
-//! uid with no_new_privs, rlimits and a seccomp filter before `execve`.
-//! When the program exits, the init exits and the kernel kills whatever is
-//! left in the namespace. The helper writes the outcome to a result file.
+//! the agent starts ahead of every run. It joins the run's cgroup, makes a
+//! new pid namespace and forks its init. The init enters the network
+//! namespace the agent leased to the run (loopback only), makes new mount,
+//! IPC and UTS namespaces, builds a root of read-only binds with the run's
+//! scratch dir at `/work`, a size-limited `/tmp`, a minimal `/dev` and a
+//! fresh `/proc`, pivots into it, drops the old root and installs the
+//! seccomp filter on itself — all before the run is known. Then it waits
+//! for the run's [`Spec`] on stdin and forks the program, which takes an
+//! unprivileged uid with no_new_privs and rlimits before `execve`. When
+//! the program exits, the init exits and the kernel kills whatever is left
+//! in the namespace. The helper writes the outcome to its result file.
 //!
 //! Runs from `main` of a fresh process: plain blocking calls, no threads.
 
@@ -28,27 +31,44 @@ use std::{
     path::{Path, PathBuf},
 };
 
-/// What the agent asks of one run.
+/// What every run's root holds: set once per sandbox, read by each helper
+/// when it starts (before any run is known).
 #[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Spec {
-    /// An empty directory the new root is built on.
+pub struct Layout {
+    /// An empty directory each helper mounts its new root on (in its own
+    /// mount namespace, so one directory serves them all).
     pub root: PathBuf,
-    /// The run's scratch directory (a size-limited tmpfs the agent mounted).
-    pub work: PathBuf,
     /// `(host path, path in the new root)` bound read-only.
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// `(link, target)` symlinks made in the new root.
     pub symlinks: Vec<(PathBuf, PathBuf)>,
+    pub tmp_bytes: u64,
+}
+
+/// What the agent asks of one run, sent on stdin as a decimal length, a
+/// newline and that many bytes of JSON; the rest of stdin is the program's.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Spec {
     pub argv: Vec<String>,
     pub env: Vec<(String, String)>,
     pub uid: u32,
     pub gid: u32,
-    pub tmp_bytes: u64,
     pub file_size_bytes: u64,
     pub open_files: u64,
     pub cpu_seconds: u64,
-    /// Where the helper writes the [`Report`].
-    pub result: PathBuf,
+}
+
+/// The largest spec the helper reads.
+pub const MAX_SPEC_BYTES: usize = 256 * 1024;
+
+impl Spec {
+    /// The bytes the helper reads from stdin before the program's input.
+    pub fn encode(&self) -> Vec<u8> {
+        let json = serde_json::to_vec(self).expect("a spec serializes");
+        let mut framed = format!("{}\n", json.len()).into_bytes();
+        framed.extend_from_slice(&json);
+        framed
+    }
 }
 
 /// How the program ended, as the helper saw it.
@@ -73,49 +93,108 @@ fn fail(what: &str, err: impl std::fmt::Display) -> String {
     format!("{what}: {err}")
 }
 
-/// The helper's `main`: `berth-sandbox CGROUP_PROCS_FILE...`. It joins
-/// the cgroup (the slow part on cgroup v1, done before it is needed: the
-/// agent keeps helpers waiting here), then reads the spec file's path as
-/// one line from stdin, whose remainder is the program's stdin. Returns
-/// the exit code.
+/// What the init tells the helper on the status pipe when the agent let it
+/// go without a run.
+const IDLE: &str = "idle";
+
+/// The helper's `main`: `berth-sandbox LAYOUT_FILE JOB_DIR NETNS_FILE
+/// CGROUP_PROCS_FILE...`. It joins the cgroup (the slow part on cgroup v1),
+/// builds the sandbox around `JOB_DIR/work` (the run's scratch tmpfs the
+/// agent mounted) in the network namespace `NETNS_FILE` (loopback only,
+/// leased to this run alone), then waits for the spec on stdin: the agent
+/// keeps helpers waiting ready. The report goes to `JOB_DIR/result`.
+/// Returns the exit code.
 pub fn main(args: &[String]) -> i32 {
+    let [_, layout_path, job, netns, procs @ ..] = args else {
+        eprintln!("usage: berth-sandbox LAYOUT_FILE JOB_DIR NETNS_FILE CGROUP_PROCS_FILE...");
+        return 2;
+    };
+    let netns = Path::new(netns);
+    let job = Path::new(job);
     let pid = std::process::id().to_string();
-    for procs in &args[1..] {
+    for procs in procs {
         if let Err(err) = std::fs::write(procs, &pid) {
             eprintln!("berth-sandbox: joining {procs}: {err}");
             return 2;
         }
     }
-    let Some(spec_path) = read_line_unbuffered() else {
-        // The agent let this waiting helper go.
-        return 0;
-    };
-    let spec: Spec = match std::fs::read(&spec_path)
+    let layout: Layout = match std::fs::read(layout_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
     {
-        Ok(spec) => spec,
+        Ok(layout) => layout,
         Err(err) => {
-            eprintln!("berth-sandbox: spec {spec_path}: {err}");
+            eprintln!("berth-sandbox: layout {layout_path}: {err}");
             return 2;
         }
     };
-    let ending = match outer(&spec) {
-        Ok(report) => report,
+    // Nothing of the agent's beyond stdin, stdout and stderr.
+    unsafe { libc::close_range(3, u32::MAX, 0) };
+    // The result file is made now, full size, while the run's tmpfs has
+    // room and inodes: whatever the program fills, the report fits.
+    let mut result = match std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(job.join("result"))
+        .and_then(|mut file| file.write_all(&[b' '; RESULT_BYTES]).map(|()| file))
+    {
+        Ok(file) => file,
+        Err(err) => {
+            eprintln!("berth-sandbox: result file: {err}");
+            return 2;
+        }
+    };
+    let report = match outer(&layout, &job.join("work"), netns) {
+        Ok(Some(report)) => report,
+        // Let go without a run: nothing to say.
+        Ok(None) => return 0,
         Err(err) => Report {
             ending: Ending::SetupFailed(err),
             cpu_micros: 0,
             max_rss_bytes: 0,
         },
     };
-    match serde_json::to_vec(&ending).map(|json| std::fs::write(&spec.result, json)) {
-        Ok(Ok(())) => 0,
-        _ => 3,
+    let written = write_report(&mut result, &report);
+    // The agent takes the end of stdout and stderr for the end of the run:
+    // the report is there by then. This process's own exit, which tears
+    // the sandbox's mounts down, goes on without anyone waiting for it.
+    unsafe {
+        libc::close(0);
+        libc::close(1);
+        libc::close(2);
+    }
+    if written.is_ok() {
+        0
+    } else {
+        3
     }
 }
 
-/// One line from fd 0, a byte at a time so that nothing after it is taken
-/// from the program's stdin.
+/// Room for a report in the result file.
+const RESULT_BYTES: usize = 4096;
+
+/// Overwrites the result file's placeholder with `report` (within its
+/// size: a long setup error is cut).
+fn write_report(file: &mut std::fs::File, report: &Report) -> std::io::Result<()> {
+    use std::os::unix::fs::FileExt;
+    let mut report = report.clone();
+    if let Ending::SetupFailed(why) = &mut report.ending {
+        if why.len() > RESULT_BYTES / 2 {
+            let mut end = RESULT_BYTES / 2;
+            while !why.is_char_boundary(end) {
+                end -= 1;
+            }
+            why.truncate(end);
+        }
+    }
+    let json = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
+    file.write_all_at(&json, 0)?;
+    file.set_len(json.len() as u64)
+}
+
+/// Reads fd 0 a byte at a time up to a newline, so that nothing after it
+/// is taken from the program's stdin. `None` at end of input.
 fn read_line_unbuffered() -> Option<String> {
     let mut line = Vec::new();
     let mut byte = [0u8; 1];
@@ -123,7 +202,7 @@ fn read_line_unbuffered() -> Option<String> {
         match nix::unistd::read(std::io::stdin(), &mut byte) {
             Ok(0) => return None,
             Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() < 4096 => line.push(byte[0]),
+            Ok(_) if line.len() < 32 => line.push(byte[0]),
             Ok(_) => return None,
             Err(nix::errno::Errno::EINTR) => continue,
             Err(_) => return None,
@@ -132,17 +211,48 @@ fn read_line_unbuffered() -> Option<String> {
     String::from_utf8(line).ok()
 }
 
-/// The helper itself: joins the cgroup, makes the pid namespace, forks
-/// the init and waits for it.
-fn outer(spec: &Spec) -> Result<Report, String> {
-    // Nothing of the agent's beyond stdin, stdout and stderr.
-    unsafe { libc::close_range(3, u32::MAX, 0) };
-    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| fail("pid namespace", e))?;
+/// The run's spec from stdin; `Ok(None)` when the agent closed stdin
+/// instead (it let this waiting helper go).
+fn read_spec() -> Result<Option<Spec>, String> {
+    let Some(line) = read_line_unbuffered() else {
+        return Ok(None);
+    };
+    let len: usize = line
+        .trim()
+        .parse()
+        .map_err(|_| format!("spec length {line:?}"))?;
+    if len > MAX_SPEC_BYTES {
+        return Err(format!("spec of {len} bytes (at most {MAX_SPEC_BYTES})"));
+    }
+    let mut json = vec![0u8; len];
+    let mut stdin = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(0) });
+    let read = stdin.read_exact(&mut json);
+    // fd 0 stays the program's stdin.
+    std::mem::forget(stdin);
+    read.map_err(|e| fail("reading the spec", e))?;
+    serde_json::from_slice(&json)
+        .map(Some)
+        .map_err(|e| fail("spec", e))
+}
+
+/// The helper itself: makes the pid namespace, forks the init and waits
+/// for it. `None` when the init was let go without a run.
+fn outer(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
+    // The helper shares the sandbox's mount, IPC and UTS namespaces with
+    // the init: when the run ends, the init's exit does not wait for the
+    // mounts to be torn down (the helper's does, after it has reported).
+    unshare(
+        CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS,
+    )
+    .map_err(|e| fail("namespaces", e))?;
     let (status_read, status_write) = nix::unistd::pipe().map_err(|e| fail("pipe", e))?;
     match unsafe { fork() }.map_err(|e| fail("fork", e))? {
         ForkResult::Child => {
             drop(status_read);
-            let code = match init(spec, status_write.as_raw_fd()) {
+            let code = match init(layout, work, netns, status_write.as_raw_fd()) {
                 Ok(()) => 0,
                 Err(err) => {
                     let mut pipe = std::fs::File::from(status_write);
@@ -157,17 +267,20 @@ fn outer(spec: &Spec) -> Result<Report, String> {
             while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
             let mut text = String::new();
             let _ = std::fs::File::from(status_read).read_to_string(&mut text);
+            if text == IDLE {
+                return Ok(None);
+            }
             let ending = parse_status(&text);
             let usage =
                 nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
                     .map_err(|e| fail("rusage", e))?;
             let micros =
                 |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-            Ok(Report {
+            Ok(Some(Report {
                 ending,
                 cpu_micros: micros(usage.user_time()) + micros(usage.system_time()),
                 max_rss_bytes: usage.max_rss() as u64 * 1024,
-            })
+            }))
         }
     }
 }
@@ -223,16 +336,56 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
     .map_err(|e| fail(&format!("read-only {}", source.display()), e))
 }
 
-/// Init of the new pid namespace (pid 1): builds the root, starts the
-/// program, reports how it ended.
-fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
-    unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWNET
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS,
-    )
-    .map_err(|e| fail("namespaces", e))?;
+/// Init of the new pid namespace (pid 1): builds the sandbox, waits for
+/// the run, starts the program, reports how it ended.
+fn init(layout: &Layout, work: &Path, netns: &Path, status_fd: i32) -> Result<(), String> {
+    prepare(layout, work, netns)?;
+    let Some(spec) = read_spec()? else {
+        let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
+        let _ = pipe.write_all(IDLE.as_bytes());
+        return Ok(());
+    };
+    let argv: Vec<CString> = spec.argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
+    if argv.is_empty() {
+        return Err("no program to run".into());
+    }
+    let env: Vec<CString> = spec
+        .env
+        .iter()
+        .map(|(k, v)| c(&format!("{k}={v}")))
+        .collect::<Result<_, _>>()?;
+    let program = match unsafe { fork() }.map_err(|e| fail("fork", e))? {
+        ForkResult::Child => {
+            let err = exec_program(&spec, &argv, &env);
+            let _ = writeln!(std::io::stderr(), "sandbox: {err}");
+            unsafe { libc::_exit(127) }
+        }
+        ForkResult::Parent { child } => child,
+    };
+    // Reap everything; report when the program itself ends.
+    let status = loop {
+        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == program => break format!("exit {code}"),
+            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == program => {
+                break format!("signal {}", signal as i32)
+            }
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => break format!("setup waiting for the program: {err}"),
+        }
+    };
+    let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
+    let _ = pipe.write_all(status.as_bytes());
+    Ok(())
+}
+
+/// Everything before the run is known: the namespaces, the root with its
+/// binds, the scratch dir at `/work`, `/tmp`, `/dev`, `/proc`, the pivot
+/// (the host out of reach), the hostname, and the seccomp filters (on the
+/// init itself: the program inherits them).
+fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
+    let net = std::fs::File::open(netns).map_err(|e| fail("network namespace", e))?;
+    nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| fail("network namespace", e))?;
+    drop(net);
     mount(
         None::<&str>,
         "/",
@@ -241,7 +394,7 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| fail("private mounts", e))?;
-    let root = &spec.root;
+    let root = &layout.root;
     mount(
         Some("tmpfs"),
         root,
@@ -251,21 +404,21 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
     )
     .map_err(|e| fail("root tmpfs", e))?;
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
-    for (source, target) in &spec.binds {
+    for (source, target) in &layout.binds {
         if source.exists() {
             bind_ro(source, &inside(target))?;
         }
     }
-    for (link, target) in &spec.symlinks {
+    for (link, target) in &layout.symlinks {
         std::os::unix::fs::symlink(target, inside(link))
             .map_err(|e| fail(&format!("symlink {}", link.display()), e))?;
     }
     // The run's scratch space, writable.
-    let work = root.join("work");
-    mkdir_p(&work)?;
+    let inside_work = root.join("work");
+    mkdir_p(&inside_work)?;
     mount(
-        Some(&spec.work),
-        &work,
+        Some(work),
+        &inside_work,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -278,7 +431,7 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
         &tmp,
         Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={},nr_inodes=4096,mode=1777", spec.tmp_bytes).as_str()),
+        Some(format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes).as_str()),
     )
     .map_err(|e| fail("/tmp", e))?;
     // /dev: the harmless devices only.
@@ -314,7 +467,7 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
         Some(
             format!(
                 "size={},nr_inodes=1024,mode=1777",
-                spec.tmp_bytes.min(8 << 20)
+                layout.tmp_bytes.min(8 << 20)
             )
             .as_str(),
         ),
@@ -354,47 +507,14 @@ fn init(spec: &Spec, status_fd: i32) -> Result<(), String> {
     )
     .map_err(|e| fail("read-only root", e))?;
     let _ = sethostname("sandbox");
-    loopback_up();
-
-    // Everything the program needs, made before the fork.
-    let argv: Vec<CString> = spec.argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
-    let env: Vec<CString> = spec
-        .env
-        .iter()
-        .map(|(k, v)| c(&format!("{k}={v}")))
-        .collect::<Result<_, _>>()?;
-    let filter = seccomp::filter().map_err(|e| fail("seccomp filter", e))?;
-    let program = match unsafe { fork() }.map_err(|e| fail("fork", e))? {
-        ForkResult::Child => {
-            let err = exec_program(spec, &argv, &env, &filter);
-            let _ = writeln!(std::io::stderr(), "sandbox: {err}");
-            unsafe { libc::_exit(127) }
-        }
-        ForkResult::Parent { child } => child,
-    };
-    // Reap everything; report when the program itself ends.
-    let status = loop {
-        match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == program => break format!("exit {code}"),
-            Ok(WaitStatus::Signaled(pid, signal, _)) if pid == program => {
-                break format!("signal {}", signal as i32)
-            }
-            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => break format!("setup waiting for the program: {err}"),
-        }
-    };
-    let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
-    let _ = pipe.write_all(status.as_bytes());
+    for filter in seccomp::filter().map_err(|e| fail("seccomp filter", e))? {
+        seccompiler::apply_filter(&filter).map_err(|e| fail("seccomp", e))?;
+    }
     Ok(())
 }
 
-/// In the program's process: limits, identity, filter, then the program.
-fn exec_program(
-    spec: &Spec,
-    argv: &[CString],
-    env: &[CString],
-    filters: &[seccompiler::BpfProgram],
-) -> String {
+/// In the program's process: limits and identity, then the program.
+fn exec_program(spec: &Spec, argv: &[CString], env: &[CString]) -> String {
     let limits = [
         (Resource::RLIMIT_FSIZE, spec.file_size_bytes),
         (Resource::RLIMIT_NOFILE, spec.open_files),
@@ -426,19 +546,15 @@ fn exec_program(
         return fail("no_new_privs", std::io::Error::last_os_error());
     }
     unsafe { libc::close_range(3, u32::MAX, 0) };
-    for filter in filters {
-        if let Err(err) = seccompiler::apply_filter(filter) {
-            return fail("seccomp", err);
-        }
-    }
     match execve(&argv[0], argv, env) {
         Ok(never) => match never {},
         Err(err) => fail(&format!("exec {:?}", argv[0]), err),
     }
 }
 
-/// Brings `lo` up in the new network namespace (nothing else exists there).
-fn loopback_up() {
+/// Brings `lo` up in the calling thread's network namespace (a new one:
+/// nothing else exists there).
+pub(crate) fn loopback_up() {
     unsafe {
         let sock = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
         if sock < 0 {

@@ -10,10 +10,11 @@
 pub mod cgroup;
 pub mod helper;
 pub mod languages;
+pub mod netns;
 pub mod seccomp;
 
 use cgroup::{Cgroup, Hierarchy, Limits};
-use helper::{Ending, Report, Spec};
+use helper::{Ending, Layout, Report, Spec};
 use languages::Language;
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::{
@@ -163,19 +164,38 @@ pub struct Sandbox {
     config: SandboxConfig,
     hierarchy: Hierarchy,
     prefix: String,
-    /// Helpers waiting for a run, each already in a cgroup of its own.
+    /// Helpers waiting for a run, each in a cgroup of its own with its
+    /// sandbox built.
     pool: std::sync::Mutex<Vec<Warm>>,
+    /// Clean-ups of finished helpers, done off the request's path.
+    retiring: tokio_util::task::TaskTracker,
+    /// Network namespaces, each leased to one helper at a time.
+    networks: std::sync::Arc<netns::Pool>,
 }
 
-/// One step (compile or run) inside one run's directory.
+/// Where the [`helper::Layout`] every helper reads is, in the sandbox dir.
+const LAYOUT_FILE: &str = "layout.json";
+
+/// What a step finds in its `/work`.
+#[derive(Clone)]
+enum Content<'a> {
+    Text(&'a str),
+    /// A copy of this file (a compiled program from the cache).
+    Copy(PathBuf),
+}
+
+/// One step (compile, check or run), in a sandbox of its own.
 struct Step<'a> {
-    job: &'a Path,
-    work: &'a Path,
-    argv: Vec<String>,
+    /// `(name in /work, content)`.
+    files: Vec<(&'a str, Content<'a>)>,
+    argv: &'a [&'a str],
     env: Vec<(String, String)>,
     stdin: &'a [u8],
     wall: Duration,
     memory_bytes: u64,
+    /// When the step succeeds: these files of its `/work` are kept in
+    /// this cache entry.
+    keep: Option<(&'a [&'a str], &'a Path)>,
 }
 
 struct StepResult {
@@ -188,13 +208,16 @@ struct StepResult {
     cancelled: bool,
     wall: Duration,
     usage: cgroup::Usage,
+    /// Why what the step made could not be kept.
+    keep_error: Option<io::Error>,
 }
 
 impl Sandbox {
     pub fn new(config: SandboxConfig) -> io::Result<Self> {
         let hierarchy = Hierarchy::detect()?;
-        std::fs::create_dir_all(config.dir.join("runs"))?;
-        std::fs::create_dir_all(config.dir.join("cache"))?;
+        for dir in ["runs", "cache", "root"] {
+            std::fs::create_dir_all(config.dir.join(dir))?;
+        }
         if !config.helper.is_file() {
             return Err(io::Error::other(format!(
                 "the sandbox helper {} is missing",
@@ -207,12 +230,21 @@ impl Sandbox {
             hierarchy,
             prefix,
             pool: std::sync::Mutex::new(Vec::new()),
+            retiring: tokio_util::task::TaskTracker::new(),
+            networks: Default::default(),
         };
         sandbox.sweep();
-        make_etc(
-            &sandbox.config.dir.join("etc"),
-            sandbox.config.uid,
-            sandbox.config.gid,
+        let etc = sandbox.config.dir.join("etc");
+        make_etc(&etc, sandbox.config.uid, sandbox.config.gid)?;
+        let layout = Layout {
+            root: sandbox.config.dir.join("root"),
+            binds: binds(&etc),
+            symlinks: symlinks(),
+            tmp_bytes: sandbox.config.scratch_bytes,
+        };
+        std::fs::write(
+            sandbox.config.dir.join(LAYOUT_FILE),
+            serde_json::to_vec(&layout).expect("a layout serializes"),
         )?;
         Ok(sandbox)
     }
@@ -227,8 +259,7 @@ impl Sandbox {
             .flatten()
             .flatten()
         {
-            let job = entry.path();
-            self.clean(&job, &job.join("work"));
+            clean(&entry.path());
             runs += 1;
         }
         if groups + runs > 0 {
@@ -242,6 +273,17 @@ impl Sandbox {
 
     pub fn config(&self) -> &SandboxConfig {
         &self.config
+    }
+
+    /// The cgroup directory runs' groups are made in (of the pids
+    /// controller on cgroup v1).
+    pub fn cgroup_parent(&self) -> PathBuf {
+        cgroup::parent(&self.hierarchy)
+    }
+
+    /// How the names of this sandbox's cgroups begin.
+    pub fn cgroup_prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Languages whose toolchain this host has.
@@ -305,66 +347,24 @@ impl Sandbox {
             Ok(language) => language,
             Err(reason) => return Outcome::rejected(reason),
         };
-        let id = next_id();
-        let job = self.config.dir.join("runs").join(&id);
-        let work = job.join("work");
-        let started = Instant::now();
-        let prepared = self.prepare(&job, &work, language, &run.code);
-        tracing::debug!(took = ?started.elapsed(), "sandbox: prepared");
-        let outcome = match prepared {
-            Ok(()) => {
-                self.compile_and_run(&job, &work, language, &run, cancel)
-                    .await
-            }
-            Err(err) => Outcome {
-                status: Status::Failed,
-                error: format!("sandbox set-up: {err}"),
-                ..Outcome::rejected(String::new())
-            },
-        };
-        let cleaning = Instant::now();
-        self.clean(&job, &work);
-        tracing::debug!(took = ?cleaning.elapsed(), total = ?started.elapsed(), "sandbox: cleaned");
-        outcome
+        self.compile_and_run(language, &run, cancel).await
     }
 
-    /// The run's directory: a size-limited tmpfs `/work` owned by the
-    /// sandbox user with the code in it.
-    fn prepare(&self, job: &Path, work: &Path, language: &Language, code: &str) -> io::Result<()> {
-        std::fs::create_dir_all(job.join("root"))?;
-        std::fs::create_dir_all(work)?;
-        mount(
-            Some("tmpfs"),
-            work,
-            Some("tmpfs"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-            Some(
-                format!(
-                    "size={},nr_inodes=4096,mode=0755,uid={},gid={}",
-                    self.config.scratch_bytes, self.config.uid, self.config.gid
-                )
-                .as_str(),
-            ),
-        )?;
-        let file = work.join(language.file);
-        std::fs::write(&file, code)?;
-        nix::unistd::chown(
-            &file,
-            Some(self.config.uid.into()),
-            Some(self.config.gid.into()),
-        )?;
-        Ok(())
+    /// Lets the waiting helpers go and waits until every finished run is
+    /// cleaned up: afterwards nothing of this sandbox's runs is left on the
+    /// host (no process, cgroup, mount or directory). The next run starts
+    /// helpers again.
+    pub async fn settle(&self) {
+        self.release_waiting();
+        self.retiring.close();
+        let _ = tokio::time::timeout(Duration::from_secs(30), self.retiring.wait()).await;
+        self.retiring.reopen();
     }
 
-    fn clean(&self, job: &Path, work: &Path) {
-        if let Err(err) = umount2(work, MntFlags::MNT_DETACH) {
-            if err != nix::errno::Errno::EINVAL {
-                tracing::warn!(%err, path = %work.display(), "unmounting a run's scratch dir");
-            }
-        }
-        if let Err(err) = std::fs::remove_dir_all(job) {
-            tracing::warn!(%err, path = %job.display(), "removing a run's dir");
-        }
+    fn release_waiting(&self) {
+        let waiting: Vec<Warm> =
+            std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(waiting);
     }
 
     fn env(&self, language: &Language) -> Vec<(String, String)> {
@@ -403,25 +403,25 @@ impl Sandbox {
 
     async fn compile_and_run(
         &self,
-        job: &Path,
-        work: &Path,
         language: &Language,
         run: &Run,
         cancel: &CancellationToken,
     ) -> Outcome {
+        let code = (language.file, Content::Text(&run.code));
         if run.validate {
             let step = Step {
-                job,
-                work,
-                argv: language.check.iter().map(|a| (*a).to_owned()).collect(),
+                files: vec![code],
+                argv: language.check,
                 env: self.env(language),
                 stdin: &[],
                 wall: MAX_TIMEOUT,
                 memory_bytes: (512u64 << 20).max(run.memory_bytes),
+                keep: None,
             };
             let result = self.step(step, cancel).await;
             return self.outcome(result, None);
         }
+        let mut files = vec![code.clone()];
         if let Some(compile) = language.compile {
             let cache = self
                 .config
@@ -429,33 +429,16 @@ impl Sandbox {
                 .join("cache")
                 .join(self.cache_key(language, &run.code));
             let cached = language.artifacts.iter().all(|a| cache.join(a).is_file());
-            if cached {
-                for artifact in language.artifacts {
-                    let target = work.join(artifact);
-                    if let Err(err) = std::fs::copy(cache.join(artifact), &target).and_then(|_| {
-                        nix::unistd::chown(
-                            &target,
-                            Some(self.config.uid.into()),
-                            Some(self.config.gid.into()),
-                        )
-                        .map_err(io::Error::from)
-                    }) {
-                        return Outcome {
-                            status: Status::Failed,
-                            error: format!("sandbox set-up: the cached program: {err}"),
-                            ..Outcome::rejected(String::new())
-                        };
-                    }
-                }
-            } else {
+            if !cached {
                 let step = Step {
-                    job,
-                    work,
-                    argv: compile.iter().map(|a| (*a).to_owned()).collect(),
+                    files: vec![code.clone()],
+                    argv: compile,
                     env: self.env(language),
                     stdin: &[],
                     wall: MAX_TIMEOUT,
                     memory_bytes: (512u64 << 20).max(run.memory_bytes),
+                    // What the compiler made, for this run and the next of the same code.
+                    keep: Some((language.artifacts, &cache)),
                 };
                 let compiled = self.step(step, cancel).await;
                 let ok = matches!(
@@ -476,28 +459,29 @@ impl Sandbox {
                     }
                     return outcome;
                 }
-                // Keep what the compiler made for the next run of the same code.
-                let partial = cache.with_extension("partial");
-                let saved = std::fs::create_dir_all(&partial).and_then(|_| {
-                    for artifact in language.artifacts {
-                        std::fs::copy(work.join(artifact), partial.join(artifact))?;
-                    }
-                    std::fs::rename(&partial, &cache)
-                });
-                if let Err(err) = saved {
-                    tracing::debug!(%err, "caching a compiled program");
-                    let _ = std::fs::remove_dir_all(&partial);
+                if let Some(err) = compiled.keep_error {
+                    return Outcome {
+                        status: Status::Failed,
+                        error: format!("sandbox set-up: keeping the compiled program: {err}"),
+                        ..Outcome::rejected(String::new())
+                    };
                 }
             }
+            files.extend(
+                language
+                    .artifacts
+                    .iter()
+                    .map(|a| (*a, Content::Copy(cache.join(a)))),
+            );
         }
         let step = Step {
-            job,
-            work,
-            argv: language.run.iter().map(|a| (*a).to_owned()).collect(),
+            files,
+            argv: language.run,
             env: self.env(language),
             stdin: &run.stdin,
             wall: run.timeout,
             memory_bytes: run.memory_bytes,
+            keep: None,
         };
         let cpu_limit = run.timeout;
         let result = self.step(step, cancel).await;
@@ -574,6 +558,7 @@ impl Sandbox {
             cancelled: false,
             wall: Duration::ZERO,
             usage: cgroup::Usage::default(),
+            keep_error: None,
         };
         let limits = Limits {
             memory_bytes: step.memory_bytes,
@@ -581,76 +566,74 @@ impl Sandbox {
             cpu_millis: self.config.cpu_millis,
         };
         let phase = Instant::now();
-        // A helper already in a cgroup of its own, waiting for its spec.
-        let Warm {
-            mut child,
-            group,
-            name,
-        } = match self.take_warm(limits).await {
+        // A helper already in a cgroup of its own, its sandbox built,
+        // waiting for its spec.
+        let mut warm = match self.take_warm(limits).await {
             Ok(warm) => warm,
             Err(err) => return failed(err),
         };
-        let result_file = step.job.join(format!("{name}.result"));
+        if let Err(err) = self.fill(&warm.job.join("work"), &step.files) {
+            self.retire(warm);
+            return failed(format!("the run's files: {err}"));
+        }
         let spec = Spec {
-            root: step.job.join("root"),
-            work: step.work.to_owned(),
-            binds: binds(&self.config.dir.join("etc")),
-            symlinks: symlinks(),
-            argv: step.argv.clone(),
-            env: step.env.clone(),
+            argv: step.argv.iter().map(|a| (*a).to_owned()).collect(),
+            env: step.env,
             uid: self.config.uid,
             gid: self.config.gid,
-            tmp_bytes: self.config.scratch_bytes,
             file_size_bytes: self.config.scratch_bytes,
             open_files: 256,
             cpu_seconds: step.wall.as_secs().max(1) + 1,
-            result: result_file.clone(),
         };
-        let spec_file = step.job.join(format!("{name}.spec"));
-        if let Err(err) = std::fs::write(
-            &spec_file,
-            serde_json::to_vec(&spec).expect("spec serializes"),
-        ) {
-            return failed(format!("spec: {err}"));
-        }
-        tracing::debug!(took = ?phase.elapsed(), "sandbox: helper and spec");
+        tracing::debug!(took = ?phase.elapsed(), "sandbox: helper and files");
         let started = Instant::now();
-        let mut stdin = child.stdin.take().expect("piped");
-        let mut input = spec_file.as_os_str().as_encoded_bytes().to_vec();
-        input.push(b'\n');
+        let mut stdin = warm.child.stdin.take().expect("piped");
+        let mut input = spec.encode();
         input.extend_from_slice(step.stdin);
         let feeder = tokio::spawn(async move {
             let _ = stdin.write_all(&input).await;
         });
         let cap = self.config.max_output_bytes;
-        let out = tokio::spawn(read_capped(child.stdout.take().expect("piped"), cap));
-        let err = tokio::spawn(read_capped(child.stderr.take().expect("piped"), cap));
-        // The next run's helper joins its cgroup while this one runs.
+        let out = tokio::spawn(read_capped(warm.child.stdout.take().expect("piped"), cap));
+        let err = tokio::spawn(read_capped(warm.child.stderr.take().expect("piped"), cap));
+        // The end of both outputs is the end of the run: the helper closes
+        // them once the program and everything it started are gone and its
+        // report is written (the helper's own exit comes after).
+        let outputs = async { (out.await.unwrap_or_default(), err.await.unwrap_or_default()) };
+        tokio::pin!(outputs);
+        // The next run's helper builds its sandbox while this one runs.
         self.refill();
-        // The helper and the whole tree share the cgroup: killing the
-        // group ends everything, however it forked.
-        let (timed_out, cancelled) = tokio::select! {
-            _ = child.wait() => (false, false),
-            _ = tokio::time::sleep(step.wall) => (true, false),
-            _ = cancel.cancelled() => (false, true),
+        let (timed_out, cancelled, ended) = tokio::select! {
+            ended = &mut outputs => (false, false, Some(ended)),
+            _ = tokio::time::sleep(step.wall) => (true, false, None),
+            _ = cancel.cancelled() => (false, true, None),
         };
-        if timed_out || cancelled {
-            group.kill_all();
-            let _ = child.wait().await;
-        }
+        let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = match ended {
+            Some(ended) => ended,
+            None => {
+                // The helper and the whole tree share the cgroup: killing
+                // the group ends everything, however it forked.
+                warm.group.kill_all();
+                outputs.await
+            }
+        };
         let wall = started.elapsed();
         tracing::debug!(took = ?wall, "sandbox: helper ran");
-        let phase = Instant::now();
-        group.kill_all();
         feeder.abort();
-        let (stdout, stdout_truncated) = out.await.unwrap_or_default();
-        let (stderr, stderr_truncated) = err.await.unwrap_or_default();
-        let usage = group.usage();
-        drop(group);
-        tracing::debug!(took = ?phase.elapsed(), "sandbox: cgroup removed");
-        let report = std::fs::read(&result_file)
+        let usage = warm.group.usage();
+        let report: Option<Report> = std::fs::read(warm.job.join("result"))
             .ok()
             .and_then(|b| serde_json::from_slice(&b).ok());
+        let succeeded = !timed_out
+            && !cancelled
+            && matches!(report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)));
+        let keep_error = match step.keep {
+            Some((artifacts, cache)) if succeeded => {
+                keep(&warm.job.join("work"), artifacts, cache).err()
+            }
+            _ => None,
+        };
+        self.retire(warm);
         StepResult {
             report,
             stdout,
@@ -661,25 +644,138 @@ impl Sandbox {
             cancelled,
             wall,
             usage,
+            keep_error,
+        }
+    }
+
+    /// Puts a step's files in its `/work`, owned by the sandbox user.
+    fn fill(&self, work: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
+        for (name, content) in files {
+            let target = work.join(name);
+            match content {
+                Content::Text(text) => std::fs::write(&target, text)?,
+                Content::Copy(source) => {
+                    std::fs::copy(source, &target)?;
+                }
+            }
+            nix::unistd::chown(
+                &target,
+                Some(self.config.uid.into()),
+                Some(self.config.gid.into()),
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Cleans up after a helper (processes, cgroup, mount, directory) off
+    /// the request's path; [`Sandbox::settle`] waits for it.
+    fn retire(&self, warm: Warm) {
+        self.retiring.spawn_blocking(move || drop(warm));
+    }
+}
+
+/// Copies `artifacts` from `work` into the cache entry `cache` (whole or
+/// not at all).
+fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
+    let partial = cache.with_extension(format!("partial-{}", next_id()));
+    let saved = std::fs::create_dir_all(&partial).and_then(|_| {
+        for artifact in artifacts {
+            std::fs::copy(work.join(artifact), partial.join(artifact))?;
+        }
+        match std::fs::rename(&partial, cache) {
+            // Another run of the same code kept it first.
+            Err(_) if artifacts.iter().all(|a| cache.join(a).is_file()) => Ok(()),
+            other => other,
+        }
+    });
+    if saved.is_err() || partial.exists() {
+        let _ = std::fs::remove_dir_all(&partial);
+    }
+    saved
+}
+
+/// A helper started ahead, already in its own cgroup, its sandbox built
+/// around its own scratch dir, waiting on stdin for a run. Dropping it
+/// kills what it runs and removes its cgroup, mount and directory.
+struct Warm {
+    child: tokio::process::Child,
+    group: Cgroup,
+    /// `runs/NAME`: `work` (the scratch tmpfs) and `result`.
+    job: PathBuf,
+    /// Back to the pool once everything above is gone (fields drop in order).
+    _network: netns::Lease,
+}
+
+impl Drop for Warm {
+    fn drop(&mut self) {
+        self.group.kill_all();
+        clean(&self.job);
+    }
+}
+
+/// Unmounts a run's tmpfs and removes its directory.
+fn clean(job: &Path) {
+    if let Err(err) = umount2(job, MntFlags::MNT_DETACH) {
+        if err != nix::errno::Errno::EINVAL && err != nix::errno::Errno::ENOENT {
+            tracing::warn!(%err, path = %job.display(), "unmounting a run's tmpfs");
+        }
+    }
+    if let Err(err) = std::fs::remove_dir_all(job) {
+        if err.kind() != io::ErrorKind::NotFound {
+            tracing::warn!(%err, path = %job.display(), "removing a run's dir");
         }
     }
 }
 
-/// A helper started ahead, already in its own cgroup, waiting on stdin.
-struct Warm {
-    child: tokio::process::Child,
-    group: Cgroup,
-    name: String,
-}
-
 impl Sandbox {
-    /// Starts a helper in a fresh cgroup; it waits for its spec.
+    /// Starts a helper in a fresh cgroup with a fresh scratch dir; it
+    /// builds its sandbox and waits for its spec.
     fn start_warm(&self, limits: Limits) -> Result<Warm, String> {
         let name = format!("{}-{}", self.prefix, next_id());
         let group =
             Cgroup::create(&self.hierarchy, &name, limits).map_err(|e| format!("cgroup: {e}"))?;
+        let job = self.config.dir.join("runs").join(&name);
+        // A size-limited tmpfs of root's: the run's `/work` (the sandbox
+        // user's) and the helper's result file.
+        let work = job.join("work");
+        let scratch = std::fs::create_dir_all(&job).and_then(|_| {
+            mount(
+                Some("tmpfs"),
+                &job,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+                Some(
+                    format!(
+                        "size={},nr_inodes=4096,mode=0755",
+                        self.config.scratch_bytes
+                    )
+                    .as_str(),
+                ),
+            )?;
+            std::fs::create_dir(&work)?;
+            nix::unistd::chown(
+                &work,
+                Some(self.config.uid.into()),
+                Some(self.config.gid.into()),
+            )?;
+            Ok(())
+        });
+        if let Err(err) = scratch {
+            clean(&job);
+            return Err(format!("scratch dir: {err}"));
+        }
+        let network = match self.networks.lease() {
+            Ok(network) => network,
+            Err(err) => {
+                clean(&job);
+                return Err(format!("network namespace: {err}"));
+            }
+        };
         let child = tokio::process::Command::new(&self.config.helper)
             .args(&self.config.helper_args)
+            .arg(self.config.dir.join(LAYOUT_FILE))
+            .arg(&job)
+            .arg(network.path())
             .args(group.procs_files())
             .env_clear()
             .current_dir("/")
@@ -687,31 +783,38 @@ impl Sandbox {
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("starting {}: {e}", self.config.helper.display()))?;
-        Ok(Warm { child, group, name })
+            .spawn();
+        match child {
+            Ok(child) => Ok(Warm {
+                child,
+                group,
+                job,
+                _network: network,
+            }),
+            Err(err) => {
+                clean(&job);
+                Err(format!("starting {}: {err}", self.config.helper.display()))
+            }
+        }
     }
 
     /// A waiting helper with `limits` set, from the pool when one is there.
     async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
-        let mut pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        let alive = pooled
-            .as_mut()
-            .is_some_and(|w| matches!(w.child.try_wait(), Ok(None)));
-        let warm = match pooled {
-            Some(warm) if alive => {
+        loop {
+            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let Some(mut warm) = pooled else {
+                return self.start_warm(limits);
+            };
+            if matches!(warm.child.try_wait(), Ok(None)) {
                 warm.group
                     .set_limits(limits)
                     .map_err(|e| format!("cgroup: {e}"))?;
-                warm
+                return Ok(warm);
             }
-            _ => self.start_warm(limits)?,
-        };
-        Ok(warm)
+            self.retire(warm);
+        }
     }
-}
 
-impl Sandbox {
     /// Tops the pool of waiting helpers up (while a program runs).
     fn refill(&self) {
         while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
@@ -731,6 +834,12 @@ impl Sandbox {
                 }
             }
         }
+    }
+}
+
+impl Drop for Sandbox {
+    fn drop(&mut self) {
+        self.release_waiting();
     }
 }
 
