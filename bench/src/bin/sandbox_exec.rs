@@ -218,9 +218,6 @@ async fn main() -> anyhow::Result<()> {
     })?;
     let mut config = SandboxConfig::new(helper, dir.path().join("sandbox"));
     config.max_memory_bytes = 1 << 30;
-    if let Ok(n) = std::env::var("WARM") {
-        config.warm_helpers = n.parse()?;
-    }
     let sandbox = Arc::new(Sandbox::new(config)?);
     println!("| language | bare process | bwrap | Berth sandbox | Berth / bare | Berth / bwrap |");
     println!("|---|---|---|---|---|---|");

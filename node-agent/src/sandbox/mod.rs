@@ -161,17 +161,39 @@ fn prefix_of(dir: &Path) -> String {
 
 /// The sandbox driver of a node.
 pub struct Sandbox {
+    shared: std::sync::Arc<Shared>,
+    /// Clean-ups of finished helpers and refills of the waiting ones,
+    /// done off the request's path.
+    retiring: tokio_util::task::TaskTracker,
+}
+
+impl std::ops::Deref for Sandbox {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.shared
+    }
+}
+
+/// What the sandbox's background work needs too.
+pub struct Shared {
     config: SandboxConfig,
     hierarchy: Hierarchy,
     prefix: String,
     /// Helpers waiting for a run, each in a cgroup of its own with its
     /// sandbox built.
     pool: std::sync::Mutex<Vec<Warm>>,
-    /// Clean-ups of finished helpers, done off the request's path.
-    retiring: tokio_util::task::TaskTracker,
+    /// A refill of the pool is under way.
+    refilling: std::sync::atomic::AtomicBool,
     /// Network namespaces, each leased to one helper at a time.
     networks: std::sync::Arc<netns::Pool>,
+    /// Empty directories in `runs/` a run's tmpfs is mounted on, kept for
+    /// the next run (making a directory on the host's disk costs more
+    /// than the mount).
+    mount_points: MountPoints,
 }
+
+type MountPoints = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
 
 /// Where the [`helper::Layout`] every helper reads is, in the sandbox dir.
 const LAYOUT_FILE: &str = "layout.json";
@@ -226,12 +248,16 @@ impl Sandbox {
         }
         let prefix = prefix_of(&config.dir);
         let sandbox = Self {
-            config,
-            hierarchy,
-            prefix,
-            pool: std::sync::Mutex::new(Vec::new()),
+            shared: std::sync::Arc::new(Shared {
+                config,
+                hierarchy,
+                prefix,
+                pool: std::sync::Mutex::new(Vec::new()),
+                refilling: Default::default(),
+                networks: Default::default(),
+                mount_points: Default::default(),
+            }),
             retiring: tokio_util::task::TaskTracker::new(),
-            networks: Default::default(),
         };
         sandbox.sweep();
         let etc = sandbox.config.dir.join("etc");
@@ -355,10 +381,19 @@ impl Sandbox {
     /// host (no process, cgroup, mount or directory). The next run starts
     /// helpers again.
     pub async fn settle(&self) {
-        self.release_waiting();
         self.retiring.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.retiring.wait()).await;
         self.retiring.reopen();
+        self.release_waiting();
+        self.remove_mount_points();
+    }
+
+    fn remove_mount_points(&self) {
+        let dirs: Vec<PathBuf> =
+            std::mem::take(&mut *self.mount_points.lock().unwrap_or_else(|p| p.into_inner()));
+        for dir in dirs {
+            clean(&dir);
+        }
     }
 
     fn release_waiting(&self) {
@@ -602,7 +637,7 @@ impl Sandbox {
         let outputs = async { (out.await.unwrap_or_default(), err.await.unwrap_or_default()) };
         tokio::pin!(outputs);
         // The next run's helper builds its sandbox while this one runs.
-        self.refill();
+        self.refill_later();
         let (timed_out, cancelled, ended) = tokio::select! {
             ended = &mut outputs => (false, false, Some(ended)),
             _ = tokio::time::sleep(step.wall) => (true, false, None),
@@ -704,12 +739,23 @@ struct Warm {
     job: PathBuf,
     /// Back to the pool once everything above is gone (fields drop in order).
     _network: netns::Lease,
+    /// Where `job`, emptied, goes back to.
+    mount_points: MountPoints,
 }
 
 impl Drop for Warm {
     fn drop(&mut self) {
         self.group.kill_all();
-        clean(&self.job);
+        let unmounted = umount2(&self.job, MntFlags::MNT_DETACH).is_ok();
+        let empty = std::fs::read_dir(&self.job).is_ok_and(|mut d| d.next().is_none());
+        if unmounted && empty {
+            self.mount_points
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(std::mem::take(&mut self.job));
+        } else {
+            clean(&self.job);
+        }
     }
 }
 
@@ -727,14 +773,19 @@ fn clean(job: &Path) {
     }
 }
 
-impl Sandbox {
+impl Shared {
     /// Starts a helper in a fresh cgroup with a fresh scratch dir; it
     /// builds its sandbox and waits for its spec.
     fn start_warm(&self, limits: Limits) -> Result<Warm, String> {
         let name = format!("{}-{}", self.prefix, next_id());
         let group =
             Cgroup::create(&self.hierarchy, &name, limits).map_err(|e| format!("cgroup: {e}"))?;
-        let job = self.config.dir.join("runs").join(&name);
+        let reused = self
+            .mount_points
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .pop();
+        let job = reused.unwrap_or_else(|| self.config.dir.join("runs").join(&name));
         // A size-limited tmpfs of root's: the run's `/work` (the sandbox
         // user's) and the helper's result file.
         let work = job.join("work");
@@ -790,6 +841,7 @@ impl Sandbox {
                 group,
                 job,
                 _network: network,
+                mount_points: self.mount_points.clone(),
             }),
             Err(err) => {
                 clean(&job);
@@ -797,7 +849,9 @@ impl Sandbox {
             }
         }
     }
+}
 
+impl Sandbox {
     /// A waiting helper with `limits` set, from the pool when one is there.
     async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
         loop {
@@ -815,7 +869,21 @@ impl Sandbox {
         }
     }
 
-    /// Tops the pool of waiting helpers up (while a program runs).
+    /// Tops the pool of waiting helpers up, in the background (while a
+    /// program runs).
+    fn refill_later(&self) {
+        if self.refilling.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let shared = self.shared.clone();
+        self.retiring.spawn_blocking(move || {
+            shared.refill();
+            shared.refilling.store(false, Ordering::Release);
+        });
+    }
+}
+
+impl Shared {
     fn refill(&self) {
         while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
             match self.start_warm(Limits {
@@ -840,6 +908,7 @@ impl Sandbox {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.release_waiting();
+        self.remove_mount_points();
     }
 }
 
