@@ -319,7 +319,10 @@ async fn an_agent_restart_adopts_running_containers_and_drift_is_repaired() {
         host.security_opt,
         Some(vec!["no-new-privileges:true".to_owned()])
     );
-    assert!(host.network_mode.unwrap().starts_with("berth-app-"));
+    assert_eq!(
+        host.network_mode.as_deref(),
+        Some(berth_node_agent::docker::containers::NETWORK)
+    );
     let mounts = before.mounts.clone().unwrap();
     assert!(
         mounts

@@ -167,13 +167,56 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
     assert_eq!(managed[0].instance_id, plan.instance_id);
     assert_eq!(managed[0].started_at, observed.started_at);
 
+    // No traffic between containers: another app's container cannot reach
+    // this one's port, which the host reaches at the same address.
+    let address = inspected_address(&docker, &id).await;
+    let direct = tokio::net::TcpStream::connect((address.as_str(), 8080)).await;
+    assert!(
+        direct.is_ok(),
+        "the host reaches {address}:8080: {direct:?}"
+    );
+    let other = containers::ContainerPlan {
+        app_id: format!("other{}", &suffix[..12]),
+        app_name: "driver-other".into(),
+        instance_id: uuid::Uuid::new_v4().simple().to_string(),
+        code_dir: None,
+        command: vec![
+            "python3".into(),
+            "-c".into(),
+            format!(
+                "import socket, time\n\
+                 try:\n    socket.create_connection(('{address}', 8080), timeout=3); print('REACHED', flush=True)\n\
+                 except OSError as e:\n    print('blocked', e, flush=True)\n\
+                 time.sleep(60)\n"
+            ),
+        ],
+        ..plan.clone()
+    };
+    let other_id = containers::create_and_start(&docker, &other).await.unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let said = loop {
+        let logs = containers::logs_tail(&docker, &other_id, 5).await;
+        if logs.contains("blocked") || logs.contains("REACHED") {
+            break logs;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the other container said nothing: {logs}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    containers::remove(&docker, &other_id).await.unwrap();
+    assert!(
+        said.contains("blocked"),
+        "another app reached this one: {said}"
+    );
+
     containers::remove(&docker, &id).await.unwrap();
     assert!(containers::inspect(&docker, &id).await.unwrap().is_none());
     assert!(containers::list_managed(&docker, &plan.node)
         .await
         .unwrap()
         .is_empty());
-    docker.remove_network(&plan.network_name()).await.unwrap();
     docker
         .remove_image(
             &tag,
@@ -182,6 +225,24 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
         )
         .await
         .unwrap();
+}
+
+/// The container's address on the apps' network.
+async fn inspected_address(docker: &bollard::Docker, id: &str) -> String {
+    let inspected = docker
+        .inspect_container(
+            id,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap();
+    inspected
+        .network_settings
+        .and_then(|n| n.networks)
+        .and_then(|n| n.get(containers::NETWORK).cloned())
+        .and_then(|e| e.ip_address)
+        .filter(|ip| !ip.is_empty())
+        .expect("an address on the apps' network")
 }
 
 #[tokio::test]

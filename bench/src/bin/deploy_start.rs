@@ -96,6 +96,7 @@ async fn berth_trial(apps: &mut AppServiceClient<Channel>) -> anyhow::Result<(Du
         .create_app(tokio_stream::iter(vec![create_request()]))
         .await?
         .into_inner();
+    let created = start.elapsed();
     loop {
         let current = apps
             .get_app(pb::AppRef {
@@ -105,7 +106,12 @@ async fn berth_trial(apps: &mut AppServiceClient<Channel>) -> anyhow::Result<(Du
             .into_inner();
         if let Some(instance) = current.instances.iter().find(|i| i.host_port != 0) {
             let port = instance.host_port as u16;
-            return Ok((until_200(port, start).await?, app.id));
+            let placed = start.elapsed();
+            let answered = until_200(port, start).await?;
+            eprintln!(
+                "  berth: CreateApp answered at {created:?}, instance's port known at {placed:?}, first 200 at {answered:?}"
+            );
+            return Ok((answered, app.id));
         }
         if start.elapsed() > WAIT {
             bail!("the app got no instance: {}", current.status_message);
@@ -166,13 +172,20 @@ async fn docker_trial(image: &str, code: &str) -> anyhow::Result<Duration> {
         &format!("{code}:/app/code:ro"),
         image,
     ])?;
+    let started = start.elapsed();
     let port: u16 = docker(&["port", &id, "8080/tcp"])?
         .lines()
         .next()
         .and_then(|l| l.rsplit(':').next())
         .and_then(|p| p.parse().ok())
         .context("no published port")?;
+    let placed = start.elapsed();
     let took = until_200(port, start).await;
+    if let Ok(answered) = &took {
+        eprintln!(
+            "  docker: run returned at {started:?}, port known at {placed:?}, first 200 at {answered:?}"
+        );
+    }
     docker(&["rm", "-f", &id])?;
     took
 }

@@ -98,11 +98,11 @@ impl Builder {
     /// Runs a build the control plane asked for, reporting output and result.
     pub async fn handle_request(&self, request: pb::BuildRequest) {
         let build_id = request.build_id.clone();
-        // Instances follow a build: make their network meanwhile.
-        let (docker, app_id) = (self.docker.clone(), request.app_id.clone());
+        // Instances follow a build: make sure their network is there meanwhile.
+        let docker = self.docker.clone();
         tokio::spawn(async move {
-            if let Err(err) = crate::docker::containers::ensure_network(&docker, &app_id).await {
-                tracing::warn!(app = %app_id, error = %err, "making the app's network failed");
+            if let Err(err) = crate::docker::containers::ensure_network(&docker).await {
+                tracing::warn!(error = %err, "making the apps' network failed");
             }
         });
         let timeout = match request.timeout_seconds {

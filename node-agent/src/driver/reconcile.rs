@@ -94,7 +94,6 @@ impl Reconciler {
             .iter()
             .map(|s| s.instance_id.as_str())
             .collect();
-        let mut emptied: HashSet<&str> = HashSet::new();
         for observed in actual
             .iter()
             .filter(|o| !wanted.contains(o.instance_id.as_str()))
@@ -102,22 +101,6 @@ impl Reconciler {
             tracing::info!(container = %observed.container_id, instance = %observed.instance_id, "removing a container no longer wanted");
             containers::remove(&self.docker, &observed.container_id).await?;
             self.track().ready.remove(&observed.container_id);
-            emptied.insert(observed.app_id.as_str());
-        }
-        // An app with no container left here gives up its network too.
-        let apps_here: HashSet<&str> = desired
-            .instances
-            .iter()
-            .map(|s| s.app_id.as_str())
-            .collect();
-        for app_id in emptied.difference(&apps_here) {
-            if let Err(err) = self
-                .docker
-                .remove_network(&containers::network_name(app_id))
-                .await
-            {
-                tracing::debug!(app = %app_id, error = %err, "network not removed");
-            }
         }
 
         let mut statuses = Vec::with_capacity(desired.instances.len());
@@ -190,7 +173,9 @@ impl Reconciler {
     }
 
     async fn create(&self, spec: &pb::InstanceSpec) -> Result<String, String> {
+        let phase = std::time::Instant::now();
         let code_dir = self.builder.prepare(spec).await?;
+        tracing::debug!(took = ?phase.elapsed(), instance = %spec.instance_id, "code ready");
         let runtime = Runtime::try_from(spec.runtime).map_err(|_| "unknown runtime".to_owned())?;
         let plan = ContainerPlan {
             node: self.config.node.clone(),
