@@ -354,14 +354,24 @@ fn init(layout: &Layout, work: &Path, netns: &Path, status_fd: i32) -> Result<()
         .iter()
         .map(|(k, v)| c(&format!("{k}={v}")))
         .collect::<Result<_, _>>()?;
-    let program = match unsafe { fork() }.map_err(|e| fail("fork", e))? {
-        ForkResult::Child => {
-            let err = exec_program(&spec, &argv, &env);
-            let _ = writeln!(std::io::stderr(), "sandbox: {err}");
-            unsafe { libc::_exit(127) }
-        }
-        ForkResult::Parent { child } => child,
-    };
+    // The program's process shares the init's memory until it executes
+    // (vfork): no page tables copied for a process that is replaced at once.
+    // Its limits, identity, directory and descriptors are its own.
+    let mut stack = vec![0u8; 256 * 1024];
+    let start = Box::new(|| {
+        let err = exec_program(&spec, &argv, &env);
+        let _ = writeln!(std::io::stderr(), "sandbox: {err}");
+        unsafe { libc::_exit(127) }
+    });
+    let program = unsafe {
+        nix::sched::clone(
+            start,
+            &mut stack,
+            CloneFlags::CLONE_VM | CloneFlags::CLONE_VFORK,
+            Some(libc::SIGCHLD),
+        )
+    }
+    .map_err(|e| fail("starting the program", e))?;
     // Reap everything; report when the program itself ends.
     let status = loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
@@ -507,10 +517,8 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
     )
     .map_err(|e| fail("read-only root", e))?;
     let _ = sethostname("sandbox");
-    for filter in seccomp::filter().map_err(|e| fail("seccomp filter", e))? {
-        seccompiler::apply_filter(&filter).map_err(|e| fail("seccomp", e))?;
-    }
-    Ok(())
+    let filter = seccomp::filter().map_err(|e| fail("seccomp filter", e))?;
+    seccompiler::apply_filter(&filter).map_err(|e| fail("seccomp", e))
 }
 
 /// In the program's process: limits and identity, then the program.

@@ -79,7 +79,7 @@ const NAMESPACE_FLAGS: &[u64] = &[
 const ARCH: TargetArch = TargetArch::x86_64;
 
 /// The filters, in the order they are installed.
-pub fn filter() -> Result<Vec<BpfProgram>, seccompiler::Error> {
+pub fn filter() -> Result<BpfProgram, seccompiler::Error> {
     let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
         DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
     let namespace_rules = NAMESPACE_FLAGS
@@ -94,62 +94,49 @@ pub fn filter() -> Result<Vec<BpfProgram>, seccompiler::Error> {
         })
         .collect::<Result<Vec<_>, _>>()?;
     denied.insert(libc::SYS_clone, namespace_rules);
-    let eperm = SeccompFilter::new(
+    let eperm: BpfProgram = SeccompFilter::new(
         denied,
         SeccompAction::Allow,
         SeccompAction::Errno(libc::EPERM as u32),
         ARCH,
-    )?;
-    let clone3 = SeccompFilter::new(
-        BTreeMap::from([(libc::SYS_clone3, Vec::new())]),
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::ENOSYS as u32),
-        ARCH,
-    )?;
-    Ok(vec![eperm.try_into()?, clone3.try_into()?, x32()])
+    )?
+    .try_into()?;
+    // One program, loaded once: the x32 and clone3 answers go before the
+    // table (a program of its own each would cost a load and a run per
+    // system call each).
+    let mut program = prefix();
+    program.extend(eperm);
+    Ok(program)
 }
 
-/// Refuses the x32 ABI (system call numbers with bit 30 set), which the
-/// x86_64 architecture check lets through.
-fn x32() -> BpfProgram {
+const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
+
+/// On x86_64 only (other architectures go on to the table, which kills
+/// them): x32 system calls get EPERM, `clone3` ENOSYS.
+fn prefix() -> BpfProgram {
     const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
     const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
     const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+    let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
     vec![
-        // seccomp_data.nr is at offset 0.
-        sock_filter {
-            code: LD_W_ABS,
-            jt: 0,
-            jf: 0,
-            k: 0,
-        },
-        sock_filter {
-            code: JGE_K,
-            jt: 0,
-            jf: 1,
-            k: 0x4000_0000,
-        },
-        sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ERRNO | libc::EPERM as u32,
-        },
-        sock_filter {
-            code: RET_K,
-            jt: 0,
-            jf: 0,
-            k: libc::SECCOMP_RET_ALLOW,
-        },
+        // seccomp_data.arch is at offset 4, .nr at 0.
+        op(LD_W_ABS, 0, 0, 4),
+        // Not x86_64: on to the table (7 = 1 + 1 + 5).
+        op(JEQ_K, 0, 5, AUDIT_ARCH_X86_64),
+        op(LD_W_ABS, 0, 0, 0),
+        op(JGE_K, 0, 1, 0x4000_0000),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(JEQ_K, 0, 1, libc::SYS_clone3 as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
     ]
 }
 
 #[cfg(test)]
 mod tests {
     #[test]
-    fn the_filters_compile() {
-        let filters = super::filter().expect("filters build");
-        assert_eq!(filters.len(), 3);
-        assert!(filters.iter().all(|f| !f.is_empty()));
+    fn the_filter_compiles() {
+        let program = super::filter().expect("the filter builds");
+        assert!(program.len() > super::prefix().len());
     }
 }
