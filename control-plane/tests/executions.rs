@@ -362,9 +362,11 @@ async fn a_node_lost_mid_run_fails_its_executions() {
 async fn the_queue_is_bounded() {
     let (_cluster, cp, _agent, channel) = cluster_with_sandbox("busy-node").await;
     let mut executions = ExecutionServiceClient::new(channel.clone());
+    // As long as an execution may run: cancelled, not timed out, however
+    // slowly this machine takes the submissions below.
     let sleeper = || {
-        let mut r = request(pb::Language::Python, "import time\ntime.sleep(30)");
-        r.timeout_ms = 30_000;
+        let mut r = request(pb::Language::Python, "import time\ntime.sleep(60)");
+        r.timeout_ms = 60_000;
         r
     };
     // Every slot (one per core) busy…
