@@ -423,10 +423,9 @@ impl Executions {
             let _ = self.finished.send(queued.id);
         }
         for (node, queued) in picked {
-            self.store
-                .start_execution(&queued.id, node.as_str())
-                .await?;
             let id = queued.id.clone();
+            // Sent first, recorded as running after: the write is not on
+            // the run's path.
             let sent = self
                 .sessions
                 .send(
@@ -436,7 +435,9 @@ impl Executions {
                     },
                 )
                 .await;
-            if !sent {
+            if sent {
+                self.store.start_execution(&id, node.as_str()).await?;
+            } else {
                 // The node went away between the listing and now: queue again.
                 let mut state = self.lock();
                 state.running.remove(&id);

@@ -681,3 +681,73 @@ hostile!(
         assert_eq!(o.status, Status::Timeout, "{o:?}");
     }
 );
+
+/// Runs side by side, cancelled while they run, all end at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancelled_runs_side_by_side_end_at_once() {
+    let f = fixture(61009);
+    let token = tokio_util::sync::CancellationToken::new();
+    let runs: Vec<_> = (0..4)
+        .map(|_| {
+            let (sandbox, token) = (f.sandbox.clone(), token.clone());
+            tokio::spawn(async move {
+                let mut r = run("python", "import time\ntime.sleep(30)");
+                r.timeout = Duration::from_secs(30);
+                sandbox.run_until(r, &token).await
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let cancelled = std::time::Instant::now();
+    token.cancel();
+    for outcome in futures::future::join_all(runs).await {
+        let outcome = outcome.unwrap();
+        assert_eq!(outcome.status, Status::Cancelled, "{outcome:?}");
+    }
+    assert!(
+        cancelled.elapsed() < Duration::from_secs(10),
+        "the runs went on for {:?} after their cancel",
+        cancelled.elapsed()
+    );
+    f.assert_clean().await;
+    no_sandbox_processes(61009);
+}
+
+/// A run cancelled while its helper is still starting (joining its cgroup)
+/// ends at once too: the helper itself is killed, not only its cgroup.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_cancelled_while_its_helper_starts_ends_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = SandboxConfig::new(
+        env!("CARGO_BIN_EXE_berth-sandbox").into(),
+        dir.path().join("sandbox"),
+    );
+    (config.uid, config.gid) = (61010, 61010);
+    // Every run starts its own helper.
+    config.warm_helpers = 0;
+    let f = Fixture {
+        sandbox: Arc::new(Sandbox::new(config).unwrap()),
+        dir,
+    };
+    for delay_ms in [0, 1, 2, 4, 8, 16] {
+        let token = tokio_util::sync::CancellationToken::new();
+        let (sandbox, run_token) = (f.sandbox.clone(), token.clone());
+        let running = tokio::spawn(async move {
+            let mut r = run("python", "import time\ntime.sleep(30)");
+            r.timeout = Duration::from_secs(30);
+            sandbox.run_until(r, &run_token).await
+        });
+        tokio::time::sleep(Duration::from_millis(delay_ms)).await;
+        let cancelled = std::time::Instant::now();
+        token.cancel();
+        let outcome = running.await.unwrap();
+        assert_eq!(outcome.status, Status::Cancelled, "{outcome:?}");
+        assert!(
+            cancelled.elapsed() < Duration::from_secs(10),
+            "cancelled {delay_ms} ms in, the run went on for {:?}",
+            cancelled.elapsed()
+        );
+    }
+    f.assert_clean().await;
+    no_sandbox_processes(61010);
+}

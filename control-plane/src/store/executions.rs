@@ -98,11 +98,20 @@ impl Store {
     }
 
     pub async fn start_execution(&self, id: &str, node: &str) -> Result<()> {
-        let mut active = self.get_execution(id).await?.into_active_model();
-        active.state = Set(ExecutionState::Running.as_str().to_owned());
-        active.node_name = Set(Some(node.to_owned()));
-        active.started_at = Set(Some(Utc::now()));
-        active.update(self.db()).await?;
+        use sea_orm::sea_query::Expr;
+        // One statement, and only while it is queued: the result may have
+        // been recorded first (the run was sent before this is written).
+        executions::Entity::update_many()
+            .col_expr(
+                executions::Column::State,
+                Expr::value(ExecutionState::Running.as_str()),
+            )
+            .col_expr(executions::Column::NodeName, Expr::value(node))
+            .col_expr(executions::Column::StartedAt, Expr::value(Utc::now()))
+            .filter(executions::Column::Id.eq(id))
+            .filter(executions::Column::State.eq(ExecutionState::Queued.as_str()))
+            .exec(self.db())
+            .await?;
         Ok(())
     }
 

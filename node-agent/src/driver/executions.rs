@@ -19,7 +19,13 @@ pub struct Executor {
     sandbox: Arc<Sandbox>,
     links: Links,
     running: Arc<Mutex<HashMap<String, CancellationToken>>>,
+    /// Cancels that came before their run (the control plane may send a
+    /// cancel while the run is still on its way), newest last.
+    early: Arc<Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// How many early cancels are remembered.
+const EARLY_CANCELS: usize = 1024;
 
 fn state(status: Status) -> ExecutionState {
     match status {
@@ -56,6 +62,7 @@ impl Executor {
             sandbox,
             links,
             running: Arc::default(),
+            early: Arc::default(),
         }
     }
 
@@ -70,6 +77,13 @@ impl Executor {
     /// Runs the request in the background and sends its result up.
     pub fn start(&self, request: pb::ExecutionRequest) {
         let token = CancellationToken::new();
+        {
+            let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(at) = early.iter().position(|id| *id == request.execution_id) {
+                early.remove(at);
+                token.cancel();
+            }
+        }
         self.running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -106,13 +120,21 @@ impl Executor {
     }
 
     pub fn cancel(&self, execution_id: &str) {
-        if let Some(token) = self
+        let token = self
             .running
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(execution_id)
-        {
-            token.cancel();
+            .cloned();
+        match token {
+            Some(token) => token.cancel(),
+            None => {
+                let mut early = self.early.lock().unwrap_or_else(|p| p.into_inner());
+                if early.len() >= EARLY_CANCELS {
+                    early.pop_front();
+                }
+                early.push_back(execution_id.to_owned());
+            }
         }
     }
 }

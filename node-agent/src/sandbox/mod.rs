@@ -373,6 +373,13 @@ impl Sandbox {
             Ok(language) => language,
             Err(reason) => return Outcome::rejected(reason),
         };
+        if cancel.is_cancelled() {
+            return Outcome {
+                status: Status::Cancelled,
+                error: "cancelled".into(),
+                ..Outcome::rejected(String::new())
+            };
+        }
         self.compile_and_run(language, &run, cancel).await
     }
 
@@ -646,8 +653,11 @@ impl Sandbox {
         let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = match ended {
             Some(ended) => ended,
             None => {
-                // The helper and the whole tree share the cgroup: killing
-                // the group ends everything, however it forked.
+                // The helper itself first (it may not have joined its
+                // cgroup yet, if it was started for this run), then the
+                // group, which holds everything the helper started, however
+                // it forked.
+                let _ = warm.child.start_kill();
                 warm.group.kill_all();
                 outputs.await
             }
@@ -745,6 +755,7 @@ struct Warm {
 
 impl Drop for Warm {
     fn drop(&mut self) {
+        let _ = self.child.start_kill();
         self.group.kill_all();
         let unmounted = umount2(&self.job, MntFlags::MNT_DETACH).is_ok();
         let empty = std::fs::read_dir(&self.job).is_ok_and(|mut d| d.next().is_none());
