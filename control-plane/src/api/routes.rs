@@ -92,10 +92,20 @@ impl RouteService for RouteApi {
     ) -> Result<Response<RouteStream>, Status> {
         let caller = crate::auth::caller(&request)?;
         let mut table = self.hub.table.clone();
+        table.mark_unchanged();
+        // The snapshot is read now, not taken from the hub, whose table may
+        // not have caught up yet with what was just committed (a key made
+        // a moment ago must work at once); the hub's later tables are sent
+        // as diffs against it.
+        let fresh = self
+            .store
+            .route_table()
+            .await
+            .map_err(|e| Status::internal(format!("reading the route table: {e}")))?;
         let (tx, rx) = mpsc::channel(16);
         let shutdown = self.shutdown.clone();
         tokio::spawn(async move {
-            let mut sent = table.borrow_and_update().clone();
+            let mut sent = Arc::new(fresh);
             if tx.send(Ok(sent.snapshot())).await.is_err() {
                 return;
             }
