@@ -751,3 +751,47 @@ async fn a_run_cancelled_while_its_helper_starts_ends_at_once() {
     f.assert_clean().await;
     no_sandbox_processes(61010);
 }
+
+/// A cancel that reaches the agent before its run (the control plane may
+/// send one while the run is on its way) is applied when the run arrives.
+#[tokio::test]
+async fn a_cancel_that_comes_before_its_run_cancels_it() {
+    use berth_node_agent::driver::{executions::Executor, Links};
+    use berth_proto::pb;
+    let f = fixture(61011);
+    let (outbox, mut results) = tokio::sync::mpsc::channel(16);
+    let links = Links {
+        desired: tokio::sync::watch::channel(None).0,
+        report: tokio::sync::watch::channel(Default::default()).0,
+        channel: tokio::sync::watch::channel(None).0,
+        outbox,
+    };
+    let executor = Executor::new(f.sandbox.clone(), links);
+    let request = |id: &str| pb::ExecutionRequest {
+        execution_id: id.into(),
+        language: pb::Language::Python as i32,
+        code: "import time\ntime.sleep(30)".into(),
+        stdin: Vec::new(),
+        timeout_ms: 30_000,
+        memory_bytes: 128 << 20,
+        validate_only: false,
+    };
+    executor.cancel("early");
+    executor.start(request("early"));
+    let message = tokio::time::timeout(Duration::from_secs(10), results.recv())
+        .await
+        .expect("a result at once")
+        .expect("the outbox is open");
+    let Some(pb::agent_message::Message::ExecutionResult(result)) = message.message else {
+        panic!("not a result: {message:?}");
+    };
+    assert_eq!(result.execution_id, "early");
+    assert_eq!(
+        result.state,
+        pb::ExecutionState::Cancelled as i32,
+        "{result:?}"
+    );
+    assert_eq!(executor.running(), 0);
+    f.assert_clean().await;
+    no_sandbox_processes(61011);
+}
