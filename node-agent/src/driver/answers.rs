@@ -299,7 +299,12 @@ impl Answerer {
             .await
             .map_err(|e| e.to_string())?;
         for network in networks {
-            if let Some(name) = network.name {
+            // The apps' network stays; others are from an earlier layout
+            // (a network per app).
+            if let Some(name) = network
+                .name
+                .filter(|n| n != crate::docker::containers::NETWORK)
+            {
                 // Refused while a container still uses it: that is fine.
                 let _ = self.docker.remove_network(&name).await;
             }
