@@ -3,7 +3,11 @@
 //! left behind (processes, cgroups, mounts, files).
 
 use berth_node_agent::sandbox::{Outcome, Run, Sandbox, SandboxConfig, Status};
-use std::{path::Path, sync::Arc, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+    time::Duration,
+};
 
 struct Fixture {
     sandbox: Arc<Sandbox>,
@@ -13,6 +17,15 @@ struct Fixture {
 /// A sandbox of its own, with its own uid so that tests running at the
 /// same time can tell their processes apart.
 fn fixture(uid: u32) -> Fixture {
+    fixture_with(
+        uid,
+        SandboxConfig::new(PathBuf::new(), PathBuf::new()).warm_helpers,
+    )
+}
+
+/// [`fixture`] with `warm_helpers` helpers started ahead (0: every run
+/// starts its own).
+fn fixture_with(uid: u32, warm_helpers: usize) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let mut config = SandboxConfig::new(
         env!("CARGO_BIN_EXE_berth-sandbox").into(),
@@ -20,6 +33,7 @@ fn fixture(uid: u32) -> Fixture {
     );
     config.uid = uid;
     config.gid = uid;
+    config.warm_helpers = warm_helpers;
     Fixture {
         sandbox: Arc::new(Sandbox::new(config).expect("the sandbox can be set up on this host")),
         dir,
@@ -293,18 +307,8 @@ async fn a_hundred_runs_in_parallel_leave_nothing_behind() {
 /// one run did on loopback is gone for the next run in the same namespace.
 #[tokio::test]
 async fn the_next_run_in_a_network_namespace_finds_nothing_of_the_last() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = SandboxConfig::new(
-        env!("CARGO_BIN_EXE_berth-sandbox").into(),
-        dir.path().join("sandbox"),
-    );
-    (config.uid, config.gid) = (61008, 61008);
     // No helper waiting ahead: each run leases the namespace the last gave back.
-    config.warm_helpers = 0;
-    let f = Fixture {
-        sandbox: Arc::new(Sandbox::new(config).unwrap()),
-        dir,
-    };
+    let f = fixture_with(61008, 0);
     let first = f
         .ok(
             "python",
@@ -717,18 +721,8 @@ async fn cancelled_runs_side_by_side_end_at_once() {
 /// ends at once too: the helper itself is killed, not only its cgroup.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_cancelled_while_its_helper_starts_ends_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let mut config = SandboxConfig::new(
-        env!("CARGO_BIN_EXE_berth-sandbox").into(),
-        dir.path().join("sandbox"),
-    );
-    (config.uid, config.gid) = (61010, 61010);
     // Every run starts its own helper.
-    config.warm_helpers = 0;
-    let f = Fixture {
-        sandbox: Arc::new(Sandbox::new(config).unwrap()),
-        dir,
-    };
+    let f = fixture_with(61010, 0);
     for delay_ms in [0, 1, 2, 4, 8, 16] {
         let token = tokio_util::sync::CancellationToken::new();
         let (sandbox, run_token) = (f.sandbox.clone(), token.clone());
