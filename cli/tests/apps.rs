@@ -112,6 +112,23 @@ fn apps_create_get_logs_stats_and_delete_from_the_cli() {
         String::from_utf8_lossy(&ran.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&ran.stdout), "HELLO FROM STDIN\n");
+    let shown = json(berth(
+        &data,
+        &[
+            "exec",
+            "--lang",
+            "python",
+            script.to_str().unwrap(),
+            "--stdin",
+            input.to_str().unwrap(),
+            "-o",
+            "json",
+        ],
+    ));
+    assert_eq!(shown["state"], "succeeded", "{shown}");
+    assert_eq!(shown["language"], "python", "{shown}");
+    assert_eq!(shown["stdout"], "HELLO FROM STDIN\n", "{shown}");
+    assert_eq!(shown["exit_code"], 0, "{shown}");
     let failing = dir.path().join("fail.js");
     std::fs::write(&failing, "console.error('going down'); process.exit(3)").unwrap();
     let ran = berth(

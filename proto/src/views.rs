@@ -2,7 +2,7 @@
 //! and the gateway's REST API print these.
 
 use crate::{
-    domain::{AppState, BuildState, InstanceState, NodeState, Runtime},
+    domain::{AppState, BuildState, ExecutionState, InstanceState, Language, NodeState, Runtime},
     pb,
 };
 use chrono::{DateTime, Utc};
@@ -276,6 +276,60 @@ impl From<pb::LogLine> for LogLineView {
             stream: l.stream,
             timestamp: time(l.timestamp),
             line: String::from_utf8_lossy(&l.line).into_owned(),
+        }
+    }
+}
+
+/// An execution and its result.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionView {
+    pub id: String,
+    pub tenant: String,
+    pub language: String,
+    pub state: String,
+    pub node: String,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+    pub exit_code: i32,
+    pub signal: i32,
+    pub wall_time_ms: u32,
+    pub cpu_time_ms: u32,
+    pub peak_memory_bytes: u64,
+    pub error: String,
+    pub created_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+impl From<&pb::Execution> for ExecutionView {
+    fn from(e: &pb::Execution) -> Self {
+        Self {
+            id: e.id.clone(),
+            tenant: e.tenant.clone(),
+            language: name_of(
+                pb::Language::try_from(e.language)
+                    .map_err(|_| ())
+                    .and_then(|l| Language::try_from(l).map_err(|_| ())),
+            ),
+            state: name_of(
+                pb::ExecutionState::try_from(e.state)
+                    .map_err(|_| ())
+                    .and_then(|s| ExecutionState::try_from(s).map_err(|_| ())),
+            ),
+            node: e.node_name.clone(),
+            stdout: String::from_utf8_lossy(&e.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&e.stderr).into_owned(),
+            stdout_truncated: e.stdout_truncated,
+            stderr_truncated: e.stderr_truncated,
+            exit_code: e.exit_code,
+            signal: e.signal,
+            wall_time_ms: e.wall_time_ms,
+            cpu_time_ms: e.cpu_time_ms,
+            peak_memory_bytes: e.peak_memory_bytes,
+            error: e.error.clone(),
+            created_at: time(e.created_at),
+            finished_at: time(e.finished_at),
         }
     }
 }

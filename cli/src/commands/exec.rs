@@ -165,19 +165,7 @@ pub async fn run(target: &Target, args: ExecArgs) -> anyhow::Result<()> {
     match run.output {
         Format::Json => println!(
             "{}",
-            serde_json::json!({
-                "id": execution.id,
-                "state": pb::ExecutionState::try_from(execution.state).ok().and_then(|s| ExecutionState::try_from(s).ok()).map(|s| s.to_string()),
-                "stdout": String::from_utf8_lossy(&execution.stdout),
-                "stderr": String::from_utf8_lossy(&execution.stderr),
-                "exit_code": execution.exit_code,
-                "signal": execution.signal,
-                "wall_time_ms": execution.wall_time_ms,
-                "cpu_time_ms": execution.cpu_time_ms,
-                "peak_memory_bytes": execution.peak_memory_bytes,
-                "node": execution.node_name,
-                "error": execution.error,
-            })
+            serde_json::to_string(&berth_proto::views::ExecutionView::from(&execution))?
         ),
         Format::Table => {
             std::io::stdout().write_all(&execution.stdout)?;

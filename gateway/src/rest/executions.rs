@@ -75,29 +75,7 @@ fn state_name(state: i32) -> String {
 
 /// An execution as `/v1/executions` shows it.
 pub fn view(e: &pb::Execution) -> Value {
-    let language = pb::Language::try_from(e.language)
-        .ok()
-        .and_then(|l| Language::try_from(l).ok())
-        .map_or("unknown".to_owned(), |l| l.to_string());
-    j!({
-        "id": e.id,
-        "tenant": e.tenant,
-        "language": language,
-        "state": state_name(e.state),
-        "node": e.node_name,
-        "stdout": String::from_utf8_lossy(&e.stdout),
-        "stderr": String::from_utf8_lossy(&e.stderr),
-        "stdout_truncated": e.stdout_truncated,
-        "stderr_truncated": e.stderr_truncated,
-        "exit_code": e.exit_code,
-        "signal": e.signal,
-        "wall_time_ms": e.wall_time_ms,
-        "cpu_time_ms": e.cpu_time_ms,
-        "peak_memory_bytes": e.peak_memory_bytes,
-        "error": e.error,
-        "created_at": berth_proto::views::time(e.created_at),
-        "finished_at": berth_proto::views::time(e.finished_at),
-    })
+    serde_json::to_value(berth_proto::views::ExecutionView::from(e)).unwrap_or_default()
 }
 
 fn memory_bytes(value: Option<&Value>) -> Result<u64, ApiError> {
