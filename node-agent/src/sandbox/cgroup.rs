@@ -43,7 +43,7 @@ impl Hierarchy {
 }
 
 /// Limits of one run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub memory_bytes: u64,
     pub pids: u32,

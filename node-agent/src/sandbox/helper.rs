@@ -517,8 +517,7 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
     )
     .map_err(|e| fail("read-only root", e))?;
     let _ = sethostname("sandbox");
-    let filter = seccomp::filter().map_err(|e| fail("seccomp filter", e))?;
-    seccompiler::apply_filter(&filter).map_err(|e| fail("seccomp", e))
+    seccompiler::apply_filter(&seccomp::filter()).map_err(|e| fail("seccomp", e))
 }
 
 /// In the program's process: limits and identity, then the program.

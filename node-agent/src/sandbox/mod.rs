@@ -182,7 +182,7 @@ pub struct Shared {
     prefix: String,
     /// Helpers waiting for a run, each in a cgroup of its own with its
     /// sandbox built.
-    pool: std::sync::Mutex<Vec<Warm>>,
+    pool: std::sync::Mutex<std::collections::VecDeque<Warm>>,
     /// A refill of the pool is under way.
     refilling: std::sync::atomic::AtomicBool,
     /// Network namespaces, each leased to one helper at a time.
@@ -252,7 +252,7 @@ impl Sandbox {
                 config,
                 hierarchy,
                 prefix,
-                pool: std::sync::Mutex::new(Vec::new()),
+                pool: Default::default(),
                 refilling: Default::default(),
                 networks: Default::default(),
                 mount_points: Default::default(),
@@ -404,8 +404,7 @@ impl Sandbox {
     }
 
     fn release_waiting(&self) {
-        let waiting: Vec<Warm> =
-            std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        let waiting = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
         drop(waiting);
     }
 
@@ -866,8 +865,15 @@ impl Sandbox {
     /// A waiting helper with `limits` set, from the pool when one is there.
     async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
         loop {
-            let pooled = self.pool.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            // The longest waiting first: the most likely to have its
+            // sandbox built already.
+            let pooled = self
+                .pool
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .pop_front();
             let Some(mut warm) = pooled else {
+                tracing::debug!("sandbox: no waiting helper");
                 return self.start_warm(limits);
             };
             if matches!(warm.child.try_wait(), Ok(None)) {
@@ -906,7 +912,7 @@ impl Shared {
                     .pool
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
-                    .push(next),
+                    .push_back(next),
                 Err(err) => {
                     tracing::warn!(%err, "starting a waiting sandbox helper");
                     break;

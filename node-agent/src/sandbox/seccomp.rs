@@ -1,14 +1,11 @@
-//! The seccomp filters a sandboxed program runs under (built with
-//! seccompiler): what no snippet of user code needs is refused with EPERM;
+//! The seccomp filter a sandboxed program runs under (a short classic BPF
+//! program built here, loaded with seccompiler): what no snippet of user
+//! code needs is refused with EPERM;
 //! another architecture's system calls kill the process; new namespaces are
 //! refused; `clone3` answers ENOSYS so that libc falls back to `clone`,
 //! whose flags a filter can see.
 
-use seccompiler::{
-    sock_filter, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
-};
-use std::collections::BTreeMap;
+use seccompiler::{sock_filter, BpfProgram};
 
 /// System calls refused outright.
 const DENIED: &[i64] = &[
@@ -76,67 +73,222 @@ const NAMESPACE_FLAGS: &[u64] = &[
     0x80, // CLONE_NEWTIME
 ];
 
-const ARCH: TargetArch = TargetArch::x86_64;
-
-/// The filters, in the order they are installed.
-pub fn filter() -> Result<BpfProgram, seccompiler::Error> {
-    let mut denied: BTreeMap<i64, Vec<SeccompRule>> =
-        DENIED.iter().map(|nr| (*nr, Vec::new())).collect();
-    let namespace_rules = NAMESPACE_FLAGS
-        .iter()
-        .map(|flag| {
-            SeccompRule::new(vec![SeccompCondition::new(
-                0,
-                SeccompCmpArgLen::Qword,
-                SeccompCmpOp::MaskedEq(*flag),
-                *flag,
-            )?])
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    denied.insert(libc::SYS_clone, namespace_rules);
-    let eperm: BpfProgram = SeccompFilter::new(
-        denied,
-        SeccompAction::Allow,
-        SeccompAction::Errno(libc::EPERM as u32),
-        ARCH,
-    )?
-    .try_into()?;
-    // One program, loaded once: the x32 and clone3 answers go before the
-    // table (a program of its own each would cost a load and a run per
-    // system call each).
-    let mut program = prefix();
-    program.extend(eperm);
-    Ok(program)
-}
-
 const AUDIT_ARCH_X86_64: u32 = 0xC000_003E;
 
-/// On x86_64 only (other architectures go on to the table, which kills
-/// them): x32 system calls get EPERM, `clone3` ENOSYS.
-fn prefix() -> BpfProgram {
-    const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
-    const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
-    const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
-    const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+/// Where a jump goes: the next instruction or one of the program's ends.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum To {
+    Next,
+    Allow,
+    Deny,
+    NoSys,
+    Clone,
+    /// The instruction at this index (within the table being built).
+    At(usize),
+}
+
+/// An instruction whose jumps are not yet offsets.
+struct Ins {
+    code: u16,
+    k: u32,
+    jt: To,
+    jf: To,
+}
+
+const LD_W_ABS: u16 = (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16;
+const JEQ_K: u16 = (libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K) as u16;
+const JGE_K: u16 = (libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K) as u16;
+const JSET_K: u16 = (libc::BPF_JMP | libc::BPF_JSET | libc::BPF_K) as u16;
+const JA: u16 = (libc::BPF_JMP | libc::BPF_JA) as u16;
+const RET_K: u16 = (libc::BPF_RET | libc::BPF_K) as u16;
+
+/// `seccomp_data`: `nr` at 0, `arch` at 4, `args[0]`'s low half at 16.
+const NR: u32 = 0;
+const ARCH_OFFSET: u32 = 4;
+const ARG0_LOW: u32 = 16;
+
+fn ins(code: u16, k: u32, jt: To, jf: To) -> Ins {
+    Ins { code, k, jt, jf }
+}
+
+/// Appends a search of the sorted `numbers`: a match jumps to `Deny`,
+/// anything else to `Allow`. Halves by `>=` down to short runs of `==`,
+/// so a system call passes a handful of comparisons, not the whole list.
+fn search(numbers: &[u32], out: &mut Vec<Ins>) {
+    if numbers.len() <= 3 {
+        for n in numbers {
+            out.push(ins(JEQ_K, *n, To::Deny, To::Next));
+        }
+        out.push(ins(JA, 0, To::Allow, To::Allow));
+        return;
+    }
+    let (low, high) = numbers.split_at(numbers.len() / 2);
+    let split = out.len();
+    out.push(ins(JGE_K, high[0], To::Next, To::Next));
+    search(low, out);
+    out[split].jt = To::At(out.len());
+    search(high, out);
+}
+
+/// The program every sandboxed program runs under, one load per run:
+/// another architecture's calls kill the process; x32 calls get EPERM;
+/// `clone3` gets ENOSYS (libc falls back to `clone`, whose flags a filter
+/// can see); `clone` with a namespace flag and everything in [`DENIED`]
+/// get EPERM; the rest is allowed. The denied numbers are searched as a
+/// tree, which keeps the program short (the kernel compiles it at every
+/// load) and each system call's check to a few comparisons.
+pub fn filter() -> BpfProgram {
+    let mut denied: Vec<u32> = DENIED.iter().map(|nr| *nr as u32).collect();
+    denied.sort_unstable();
+    denied.dedup();
+    let namespaces = NAMESPACE_FLAGS.iter().fold(0u32, |all, f| all | *f as u32);
+    let mut table = vec![
+        ins(LD_W_ABS, ARCH_OFFSET, To::Next, To::Next),
+        ins(JEQ_K, AUDIT_ARCH_X86_64, To::At(3), To::Next),
+        ins(RET_K, libc::SECCOMP_RET_KILL_PROCESS, To::Next, To::Next),
+        ins(LD_W_ABS, NR, To::Next, To::Next),
+        ins(JGE_K, 0x4000_0000, To::Deny, To::Next),
+        ins(JEQ_K, libc::SYS_clone3 as u32, To::NoSys, To::Next),
+        ins(JEQ_K, libc::SYS_clone as u32, To::Clone, To::Next),
+    ];
+    search(&denied, &mut table);
+    // The ends, in this order, after the table.
+    let allow = table.len();
+    let (deny, nosys, clone) = (allow + 1, allow + 2, allow + 3);
+    let at = |to: To, here: usize| -> u32 {
+        let target = match to {
+            To::Next => here + 1,
+            To::Allow => allow,
+            To::Deny => deny,
+            To::NoSys => nosys,
+            To::Clone => clone,
+            To::At(i) => i,
+        };
+        (target - here - 1) as u32
+    };
+    let mut program: BpfProgram = table
+        .iter()
+        .enumerate()
+        .map(|(here, i)| {
+            if i.code == JA {
+                sock_filter {
+                    code: JA,
+                    jt: 0,
+                    jf: 0,
+                    k: at(i.jt, here),
+                }
+            } else {
+                let offset = |to| u8::try_from(at(to, here)).expect("a jump within 255");
+                sock_filter {
+                    code: i.code,
+                    jt: offset(i.jt),
+                    jf: offset(i.jf),
+                    k: i.k,
+                }
+            }
+        })
+        .collect();
     let op = |code, jt, jf, k| sock_filter { code, jt, jf, k };
-    vec![
-        // seccomp_data.arch is at offset 4, .nr at 0.
-        op(LD_W_ABS, 0, 0, 4),
-        // Not x86_64: on to the table (7 = 1 + 1 + 5).
-        op(JEQ_K, 0, 5, AUDIT_ARCH_X86_64),
-        op(LD_W_ABS, 0, 0, 0),
-        op(JGE_K, 0, 1, 0x4000_0000),
+    program.extend([
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
         op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
-        op(JEQ_K, 0, 1, libc::SYS_clone3 as u32),
         op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
-    ]
+        op(LD_W_ABS, 0, 0, ARG0_LOW),
+        op(JSET_K, 0, 1, namespaces),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ERRNO | libc::EPERM as u32),
+        op(RET_K, 0, 0, libc::SECCOMP_RET_ALLOW),
+    ]);
+    program
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    /// Runs `program` on one system call as the kernel would (the few
+    /// instructions the filter uses), checking every jump lands inside.
+    fn run(program: &BpfProgram, arch: u32, nr: u32, arg0: u64) -> u32 {
+        let mut data = [0u8; 64];
+        data[0..4].copy_from_slice(&nr.to_le_bytes());
+        data[4..8].copy_from_slice(&arch.to_le_bytes());
+        data[16..24].copy_from_slice(&arg0.to_le_bytes());
+        let (mut pc, mut acc) = (0usize, 0u32);
+        for _ in 0..program.len() {
+            let i = &program[pc];
+            pc += 1;
+            match i.code {
+                LD_W_ABS => {
+                    let k = i.k as usize;
+                    acc = u32::from_le_bytes(data[k..k + 4].try_into().unwrap());
+                }
+                JEQ_K | JGE_K | JSET_K => {
+                    let taken = match i.code {
+                        JEQ_K => acc == i.k,
+                        JGE_K => acc >= i.k,
+                        _ => acc & i.k != 0,
+                    };
+                    pc += usize::from(if taken { i.jt } else { i.jf });
+                }
+                JA => pc += i.k as usize,
+                RET_K => return i.k,
+                other => panic!("unexpected instruction {other:#x}"),
+            }
+            assert!(pc < program.len(), "a jump past the end");
+        }
+        panic!("the program did not return");
+    }
+
+    const EPERM: u32 = libc::SECCOMP_RET_ERRNO | libc::EPERM as u32;
+
     #[test]
-    fn the_filter_compiles() {
-        let program = super::filter().expect("the filter builds");
-        assert!(program.len() > super::prefix().len());
+    fn every_system_call_gets_its_answer() {
+        let program = filter();
+        assert!(program.len() < 128, "{} instructions", program.len());
+        for nr in 0..1024u32 {
+            let expected = if nr == libc::SYS_clone3 as u32 {
+                libc::SECCOMP_RET_ERRNO | libc::ENOSYS as u32
+            } else if DENIED.contains(&i64::from(nr)) {
+                EPERM
+            } else {
+                libc::SECCOMP_RET_ALLOW
+            };
+            assert_eq!(run(&program, AUDIT_ARCH_X86_64, nr, 0), expected, "nr {nr}");
+            // x32's numbers, and other architectures.
+            assert_eq!(run(&program, AUDIT_ARCH_X86_64, nr | 0x4000_0000, 0), EPERM);
+            assert_eq!(
+                run(&program, 0x4000_0003, nr, 0),
+                libc::SECCOMP_RET_KILL_PROCESS
+            );
+        }
+    }
+
+    #[test]
+    fn clone_may_not_make_namespaces() {
+        let program = filter();
+        let clone = libc::SYS_clone as u32;
+        let thread = (libc::CLONE_VM
+            | libc::CLONE_FS
+            | libc::CLONE_FILES
+            | libc::CLONE_SIGHAND
+            | libc::CLONE_THREAD
+            | libc::CLONE_SYSVSEM
+            | libc::CLONE_SETTLS
+            | libc::CLONE_PARENT_SETTID
+            | libc::CLONE_CHILD_CLEARTID) as u64;
+        assert_eq!(
+            run(&program, AUDIT_ARCH_X86_64, clone, thread),
+            libc::SECCOMP_RET_ALLOW
+        );
+        assert_eq!(
+            run(&program, AUDIT_ARCH_X86_64, clone, libc::SIGCHLD as u64),
+            libc::SECCOMP_RET_ALLOW
+        );
+        for flag in NAMESPACE_FLAGS {
+            assert_eq!(
+                run(&program, AUDIT_ARCH_X86_64, clone, thread | flag),
+                EPERM,
+                "flag {flag:#x}"
+            );
+        }
     }
 }
