@@ -65,6 +65,8 @@ pub struct Cgroup {
     hierarchy: Hierarchy,
     /// The directories: one on v2; memory, pids, cpu, cpuacct on v1.
     dirs: Vec<PathBuf>,
+    /// As last written.
+    limits: Option<Limits>,
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -91,7 +93,7 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
 impl Cgroup {
     /// Makes the cgroup `name` with `limits`.
     pub fn create(hierarchy: &Hierarchy, name: &str, limits: Limits) -> io::Result<Self> {
-        let cgroup = match hierarchy {
+        let mut cgroup = match hierarchy {
             Hierarchy::V2 => {
                 let parent = Path::new(ROOT).join(PARENT);
                 std::fs::create_dir_all(&parent)?;
@@ -106,6 +108,7 @@ impl Cgroup {
                 Cgroup {
                     hierarchy: Hierarchy::V2,
                     dirs: vec![dir],
+                    limits: None,
                 }
             }
             Hierarchy::V1 => {
@@ -118,6 +121,7 @@ impl Cgroup {
                 Cgroup {
                     hierarchy: Hierarchy::V1,
                     dirs,
+                    limits: None,
                 }
             }
         };
@@ -141,8 +145,13 @@ impl Cgroup {
         }
     }
 
-    /// Sets (or resets) the group's limits.
-    pub fn set_limits(&self, limits: Limits) -> io::Result<()> {
+    /// Sets (or resets) the group's limits; writes nothing when they are
+    /// already these.
+    pub fn set_limits(&mut self, limits: Limits) -> io::Result<()> {
+        if self.limits == Some(limits) {
+            return Ok(());
+        }
+        self.limits = None;
         let period: u64 = 100_000;
         let quota = u64::from(limits.cpu_millis.max(10)) * period / 1000;
         match self.hierarchy {
@@ -178,6 +187,7 @@ impl Cgroup {
                 write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
         }
+        self.limits = Some(limits);
         Ok(())
     }
 
@@ -312,6 +322,7 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
         Cgroup {
             hierarchy: hierarchy.clone(),
             dirs,
+            limits: None,
         }
         .remove();
     }

@@ -642,8 +642,13 @@ impl Sandbox {
         // report is written (the helper's own exit comes after).
         let outputs = async { (out.await.unwrap_or_default(), err.await.unwrap_or_default()) };
         tokio::pin!(outputs);
-        // The next run's helper builds its sandbox while this one runs.
-        self.refill_later();
+        // With no helper left waiting, the next one starts now; otherwise
+        // after this run, whose processes then have the machine (a helper
+        // joining its cgroups holds up every fork and exit on the host).
+        let refilled = self.pool_is_empty();
+        if refilled {
+            self.refill_later();
+        }
         let (timed_out, cancelled, ended) = tokio::select! {
             ended = &mut outputs => (false, false, Some(ended)),
             _ = tokio::time::sleep(step.wall) => (true, false, None),
@@ -663,6 +668,9 @@ impl Sandbox {
         };
         let wall = started.elapsed();
         tracing::debug!(took = ?wall, "sandbox: helper ran");
+        if !refilled {
+            self.refill_later();
+        }
         feeder.abort();
         let usage = warm.group.usage();
         let report: Option<Report> = std::fs::read(warm.job.join("result"))
@@ -886,8 +894,23 @@ impl Sandbox {
         }
     }
 
-    /// Tops the pool of waiting helpers up, in the background (while a
-    /// program runs).
+    fn pool_is_empty(&self) -> bool {
+        self.pool
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_empty()
+    }
+
+    /// Waits (up to 10 s) until no clean-up or refill is under way in the
+    /// background, leaving the waiting helpers be.
+    pub async fn quiet(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !self.retiring.is_empty() && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_micros(200)).await;
+        }
+    }
+
+    /// Tops the pool of waiting helpers up, in the background.
     fn refill_later(&self) {
         if self.refilling.swap(true, Ordering::AcqRel) {
             return;
