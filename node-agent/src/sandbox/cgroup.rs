@@ -191,9 +191,17 @@ impl Cgroup {
         Ok(())
     }
 
-    /// The files a process writes its pid to, to join the group.
+    /// The files a single-threaded process writes `0` (itself) to, to
+    /// join the group. On v1 that is `tasks`: moving the calling thread
+    /// alone spares the kernel the host-wide lock a whole process's move
+    /// takes (and the RCU grace period that lock waits for), during which
+    /// every fork and exit on the host would wait.
     pub fn procs_files(&self) -> Vec<PathBuf> {
-        self.dirs.iter().map(|d| d.join("cgroup.procs")).collect()
+        let file = match self.hierarchy {
+            Hierarchy::V2 => "cgroup.procs",
+            Hierarchy::V1 => "tasks",
+        };
+        self.dirs.iter().map(|d| d.join(file)).collect()
     }
 
     /// Processes in the group now.

@@ -8,8 +8,9 @@
 //! seccomp filter on itself — all before the run is known. Then it waits
 //! for the run's [`Spec`] on stdin and forks the program, which takes an
 //! unprivileged uid with no_new_privs and rlimits before `execve`. When
-//! the program exits, the init exits and the kernel kills whatever is left
-//! in the namespace. The helper writes the outcome to its result file.
+//! the program exits, the init writes the outcome to the result file and
+//! exits, and the kernel kills whatever is left in the namespace: the last
+//! copies of stdout and stderr close, which is the run's end for the agent.
 //!
 //! Runs from `main` of a fresh process: plain blocking calls, no threads.
 
@@ -27,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use std::{
     ffi::CString,
     io::{Read, Write},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd},
+    os::fd::{FromRawFd, OwnedFd},
     path::{Path, PathBuf},
 };
 
@@ -93,10 +94,6 @@ fn fail(what: &str, err: impl std::fmt::Display) -> String {
     format!("{what}: {err}")
 }
 
-/// What the init tells the helper on the status pipe when the agent let it
-/// go without a run.
-const IDLE: &str = "idle";
-
 /// The helper's `main`: `berth-sandbox LAYOUT_FILE JOB_DIR NETNS_FILE
 /// CGROUP_PROCS_FILE...`. It joins the cgroup (the slow part on cgroup v1),
 /// builds the sandbox around `JOB_DIR/work` (the run's scratch tmpfs the
@@ -111,9 +108,9 @@ pub fn main(args: &[String]) -> i32 {
     };
     let netns = Path::new(netns);
     let job = Path::new(job);
-    let pid = std::process::id().to_string();
+    // `0`: the writer itself (one thread: this process has no other).
     for procs in procs {
-        if let Err(err) = std::fs::write(procs, &pid) {
+        if let Err(err) = std::fs::write(procs, "0") {
             eprintln!("berth-sandbox: joining {procs}: {err}");
             return 2;
         }
@@ -145,29 +142,21 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let report = match outer(&layout, &job.join("work"), netns) {
-        Ok(Some(report)) => report,
-        // Let go without a run: nothing to say.
-        Ok(None) => return 0,
-        Err(err) => Report {
-            ending: Ending::SetupFailed(err),
-            cpu_micros: 0,
-            max_rss_bytes: 0,
-        },
-    };
-    let written = write_report(&mut result, &report);
-    // The agent takes the end of stdout and stderr for the end of the run:
-    // the report is there by then. This process's own exit, which tears
-    // the sandbox's mounts down, goes on without anyone waiting for it.
-    unsafe {
-        libc::close(0);
-        libc::close(1);
-        libc::close(2);
-    }
-    if written.is_ok() {
-        0
-    } else {
-        3
+    match outer(&layout, &job.join("work"), netns, &mut result) {
+        Ok(()) => 0,
+        Err(err) => {
+            // The sandbox could not be made: the agent reads why.
+            let report = Report {
+                ending: Ending::SetupFailed(err),
+                cpu_micros: 0,
+                max_rss_bytes: 0,
+            };
+            if write_report(&mut result, &report).is_ok() {
+                0
+            } else {
+                3
+            }
+        }
     }
 }
 
@@ -235,12 +224,18 @@ fn read_spec() -> Result<Option<Spec>, String> {
         .map_err(|e| fail("spec", e))
 }
 
-/// The helper itself: makes the pid namespace, forks the init and waits
-/// for it. `None` when the init was let go without a run.
-fn outer(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
-    // The helper shares the sandbox's mount, IPC and UTS namespaces with
-    // the init: when the run ends, the init's exit does not wait for the
-    // mounts to be torn down (the helper's does, after it has reported).
+/// The helper itself: makes the namespaces, forks the init and waits
+/// for it. The init writes the report; the end of the run is when the
+/// init and everything in its pid namespace are gone, which closes the
+/// last of stdout and stderr (this process lets go of its own copies at
+/// once). This process holds the sandbox's mount, IPC and UTS namespaces
+/// until then, so that their teardown comes after the run is answered.
+fn outer(
+    layout: &Layout,
+    work: &Path,
+    netns: &Path,
+    result: &mut std::fs::File,
+) -> Result<(), String> {
     unshare(
         CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNS
@@ -248,51 +243,34 @@ fn outer(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, S
             | CloneFlags::CLONE_NEWUTS,
     )
     .map_err(|e| fail("namespaces", e))?;
-    let (status_read, status_write) = nix::unistd::pipe().map_err(|e| fail("pipe", e))?;
     match unsafe { fork() }.map_err(|e| fail("fork", e))? {
         ForkResult::Child => {
-            drop(status_read);
-            let code = match init(layout, work, netns, status_write.as_raw_fd()) {
-                Ok(()) => 0,
-                Err(err) => {
-                    let mut pipe = std::fs::File::from(status_write);
-                    let _ = write!(pipe, "setup {err}");
-                    1
-                }
+            let report = match init(layout, work, netns) {
+                Ok(Some(report)) => report,
+                // Let go without a run: nothing to say.
+                Ok(None) => unsafe { libc::_exit(0) },
+                Err(err) => Report {
+                    ending: Ending::SetupFailed(err),
+                    cpu_micros: 0,
+                    max_rss_bytes: 0,
+                },
+            };
+            let code = if write_report(result, &report).is_ok() {
+                0
+            } else {
+                3
             };
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            drop(status_write);
-            while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
-            let mut text = String::new();
-            let _ = std::fs::File::from(status_read).read_to_string(&mut text);
-            if text == IDLE {
-                return Ok(None);
+            unsafe {
+                libc::close(0);
+                libc::close(1);
+                libc::close(2);
             }
-            let ending = parse_status(&text);
-            let usage =
-                nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
-                    .map_err(|e| fail("rusage", e))?;
-            let micros =
-                |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
-            Ok(Some(Report {
-                ending,
-                cpu_micros: micros(usage.user_time()) + micros(usage.system_time()),
-                max_rss_bytes: usage.max_rss() as u64 * 1024,
-            }))
+            while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
+            Ok(())
         }
-    }
-}
-
-fn parse_status(text: &str) -> Ending {
-    let mut words = text.splitn(2, ' ');
-    match (words.next(), words.next()) {
-        (Some("exit"), Some(n)) => Ending::Exited(n.trim().parse().unwrap_or(-1)),
-        (Some("signal"), Some(n)) => Ending::Signaled(n.trim().parse().unwrap_or(0)),
-        (Some("setup"), Some(err)) => Ending::SetupFailed(err.to_owned()),
-        // Killed before it could say (a timeout or the agent's kill).
-        _ => Ending::Signaled(libc::SIGKILL),
     }
 }
 
@@ -338,12 +316,10 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 
 /// Init of the new pid namespace (pid 1): builds the sandbox, waits for
 /// the run, starts the program, reports how it ended.
-fn init(layout: &Layout, work: &Path, netns: &Path, status_fd: i32) -> Result<(), String> {
+fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
     prepare(layout, work, netns)?;
     let Some(spec) = read_spec()? else {
-        let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
-        let _ = pipe.write_all(IDLE.as_bytes());
-        return Ok(());
+        return Ok(None);
     };
     let argv: Vec<CString> = spec.argv.iter().map(|a| c(a)).collect::<Result<_, _>>()?;
     if argv.is_empty() {
@@ -373,19 +349,24 @@ fn init(layout: &Layout, work: &Path, netns: &Path, status_fd: i32) -> Result<()
     }
     .map_err(|e| fail("starting the program", e))?;
     // Reap everything; report when the program itself ends.
-    let status = loop {
+    let ending = loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
-            Ok(WaitStatus::Exited(pid, code)) if pid == program => break format!("exit {code}"),
+            Ok(WaitStatus::Exited(pid, code)) if pid == program => break Ending::Exited(code),
             Ok(WaitStatus::Signaled(pid, signal, _)) if pid == program => {
-                break format!("signal {}", signal as i32)
+                break Ending::Signaled(signal as i32)
             }
             Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => break format!("setup waiting for the program: {err}"),
+            Err(err) => return Err(fail("waiting for the program", err)),
         }
     };
-    let mut pipe = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(status_fd) });
-    let _ = pipe.write_all(status.as_bytes());
-    Ok(())
+    let usage = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_CHILDREN)
+        .map_err(|e| fail("rusage", e))?;
+    let micros = |t: nix::sys::time::TimeVal| t.tv_sec() as u64 * 1_000_000 + t.tv_usec() as u64;
+    Ok(Some(Report {
+        ending,
+        cpu_micros: micros(usage.user_time()) + micros(usage.system_time()),
+        max_rss_bytes: usage.max_rss() as u64 * 1024,
+    }))
 }
 
 /// Everything before the run is known: the namespaces, the root with its

@@ -635,12 +635,15 @@ impl Sandbox {
             let _ = stdin.write_all(&input).await;
         });
         let cap = self.config.max_output_bytes;
-        let out = tokio::spawn(read_capped(warm.child.stdout.take().expect("piped"), cap));
-        let err = tokio::spawn(read_capped(warm.child.stderr.take().expect("piped"), cap));
-        // The end of both outputs is the end of the run: the helper closes
-        // them once the program and everything it started are gone and its
-        // report is written (the helper's own exit comes after).
-        let outputs = async { (out.await.unwrap_or_default(), err.await.unwrap_or_default()) };
+        // Read here, not in tasks of their own: no hand-off between threads
+        // when the run ends.
+        let out = read_capped(warm.child.stdout.take().expect("piped"), cap);
+        let err = read_capped(warm.child.stderr.take().expect("piped"), cap);
+        // The end of both outputs is the end of the run: their last copies
+        // close when the init, having written the report, and everything
+        // in its pid namespace are gone (the helper let go of its own; its
+        // exit, which tears the mounts down, comes after).
+        let outputs = async { tokio::join!(out, err) };
         tokio::pin!(outputs);
         // With no helper left waiting, the next one starts now; otherwise
         // after this run, whose processes then have the machine (a helper
