@@ -80,14 +80,19 @@ impl Fixture {
             "mounts left behind under {}",
             runs.display()
         );
-        let groups: Vec<String> = std::fs::read_dir(self.sandbox.cgroup_parent())
+        let groups = self.groups();
+        assert!(groups.is_empty(), "cgroups left behind: {groups:?}");
+    }
+
+    /// This sandbox's cgroups on the host now.
+    fn groups(&self) -> Vec<String> {
+        std::fs::read_dir(self.sandbox.cgroup_parent())
             .into_iter()
             .flatten()
             .flatten()
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .filter(|name| name.starts_with(self.sandbox.cgroup_prefix()))
-            .collect();
-        assert!(groups.is_empty(), "cgroups left behind: {groups:?}");
+            .collect()
     }
 
     /// Runs `code` and expects it to succeed, returning stdout.
@@ -301,6 +306,35 @@ async fn a_hundred_runs_in_parallel_leave_nothing_behind() {
     }
     f.assert_clean().await;
     no_sandbox_processes(f.sandbox.config().uid);
+}
+
+/// On cgroup v1 a finished run's pids, cpu and cpuacct groups serve the
+/// next run, whose CPU time is counted there from zero again.
+#[tokio::test]
+async fn a_kept_cgroup_counts_the_next_run_from_zero() {
+    let f = fixture_with(61009, 0);
+    let busy = f
+        .sandbox
+        .run(run(
+            "python",
+            "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.5: pass\n",
+        ))
+        .await;
+    assert_eq!(busy.status, Status::Succeeded, "{busy:?}");
+    assert!(busy.cpu >= Duration::from_millis(500), "{busy:?}");
+    f.sandbox.quiet().await;
+    let kept = f.groups();
+    let v1 = !std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    assert_eq!(kept.len(), usize::from(v1), "kept: {kept:?}");
+    let hello = f.sandbox.run(run("python", "print('hi')")).await;
+    assert_eq!(hello.status, Status::Succeeded, "{hello:?}");
+    assert!(
+        hello.cpu < Duration::from_millis(400),
+        "the last run's CPU time counted again: {hello:?}"
+    );
+    f.sandbox.quiet().await;
+    assert_eq!(f.groups(), kept, "the same groups served the second run");
+    f.assert_clean().await;
 }
 
 /// Network namespaces are made once and leased to one run at a time: what

@@ -65,8 +65,63 @@ pub struct Cgroup {
     hierarchy: Hierarchy,
     /// The directories: one on v2; memory, pids, cpu, cpuacct on v1.
     dirs: Vec<PathBuf>,
-    /// As last written.
-    limits: Option<Limits>,
+    /// The memory limit as last written.
+    memory: Option<u64>,
+    /// The pids and CPU limits as last written.
+    others: Option<(u32, u32)>,
+    /// Where the pids, cpu and cpuacct groups go when the run is over (v1).
+    spares: Option<Spares>,
+}
+
+/// On cgroup v1: the pids, cpu and cpuacct groups of finished runs, empty,
+/// kept for later runs (making and removing groups is the costly part of a
+/// run's cgroups there). What they limit counts live processes only, and
+/// cpuacct's counter is set back to zero; the memory group is always new,
+/// since the page cache a run brings in stays charged to its group. The
+/// kept groups are removed when the last holder lets go.
+pub type Spares = std::sync::Arc<SparePool>;
+
+#[derive(Debug, Default)]
+pub struct SparePool(std::sync::Mutex<Vec<Spare>>);
+
+impl SparePool {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Removes the kept groups (empty: nothing runs in them).
+    pub fn release(&self) {
+        let kept = std::mem::take(&mut *self.lock());
+        for spare in kept {
+            remove_dirs(&spare.dirs);
+        }
+    }
+}
+
+impl Drop for SparePool {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+/// Kept pids, cpu and cpuacct groups.
+#[derive(Debug)]
+pub struct Spare {
+    dirs: [PathBuf; 3],
+    /// The pids and CPU limits as last written.
+    others: Option<(u32, u32)>,
+}
+
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        for _ in 0..100 {
+            match std::fs::remove_dir(dir) {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+    }
 }
 
 fn write(path: &Path, value: &str) -> io::Result<()> {
@@ -91,8 +146,14 @@ fn read_key(path: &Path, key: &str) -> Option<u64> {
 }
 
 impl Cgroup {
-    /// Makes the cgroup `name` with `limits`.
-    pub fn create(hierarchy: &Hierarchy, name: &str, limits: Limits) -> io::Result<Self> {
+    /// Makes the cgroup `name` with `limits` (on v1 with kept groups from
+    /// `spares` where there are some).
+    pub fn create(
+        hierarchy: &Hierarchy,
+        name: &str,
+        limits: Limits,
+        spares: &Spares,
+    ) -> io::Result<Self> {
         let mut cgroup = match hierarchy {
             Hierarchy::V2 => {
                 let parent = Path::new(ROOT).join(PARENT);
@@ -108,27 +169,42 @@ impl Cgroup {
                 Cgroup {
                     hierarchy: Hierarchy::V2,
                     dirs: vec![dir],
-                    limits: None,
+                    memory: None,
+                    others: None,
+                    spares: None,
                 }
             }
             Hierarchy::V1 => {
-                let mut dirs = Vec::new();
-                for controller in ["memory", "pids", "cpu", "cpuacct"] {
-                    let dir = Path::new(ROOT).join(controller).join(PARENT).join(name);
-                    std::fs::create_dir_all(&dir)?;
-                    dirs.push(dir);
-                }
+                let memory = Path::new(ROOT).join("memory").join(PARENT).join(name);
+                std::fs::create_dir_all(&memory)?;
+                let kept = spares.lock().pop();
+                let spare = match kept {
+                    Some(spare) => spare,
+                    None => {
+                        let dirs = ["pids", "cpu", "cpuacct"]
+                            .map(|c| Path::new(ROOT).join(c).join(PARENT).join(name));
+                        let made = dirs.iter().try_for_each(std::fs::create_dir_all);
+                        if let Err(err) = made {
+                            remove_dirs(&dirs);
+                            remove_dirs(&[memory]);
+                            return Err(err);
+                        }
+                        Spare { dirs, others: None }
+                    }
+                };
+                let mut dirs = vec![memory];
+                dirs.extend(spare.dirs);
                 Cgroup {
                     hierarchy: Hierarchy::V1,
                     dirs,
-                    limits: None,
+                    memory: None,
+                    others: spare.others,
+                    spares: Some(spares.clone()),
                 }
             }
         };
-        if let Err(err) = cgroup.set_limits(limits) {
-            cgroup.remove();
-            return Err(err);
-        }
+        // On an error the group is removed as it drops.
+        cgroup.set_limits(limits)?;
         Ok(cgroup)
     }
 
@@ -148,14 +224,16 @@ impl Cgroup {
     /// Sets (or resets) the group's limits; writes nothing when they are
     /// already these.
     pub fn set_limits(&mut self, limits: Limits) -> io::Result<()> {
-        if self.limits == Some(limits) {
+        let others = (limits.pids, limits.cpu_millis);
+        if self.memory == Some(limits.memory_bytes) && self.others == Some(others) {
             return Ok(());
         }
-        self.limits = None;
         let period: u64 = 100_000;
         let quota = u64::from(limits.cpu_millis.max(10)) * period / 1000;
         match self.hierarchy {
             Hierarchy::V2 => {
+                self.memory = None;
+                self.others = None;
                 let dir = &self.dirs[0];
                 write(&dir.join("memory.max"), &limits.memory_bytes.to_string())?;
                 // No swap: memory beyond the limit is an OOM kill, not a slow run.
@@ -163,7 +241,8 @@ impl Cgroup {
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
                 write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
             }
-            Hierarchy::V1 => {
+            Hierarchy::V1 if self.memory != Some(limits.memory_bytes) => {
+                self.memory = None;
                 let memory = self.dir("memory");
                 let value = limits.memory_bytes.to_string();
                 // memsw (memory + swap) exists when swap accounting is on;
@@ -181,13 +260,18 @@ impl Cgroup {
                         write(&memsw, &value)?;
                     }
                 }
-                write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
-                let cpu = self.dir("cpu");
-                write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
-                write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
             }
+            Hierarchy::V1 => {}
         }
-        self.limits = Some(limits);
+        self.memory = Some(limits.memory_bytes);
+        if self.hierarchy == Hierarchy::V1 && self.others != Some(others) {
+            self.others = None;
+            write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
+            let cpu = self.dir("cpu");
+            write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
+            write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
+        }
+        self.others = Some(others);
         Ok(())
     }
 
@@ -276,18 +360,27 @@ impl Cgroup {
         tracing::warn!(cgroup = %self.dirs[0].display(), "processes remain in a sandbox cgroup after killing");
     }
 
-    /// Kills what is left and removes the group.
+    /// Kills what is left and removes the group; on v1 its pids, cpu
+    /// and cpuacct groups are kept for another run once empty.
     pub fn remove(&self) {
         self.kill_all();
-        for dir in &self.dirs {
-            for _ in 0..100 {
-                match std::fs::remove_dir(dir) {
-                    Ok(()) => break,
-                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
+        if let Some(spares) = &self.spares {
+            let cpuacct = self.dir("cpuacct").join("cpuacct.usage");
+            if self.pids().is_empty() && write(&cpuacct, "0").is_ok() {
+                remove_dirs(&self.dirs[..1]);
+                let dirs = [
+                    self.dirs[1].clone(),
+                    self.dirs[2].clone(),
+                    self.dirs[3].clone(),
+                ];
+                spares.lock().push(Spare {
+                    dirs,
+                    others: self.others,
+                });
+                return;
             }
         }
+        remove_dirs(&self.dirs);
     }
 }
 
@@ -330,7 +423,9 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
         Cgroup {
             hierarchy: hierarchy.clone(),
             dirs,
-            limits: None,
+            memory: None,
+            others: None,
+            spares: None,
         }
         .remove();
     }

@@ -185,6 +185,8 @@ pub struct Shared {
     pool: std::sync::Mutex<std::collections::VecDeque<Warm>>,
     /// A refill of the pool is under way.
     refilling: std::sync::atomic::AtomicBool,
+    /// Kept cgroups of finished runs (cgroup v1).
+    spares: cgroup::Spares,
     /// Network namespaces, each leased to one helper at a time.
     networks: std::sync::Arc<netns::Pool>,
     /// Empty directories in `runs/` a run's tmpfs is mounted on, kept for
@@ -254,6 +256,7 @@ impl Sandbox {
                 prefix,
                 pool: Default::default(),
                 refilling: Default::default(),
+                spares: Default::default(),
                 networks: Default::default(),
                 mount_points: Default::default(),
             }),
@@ -393,6 +396,7 @@ impl Sandbox {
         self.retiring.reopen();
         self.release_waiting();
         self.remove_mount_points();
+        self.spares.release();
     }
 
     fn remove_mount_points(&self) {
@@ -799,8 +803,8 @@ impl Shared {
     /// builds its sandbox and waits for its spec.
     fn start_warm(&self, limits: Limits) -> Result<Warm, String> {
         let name = format!("{}-{}", self.prefix, next_id());
-        let group =
-            Cgroup::create(&self.hierarchy, &name, limits).map_err(|e| format!("cgroup: {e}"))?;
+        let group = Cgroup::create(&self.hierarchy, &name, limits, &self.spares)
+            .map_err(|e| format!("cgroup: {e}"))?;
         let reused = self
             .mount_points
             .lock()
@@ -952,6 +956,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.release_waiting();
         self.remove_mount_points();
+        self.spares.release();
     }
 }
 
