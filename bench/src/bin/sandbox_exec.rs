@@ -289,11 +289,7 @@ async fn main() -> anyhow::Result<()> {
         let started = Instant::now();
         let cpu = MachineCpu::now();
         let mut handles = Vec::new();
-        for _ in 0..if std::env::var("NOBARE").is_ok() {
-            0
-        } else {
-            args.concurrency
-        } {
+        for _ in 0..args.concurrency {
             let work = work.clone();
             handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
                 for _ in 0..per {

@@ -425,17 +425,10 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
         Some(format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes).as_str()),
     )
     .map_err(|e| fail("/tmp", e))?;
-    // /dev: the harmless devices only.
+    // /dev: the harmless devices only, bound onto files of the root's own
+    // tmpfs (read-only with it; a device stays writable on a read-only mount).
     let dev = root.join("dev");
     mkdir_p(&dev)?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("size=64k,mode=0755"),
-    )
-    .map_err(|e| fail("/dev", e))?;
     for name in ["null", "zero", "random", "urandom"] {
         let target = dev.join(name);
         std::fs::write(&target, b"").map_err(|e| fail("/dev node", e))?;
