@@ -413,10 +413,16 @@ async fn full_path(data_dir: &Path, sandbox: &Sandbox, runs: usize) -> anyhow::R
         let took = started.elapsed();
         let answer: serde_json::Value = serde_json::from_slice(&bytes)?;
         anyhow::ensure!(answer["output"] == "hello\n", "HTTP /execute: {answer}");
+        // Each side's work after answering (clean-up, the next waiting
+        // helper) is kept out of the other side's next run: the agent's by
+        // a pause, the driver's by waiting for it.
+        tokio::time::sleep(Duration::from_millis(30)).await;
         let started = Instant::now();
         let outcome = sandbox.run(run_of(&CASES[0])).await;
         let alone = started.elapsed();
         anyhow::ensure!(outcome.status == Status::Succeeded, "{outcome:?}");
+        sandbox.quiet().await;
+        tokio::time::sleep(Duration::from_millis(30)).await;
         if i > 0 {
             http.push(took);
             driver.push(alone);
