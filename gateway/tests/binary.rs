@@ -68,7 +68,9 @@ async fn a_one_gib_upload_streams_through_the_gateway_process_in_bounded_memory(
     const CHUNK: usize = 256 << 10;
     let up = upstream().await;
     let (child, addr, _dir) = start_binary(serde_json::json!({
-        "apps": [{ "id": "big", "tenant": TENANT, "backends": [up.addr.to_string()], "max_body_bytes": 2u64 << 30 }],
+        // The app's time limit as long as the client's: a debug build on a
+        // busy machine may take more than the default 30 s for the GiB.
+        "apps": [{ "id": "big", "tenant": TENANT, "backends": [up.addr.to_string()], "max_body_bytes": 2u64 << 30, "request_timeout_ms": 600_000 }],
         "keys": [{ "id": "k1", "tenant": TENANT, "key": KEY, "rate_per_second": 1000, "burst": 1000 }],
     }))
     .await;
