@@ -422,7 +422,6 @@ async fn full_path(data_dir: &Path, sandbox: &Sandbox, runs: usize) -> anyhow::R
         let alone = started.elapsed();
         anyhow::ensure!(outcome.status == Status::Succeeded, "{outcome:?}");
         sandbox.quiet().await;
-        tokio::time::sleep(Duration::from_millis(30)).await;
         if i > 0 {
             http.push(took);
             driver.push(alone);

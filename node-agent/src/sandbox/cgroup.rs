@@ -241,37 +241,44 @@ impl Cgroup {
                 write(&dir.join("pids.max"), &limits.pids.to_string())?;
                 write(&dir.join("cpu.max"), &format!("{quota} {period}"))?;
             }
-            Hierarchy::V1 if self.memory != Some(limits.memory_bytes) => {
-                self.memory = None;
-                let memory = self.dir("memory");
-                let value = limits.memory_bytes.to_string();
-                // memsw (memory + swap) exists when swap accounting is on;
-                // it may never be below the memory limit, so the order of
-                // the two writes depends on whether the limit grows.
-                let memsw = memory.join("memory.memsw.limit_in_bytes");
-                let grows = read_u64(&memory.join("memory.limit_in_bytes"))
-                    .is_some_and(|current| limits.memory_bytes > current);
-                if memsw.exists() && grows {
-                    write(&memsw, &value)?;
-                    write(&memory.join("memory.limit_in_bytes"), &value)?;
-                } else {
-                    write(&memory.join("memory.limit_in_bytes"), &value)?;
-                    if memsw.exists() {
-                        write(&memsw, &value)?;
-                    }
+            Hierarchy::V1 => {
+                if self.memory != Some(limits.memory_bytes) {
+                    self.memory = None;
+                    self.set_memory_v1(limits.memory_bytes)?;
+                }
+                if self.others != Some(others) {
+                    self.others = None;
+                    write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
+                    let cpu = self.dir("cpu");
+                    write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
+                    write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
                 }
             }
-            Hierarchy::V1 => {}
         }
         self.memory = Some(limits.memory_bytes);
-        if self.hierarchy == Hierarchy::V1 && self.others != Some(others) {
-            self.others = None;
-            write(&self.dir("pids").join("pids.max"), &limits.pids.to_string())?;
-            let cpu = self.dir("cpu");
-            write(&cpu.join("cpu.cfs_period_us"), &period.to_string())?;
-            write(&cpu.join("cpu.cfs_quota_us"), &quota.to_string())?;
-        }
         self.others = Some(others);
+        Ok(())
+    }
+
+    /// The memory limit on v1 (and memory + swap where swap accounting is on).
+    fn set_memory_v1(&self, bytes: u64) -> io::Result<()> {
+        let memory = self.dir("memory");
+        let value = bytes.to_string();
+        // memsw (memory + swap) exists when swap accounting is on;
+        // it may never be below the memory limit, so the order of
+        // the two writes depends on whether the limit grows.
+        let memsw = memory.join("memory.memsw.limit_in_bytes");
+        let grows =
+            read_u64(&memory.join("memory.limit_in_bytes")).is_some_and(|current| bytes > current);
+        if memsw.exists() && grows {
+            write(&memsw, &value)?;
+            write(&memory.join("memory.limit_in_bytes"), &value)?;
+        } else {
+            write(&memory.join("memory.limit_in_bytes"), &value)?;
+            if memsw.exists() {
+                write(&memsw, &value)?;
+            }
+        }
         Ok(())
     }
 
@@ -361,20 +368,19 @@ impl Cgroup {
     }
 
     /// Kills what is left and removes the group; on v1 its pids, cpu
-    /// and cpuacct groups are kept for another run once empty.
-    pub fn remove(&self) {
+    /// and cpuacct groups are kept for another run once empty. Once, as
+    /// the group drops.
+    fn remove(&self) {
         self.kill_all();
         if let Some(spares) = &self.spares {
             let cpuacct = self.dir("cpuacct").join("cpuacct.usage");
             if self.pids().is_empty() && write(&cpuacct, "0").is_ok() {
                 remove_dirs(&self.dirs[..1]);
-                let dirs = [
-                    self.dirs[1].clone(),
-                    self.dirs[2].clone(),
-                    self.dirs[3].clone(),
-                ];
+                let [_, pids, cpu, cpuacct] = &self.dirs[..] else {
+                    unreachable!("four groups on v1")
+                };
                 spares.lock().push(Spare {
-                    dirs,
+                    dirs: [pids.clone(), cpu.clone(), cpuacct.clone()],
                     others: self.others,
                 });
                 return;
@@ -420,14 +426,14 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
                 .map(|c| Path::new(ROOT).join(c).join(PARENT).join(name))
                 .collect(),
         };
-        Cgroup {
+        // Its processes killed and its directories removed as it drops.
+        drop(Cgroup {
             hierarchy: hierarchy.clone(),
             dirs,
             memory: None,
             others: None,
             spares: None,
-        }
-        .remove();
+        });
     }
     names.len()
 }

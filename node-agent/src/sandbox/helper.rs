@@ -144,19 +144,23 @@ pub fn main(args: &[String]) -> i32 {
     };
     match outer(&layout, &job.join("work"), netns, &mut result) {
         Ok(()) => 0,
-        Err(err) => {
-            // The sandbox could not be made: the agent reads why.
-            let report = Report {
-                ending: Ending::SetupFailed(err),
-                cpu_micros: 0,
-                max_rss_bytes: 0,
-            };
-            if write_report(&mut result, &report).is_ok() {
-                0
-            } else {
-                3
-            }
-        }
+        // The sandbox could not be made: the agent reads why.
+        Err(err) => finish(&mut result, Err(err)),
+    }
+}
+
+/// Writes how the run ended, or why the sandbox could not be made, to the
+/// result file; the exit code.
+fn finish(result: &mut std::fs::File, outcome: Result<Report, String>) -> i32 {
+    let report = outcome.unwrap_or_else(|err| Report {
+        ending: Ending::SetupFailed(err),
+        cpu_micros: 0,
+        max_rss_bytes: 0,
+    });
+    if write_report(result, &report).is_ok() {
+        0
+    } else {
+        3
     }
 }
 
@@ -245,21 +249,10 @@ fn outer(
     .map_err(|e| fail("namespaces", e))?;
     match unsafe { fork() }.map_err(|e| fail("fork", e))? {
         ForkResult::Child => {
-            let report = match init(layout, work, netns) {
-                Ok(Some(report)) => report,
-                // Let go without a run: nothing to say.
-                Ok(None) => unsafe { libc::_exit(0) },
-                Err(err) => Report {
-                    ending: Ending::SetupFailed(err),
-                    cpu_micros: 0,
-                    max_rss_bytes: 0,
-                },
-            };
-            let code = if write_report(result, &report).is_ok() {
-                0
-            } else {
-                3
-            };
+            // `None`: let go without a run, nothing to say.
+            let code = init(layout, work, netns)
+                .transpose()
+                .map_or(0, |outcome| finish(result, outcome));
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
