@@ -520,9 +520,27 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString]) -> String {
         return fail("no_new_privs", std::io::Error::last_os_error());
     }
     unsafe { libc::close_range(3, u32::MAX, 0) };
-    match execve(&argv[0], argv, env) {
-        Ok(never) => match never {},
-        Err(err) => fail(&format!("exec {:?}", argv[0]), err),
+    let err = exec_when_unwritten(&argv[0], argv, env);
+    fail(&format!("exec {:?}", argv[0]), err)
+}
+
+/// Longest the program's start waits for its file to be closed by writers.
+const TEXT_BUSY_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// `execve`, waiting out `ETXTBSY`: the agent writes a cached binary into
+/// `/work` while its other threads start processes, and a process it
+/// starts holds a copy of that write descriptor for the moment until its
+/// own `execve`. Returns only on failure.
+fn exec_when_unwritten(path: &CString, argv: &[CString], env: &[CString]) -> nix::errno::Errno {
+    let started = std::time::Instant::now();
+    loop {
+        match execve(path, argv, env) {
+            Ok(never) => match never {},
+            Err(nix::errno::Errno::ETXTBSY) if started.elapsed() < TEXT_BUSY_WAIT => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(err) => return err,
+        }
     }
 }
 
@@ -543,5 +561,40 @@ pub(crate) fn loopback_up() {
             libc::ioctl(sock, libc::SIOCSIFFLAGS, &req);
         }
         libc::close(sock);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
+
+    /// A program whose file a writer lets go of a moment later still starts.
+    #[test]
+    fn the_program_starts_once_a_writer_lets_go_of_its_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let program = dir.path().join("true");
+        std::fs::copy("/bin/true", &program).unwrap();
+        let writer = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&program)
+            .unwrap();
+        let path = CString::new(program.as_os_str().as_bytes()).unwrap();
+        let argv = [path.clone()];
+        let held = writer.as_raw_fd();
+        match unsafe { fork() }.unwrap() {
+            ForkResult::Child => {
+                // Only the parent's descriptor keeps the file open for writing.
+                unsafe { libc::close(held) };
+                let _ = exec_when_unwritten(&path, &argv, &[]);
+                unsafe { libc::_exit(99) }
+            }
+            ForkResult::Parent { child } => {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                drop(writer);
+                let status = waitpid(child, None).unwrap();
+                assert_eq!(status, WaitStatus::Exited(child, 0));
+            }
+        }
     }
 }
