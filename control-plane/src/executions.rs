@@ -53,9 +53,23 @@ pub struct Executions {
     store: Store,
     sessions: Sessions,
     state: Mutex<State>,
-    finished: broadcast::Sender<String>,
+    /// Executions as they end, as recorded.
+    finished: broadcast::Sender<Arc<entity::Model>>,
     wake: Notify,
+    /// Ready nodes, read again after a node event or a second.
+    nodes: tokio::sync::Mutex<NodeCache>,
 }
+
+/// What [`Executions::nodes`] last read, and whether it still holds.
+struct NodeCache {
+    nodes: Vec<(NodeName, Vec<String>, usize)>,
+    read_at: Option<tokio::time::Instant>,
+    events: broadcast::Receiver<crate::db::entities::events::Model>,
+}
+
+/// Longest a node listing serves without a node event (another control
+/// plane on the same database may have changed a node).
+const NODES_MAX_AGE: Duration = Duration::from_secs(1);
 
 /// A request that breaks a limit: the message says which and its value.
 fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
@@ -113,12 +127,18 @@ fn state_of(result: &pb::ExecutionResult) -> ExecutionState {
 
 impl Executions {
     pub fn new(store: Store, sessions: Sessions) -> Arc<Self> {
+        let events = store.subscribe_events();
         Arc::new(Self {
             store,
             sessions,
             state: Mutex::new(State::default()),
             finished: broadcast::channel(1024).0,
             wake: Notify::new(),
+            nodes: tokio::sync::Mutex::new(NodeCache {
+                nodes: Vec::new(),
+                read_at: None,
+                events,
+            }),
         })
     }
 
@@ -243,15 +263,20 @@ impl Executions {
             if !matches!(state, ExecutionState::Queued | ExecutionState::Running) {
                 return Ok(model);
             }
-            tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {
-                    return Err(Status::deadline_exceeded(format!("execution {id} has not finished; ask again with GetExecution")));
+            // Woken by its end (with the row as recorded), by a lost
+            // message or after a second: read the store again.
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(deadline) => {
+                        return Err(Status::deadline_exceeded(format!("execution {id} has not finished; ask again with GetExecution")));
+                    }
+                    got = finished.recv() => match got {
+                        Ok(done) if done.id == id => return Ok(done.as_ref().clone()),
+                        Ok(_) => continue,
+                        Err(_) => break,
+                    },
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => break,
                 }
-                got = finished.recv() => match got {
-                    Ok(done) if done != id => continue,
-                    _ => {}
-                },
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
         }
     }
@@ -274,7 +299,7 @@ impl Executions {
                     "cancelled before it ran",
                 )
                 .await?;
-            let _ = self.finished.send(id.to_owned());
+            let _ = self.finished.send(Arc::new(model.clone()));
             return Ok(model);
         }
         let node = self.lock().running.get(id).cloned();
@@ -303,16 +328,21 @@ impl Executions {
         if was_running.as_deref() != Some(node) {
             tracing::debug!(execution = %result.execution_id, %node, "result for an execution not running there");
         }
+        // The next queued run first: this slot is free.
+        self.wake.notify_one();
         let state = state_of(&result);
-        if let Err(err) = self
+        match self
             .store
             .finish_execution(&result.execution_id, state, Some(&result), &result.error)
             .await
         {
-            tracing::warn!(execution = %result.execution_id, error = %err, "recording an execution result failed");
+            Ok(model) => {
+                let _ = self.finished.send(Arc::new(model));
+            }
+            Err(err) => {
+                tracing::warn!(execution = %result.execution_id, error = %err, "recording an execution result failed");
+            }
         }
-        let _ = self.finished.send(result.execution_id);
-        self.wake.notify_one();
     }
 
     /// The node's session ended or it went down: its runs are lost.
@@ -332,7 +362,7 @@ impl Executions {
         };
         for id in lost {
             tracing::warn!(execution = %id, %node, "node lost while running an execution");
-            let _ = self
+            let recorded = self
                 .store
                 .finish_execution(
                     &id,
@@ -341,30 +371,52 @@ impl Executions {
                     &format!("node {node} was lost while running this execution"),
                 )
                 .await;
-            let _ = self.finished.send(id);
+            if let Ok(model) = recorded {
+                let _ = self.finished.send(Arc::new(model));
+            }
         }
         self.wake.notify_one();
     }
 
     /// Nodes that can run executions now: ready, connected, with the
-    /// languages they report and how many slots they have.
+    /// languages they report and how many slots they have. The listing is
+    /// kept until a node event (or [`NODES_MAX_AGE`]); connections are
+    /// checked each time.
     async fn nodes(&self) -> crate::error::Result<Vec<(NodeName, Vec<String>, usize)>> {
-        Ok(self
-            .store
-            .list_nodes(Some(NodeState::Ready))
-            .await?
-            .into_iter()
-            .filter(|n| self.sessions.is_connected(&n.name))
-            .map(|n| {
-                let languages = n
-                    .runtimes
-                    .iter()
-                    .filter(|r| r.available)
-                    .map(|r| r.name.clone())
-                    .collect();
-                let slots = (n.cpu_millis as usize / 1000).max(1);
-                (n.name, languages, slots)
-            })
+        let mut cache = self.nodes.lock().await;
+        let mut stale = cache.read_at.is_none_or(|at| at.elapsed() >= NODES_MAX_AGE);
+        loop {
+            match cache.events.try_recv() {
+                Ok(event) => stale |= event.kind.starts_with("node."),
+                Err(broadcast::error::TryRecvError::Lagged(_)) => stale = true,
+                Err(_) => break,
+            }
+        }
+        if stale {
+            let read_at = tokio::time::Instant::now();
+            cache.nodes = self
+                .store
+                .list_nodes(Some(NodeState::Ready))
+                .await?
+                .into_iter()
+                .map(|n| {
+                    let languages = n
+                        .runtimes
+                        .iter()
+                        .filter(|r| r.available)
+                        .map(|r| r.name.clone())
+                        .collect();
+                    let slots = (n.cpu_millis as usize / 1000).max(1);
+                    (n.name, languages, slots)
+                })
+                .collect();
+            cache.read_at = Some(read_at);
+        }
+        Ok(cache
+            .nodes
+            .iter()
+            .filter(|(name, _, _)| self.sessions.is_connected(name))
+            .cloned()
             .collect())
     }
 
@@ -417,10 +469,11 @@ impl Executions {
                 "no ready node runs {} at the moment",
                 queued.language.as_str()
             );
-            self.store
+            let model = self
+                .store
                 .finish_execution(&queued.id, ExecutionState::Rejected, None, &reason)
                 .await?;
-            let _ = self.finished.send(queued.id);
+            let _ = self.finished.send(Arc::new(model));
         }
         for (node, queued) in picked {
             let id = queued.id.clone();

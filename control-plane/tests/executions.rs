@@ -412,3 +412,42 @@ async fn the_queue_is_bounded() {
     }
     cp.stop().await;
 }
+
+/// The dispatcher keeps its list of ready nodes between runs: a drain takes
+/// the node out of it at once (no run reaches a drained node), an undrain
+/// puts it back.
+#[tokio::test]
+async fn a_drained_node_gets_no_runs_at_once() {
+    let (cluster, cp, _agent, channel) = cluster_with_sandbox("drained-node").await;
+    let mut executions = ExecutionServiceClient::new(channel.clone());
+    let hello = || request(pb::Language::Python, "print('hi')");
+    // A run first: the dispatcher has listed the node.
+    let ran = executions.execute(hello()).await.unwrap().into_inner();
+    assert_eq!(state(&ran), pb::ExecutionState::Succeeded, "{ran:?}");
+
+    let mut nodes = cluster.admin(&cp).await;
+    nodes
+        .drain_node(pb::DrainNodeRequest {
+            name: "drained-node".into(),
+        })
+        .await
+        .unwrap();
+    let refused = executions.execute(hello()).await.unwrap().into_inner();
+    assert_eq!(state(&refused), pb::ExecutionState::Rejected, "{refused:?}");
+    assert!(
+        refused.error.contains("no ready node runs python"),
+        "{}",
+        refused.error
+    );
+
+    nodes
+        .undrain_node(pb::UndrainNodeRequest {
+            name: "drained-node".into(),
+        })
+        .await
+        .unwrap();
+    let again = executions.execute(hello()).await.unwrap().into_inner();
+    assert_eq!(state(&again), pb::ExecutionState::Succeeded, "{again:?}");
+    assert_eq!(again.stdout, b"hi\n");
+    cp.stop().await;
+}

@@ -322,3 +322,76 @@ async fn entities_match_the_schema_on_sqlite() {
 async fn entities_match_the_schema_on_postgres() {
     entities_match_the_schema(Backend::postgres().await).await;
 }
+
+/// An execution queued, started and finished through the store: the end is
+/// recorded once, with every field of the result, and a second end (a late
+/// cancel, a lost node) leaves it as it was.
+async fn an_execution_ends_once(backend: Backend) {
+    use berth_control_plane::store::executions::NewExecution;
+    use berth_proto::{domain::ExecutionState, pb};
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&backend, dir.path()).await;
+    let id = uuid::Uuid::new_v4().to_string();
+    store
+        .insert_execution(NewExecution {
+            id: &id,
+            tenant: "default",
+            language: "python",
+            timeout_ms: 1000,
+            memory_bytes: 64 << 20,
+            state: ExecutionState::Queued,
+            error: "",
+        })
+        .await
+        .unwrap();
+    store.start_execution(&id, "node-1").await.unwrap();
+    let result = pb::ExecutionResult {
+        execution_id: id.clone(),
+        stdout: b"out\n".to_vec(),
+        stderr: vec![0xff, 0x00, b'e'],
+        stdout_truncated: true,
+        exit_code: 3,
+        wall_time_ms: 12,
+        cpu_time_ms: 7,
+        peak_memory_bytes: 5 << 20,
+        ..Default::default()
+    };
+    let done = store
+        .finish_execution(&id, ExecutionState::Failed, Some(&result), "exit 3")
+        .await
+        .unwrap();
+    let read = store.get_execution(&id).await.unwrap();
+    assert_eq!(done, read, "the returned row is the stored one");
+    assert_eq!(read.state, "failed");
+    assert_eq!(read.node_name.as_deref(), Some("node-1"));
+    assert_eq!(read.stdout, b"out\n");
+    assert_eq!(read.stderr, vec![0xff, 0x00, b'e']);
+    assert!(read.stdout_truncated && !read.stderr_truncated);
+    assert_eq!((read.exit_code, read.signal), (Some(3), None));
+    assert_eq!(
+        (read.wall_time_ms, read.cpu_time_ms, read.peak_memory_bytes),
+        (12, 7, 5 << 20)
+    );
+    assert_eq!(read.error, "exit 3");
+    assert!(read.started_at.is_some() && read.finished_at.is_some());
+
+    let again = store
+        .finish_execution(&id, ExecutionState::Cancelled, None, "too late")
+        .await
+        .unwrap();
+    assert_eq!(again, read, "a finished execution stays as it ended");
+    assert!(store
+        .finish_execution("no-such-execution", ExecutionState::Failed, None, "")
+        .await
+        .is_err());
+}
+
+#[tokio::test]
+async fn an_execution_ends_once_on_sqlite() {
+    an_execution_ends_once(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn an_execution_ends_once_on_postgres() {
+    an_execution_ends_once(Backend::postgres().await).await;
+}

@@ -10,7 +10,7 @@ use berth_proto::{
     pb,
 };
 use chrono::Utc;
-use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, IntoActiveModel, QueryFilter, Set};
+use sea_orm::{ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, Set};
 
 /// Turns a stored execution into its API form.
 pub fn to_proto(m: &executions::Model) -> pb::Execution {
@@ -115,7 +115,8 @@ impl Store {
         Ok(())
     }
 
-    /// Records how an execution ended (once: a finished one stays as it is).
+    /// Records how an execution ended (once: a finished one stays as it is),
+    /// in one statement that also returns the row.
     pub async fn finish_execution(
         &self,
         id: &str,
@@ -123,26 +124,57 @@ impl Store {
         result: Option<&pb::ExecutionResult>,
         error: &str,
     ) -> Result<executions::Model> {
-        let model = self.get_execution(id).await?;
-        if finished(model.state.parse().unwrap_or(ExecutionState::Failed)) {
-            return Ok(model);
-        }
-        let mut active = model.into_active_model();
-        active.state = Set(state.as_str().to_owned());
-        active.error = Set(error.to_owned());
-        active.finished_at = Set(Some(Utc::now()));
+        use sea_orm::sea_query::Expr;
+        let mut update = executions::Entity::update_many()
+            .col_expr(executions::Column::State, Expr::value(state.as_str()))
+            .col_expr(executions::Column::Error, Expr::value(error))
+            .col_expr(executions::Column::FinishedAt, Expr::value(Utc::now()));
         if let Some(r) = result {
-            active.stdout = Set(r.stdout.clone());
-            active.stderr = Set(r.stderr.clone());
-            active.stdout_truncated = Set(r.stdout_truncated);
-            active.stderr_truncated = Set(r.stderr_truncated);
-            active.exit_code = Set((r.signal == 0).then_some(r.exit_code));
-            active.signal = Set((r.signal != 0).then_some(r.signal));
-            active.wall_time_ms = Set(r.wall_time_ms.min(i32::MAX as u32) as i32);
-            active.cpu_time_ms = Set(r.cpu_time_ms.min(i32::MAX as u32) as i32);
-            active.peak_memory_bytes = Set(r.peak_memory_bytes.min(i64::MAX as u64) as i64);
+            update = update
+                .col_expr(executions::Column::Stdout, Expr::value(r.stdout.clone()))
+                .col_expr(executions::Column::Stderr, Expr::value(r.stderr.clone()))
+                .col_expr(
+                    executions::Column::StdoutTruncated,
+                    Expr::value(r.stdout_truncated),
+                )
+                .col_expr(
+                    executions::Column::StderrTruncated,
+                    Expr::value(r.stderr_truncated),
+                )
+                .col_expr(
+                    executions::Column::ExitCode,
+                    Expr::value((r.signal == 0).then_some(r.exit_code)),
+                )
+                .col_expr(
+                    executions::Column::Signal,
+                    Expr::value((r.signal != 0).then_some(r.signal)),
+                )
+                .col_expr(
+                    executions::Column::WallTimeMs,
+                    Expr::value(r.wall_time_ms.min(i32::MAX as u32) as i32),
+                )
+                .col_expr(
+                    executions::Column::CpuTimeMs,
+                    Expr::value(r.cpu_time_ms.min(i32::MAX as u32) as i32),
+                )
+                .col_expr(
+                    executions::Column::PeakMemoryBytes,
+                    Expr::value(r.peak_memory_bytes.min(i64::MAX as u64) as i64),
+                );
         }
-        Ok(active.update(self.db()).await?)
+        let updated = update
+            .filter(executions::Column::Id.eq(id))
+            .filter(executions::Column::State.is_in([
+                ExecutionState::Queued.as_str(),
+                ExecutionState::Running.as_str(),
+            ]))
+            .exec_with_returning(self.db())
+            .await?;
+        match updated.into_iter().next() {
+            Some(model) => Ok(model),
+            // Already finished (or unknown): as it is.
+            None => self.get_execution(id).await,
+        }
     }
 
     /// Executions left queued or running by an earlier control plane.
