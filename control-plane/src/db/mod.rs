@@ -45,6 +45,14 @@ pub async fn connect(url: Option<&str>, data_dir: &Path) -> Result<DatabaseConne
         // One writer at a time is what SQLite supports anyway.
         .max_connections(if sqlite { 1 } else { 16 })
         .sqlx_logging(false);
+    if sqlite {
+        // A file of this process's: nothing to check before each statement.
+        options.test_before_acquire(false);
+    } else {
+        // A server's connection is checked only after it sat idle (the
+        // server or a proxy may have closed it), not before every statement.
+        options.test_before_acquire_if_idle_for(Duration::from_secs(30));
+    }
     let db = Database::connect(options).await.map_err(DbError::Connect)?;
     if sqlite {
         // Write-ahead log, synced at checkpoints: a commit costs no fsync of
