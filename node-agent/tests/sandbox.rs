@@ -823,3 +823,38 @@ async fn a_cancel_that_comes_before_its_run_cancels_it() {
     f.assert_clean().await;
     no_sandbox_processes(61011);
 }
+
+/// The sandbox's directory and helper given relative to the agent's
+/// working directory (`berth up`'s default data dir is `./.berth`): the
+/// helpers, which start in `/`, still find everything, and runs work.
+#[tokio::test]
+async fn relative_paths_work() {
+    let dir = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+    let cwd = std::env::current_dir().unwrap();
+    let relative = |p: &Path| -> PathBuf {
+        let common = cwd.ancestors().find(|a| p.starts_with(a)).unwrap();
+        let ups = cwd.strip_prefix(common).unwrap().components().count();
+        let mut path: PathBuf = std::iter::repeat_n("..", ups).collect();
+        path.push(p.strip_prefix(common).unwrap());
+        path
+    };
+    let mut config = SandboxConfig::new(
+        relative(Path::new(env!("CARGO_BIN_EXE_berth-sandbox"))),
+        relative(&dir.path().join("sandbox")),
+    );
+    // Not the same place from `/`.
+    assert!(!Path::new("/").join(&config.dir).exists());
+    assert!(!Path::new("/").join(&config.helper).exists());
+    config.uid = 61012;
+    config.gid = 61012;
+    let f = Fixture {
+        sandbox: Arc::new(Sandbox::new(config).unwrap()),
+        dir,
+    };
+    assert_eq!(f.ok("python", "print('relative')").await, "relative\n");
+    assert_eq!(
+        f.ok("cpp", "#include <cstdio>\nint main(){puts(\"c\");}")
+            .await,
+        "c\n"
+    );
+}

@@ -237,7 +237,11 @@ struct StepResult {
 }
 
 impl Sandbox {
-    pub fn new(config: SandboxConfig) -> io::Result<Self> {
+    pub fn new(mut config: SandboxConfig) -> io::Result<Self> {
+        // Helpers start in `/`, and the cgroup prefix comes from the path:
+        // `berth up`'s default `.berth` must mean the same dir everywhere.
+        config.dir = std::path::absolute(&config.dir)?;
+        config.helper = std::path::absolute(&config.helper)?;
         let hierarchy = Hierarchy::detect()?;
         for dir in ["runs", "cache", "root"] {
             std::fs::create_dir_all(config.dir.join(dir))?;
