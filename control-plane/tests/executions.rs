@@ -278,6 +278,39 @@ async fn executions_run_through_grpc_and_http() {
         (status, body["error"]["code"].as_str()),
         (StatusCode::UNAUTHORIZED, Some("missing_key"))
     );
+    // A language there is not: rejected, naming it.
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/execute",
+            serde_json::json!({"code": "print(1)", "language": "cobol"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["status"], "rejected");
+    assert!(
+        body["error"]
+            .as_str()
+            .unwrap()
+            .contains("\"cobol\" is unknown"),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &client,
+        post(
+            "/v1/executions",
+            serde_json::json!({"language": "cobol", "code": "print(1)"}),
+            Some(&key),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("unknown_language")),
+        "{body}"
+    );
     let (status, _, body) = call(
         &client,
         post(

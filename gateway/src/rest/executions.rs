@@ -62,8 +62,20 @@ fn yes() -> bool {
     true
 }
 
-fn language(name: &str) -> i32 {
-    Language::from_alias(name).map_or(-1, |l| pb::Language::from(l) as i32)
+/// The language a request names: `400 unknown_language` naming it when
+/// there is no such language.
+fn language(name: &str) -> Result<i32, ApiError> {
+    Language::from_alias(name)
+        .map(|l| pb::Language::from(l) as i32)
+        .ok_or_else(|| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "unknown_language",
+                format!(
+                    "language: {name:?} is unknown; one of python, javascript, typescript, java, cpp, go, rust"
+                ),
+            )
+        })
 }
 
 fn state_name(state: i32) -> String {
@@ -106,9 +118,24 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
                     )))
                 }
             };
+            // Seed 002's answer for what breaks a limit: `rejected`.
+            let language = match language(body.language.as_deref().unwrap_or("python")) {
+                Ok(language) => language,
+                Err(unknown) => {
+                    return Ok(json(
+                        StatusCode::OK,
+                        &j!({
+                            "output": "",
+                            "error": unknown.message,
+                            "executionTime": 0.0,
+                            "status": "rejected",
+                        }),
+                    ))
+                }
+            };
             let request = pb::ExecuteRequest {
                 tenant,
-                language: language(body.language.as_deref().unwrap_or("python")),
+                language,
                 code: body.code,
                 stdin: body.input_data.unwrap_or_default().into_bytes(),
                 timeout_ms,
@@ -147,7 +174,7 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
             }
             let body: Validate = call.json().await?;
             let answer = rpc(client(&call).validate_code(pb::ValidateCodeRequest {
-                language: language(body.language.as_deref().unwrap_or("python")),
+                language: language(body.language.as_deref().unwrap_or("python"))?,
                 code: body.code,
             }))
             .await?;
@@ -198,7 +225,7 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
             let body: NewExecution = call.json().await?;
             let request = pb::ExecuteRequest {
                 tenant,
-                language: language(&body.language),
+                language: language(&body.language)?,
                 code: body.code,
                 stdin: body.stdin.into_bytes(),
                 timeout_ms: body.timeout_ms,
