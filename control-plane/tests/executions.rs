@@ -358,6 +358,22 @@ async fn executions_run_through_grpc_and_http() {
     assert_eq!(body["state"], "succeeded");
     assert_eq!(body["stdout"], "42\n");
     assert_eq!(body["tenant"], "default");
+    // The OpenAPI document describes what the endpoint answers, field by field.
+    let (status, _, doc) = call(
+        &client,
+        get(&format!("http://{gateway}/v1/openapi.json"), None),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(doc["paths"]["/v1/executions"]["post"].is_object(), "{doc}");
+    assert!(doc["paths"]["/v1/executions/{id}/cancel"]["post"].is_object());
+    let documented = &doc["components"]["schemas"]["Execution"]["properties"];
+    for field in body.as_object().unwrap().keys() {
+        assert!(
+            documented[field].is_object(),
+            "{field} is not in the document"
+        );
+    }
     let id = body["id"].as_str().unwrap();
     let (status, _, body) = call(
         &client,
