@@ -78,8 +78,9 @@ fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
         .and_then(|l| Language::try_from(l).ok())
         .ok_or_else(|| {
             format!(
-                "language: unknown (enum value {}); one of python, javascript, typescript, java, cpp, go, rust",
-                request.language
+                "language: unknown (enum value {}); one of {}",
+                request.language,
+                Language::names()
             )
         })?;
     if request.code.len() > MAX_CODE_BYTES {

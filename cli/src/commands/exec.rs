@@ -54,11 +54,8 @@ enum ExecCommand {
 }
 
 fn language(name: &str) -> anyhow::Result<i32> {
-    let language = Language::from_alias(name).ok_or_else(|| {
-        anyhow::anyhow!(
-            "--lang {name:?}: one of python, javascript, typescript, java, cpp, go, rust"
-        )
-    })?;
+    let language = Language::from_alias(name)
+        .ok_or_else(|| anyhow::anyhow!("--lang {name:?}: one of {}", Language::names()))?;
     Ok(pb::Language::from(language) as i32)
 }
 

@@ -72,7 +72,8 @@ fn language(name: &str) -> Result<i32, ApiError> {
                 StatusCode::BAD_REQUEST,
                 "unknown_language",
                 format!(
-                    "language: {name:?} is unknown; one of python, javascript, typescript, java, cpp, go, rust"
+                    "language: {name:?} is unknown; one of {}",
+                    Language::names()
                 ),
             )
         })

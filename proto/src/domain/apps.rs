@@ -59,6 +59,15 @@ impl Language {
         };
         name.parse().ok()
     }
+
+    /// Every language's name, for messages: `python, javascript, …`.
+    pub fn names() -> String {
+        Self::ALL
+            .iter()
+            .map(|l| l.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
 pub const DEFAULT_CONTAINER_PORT: u16 = 8080;
