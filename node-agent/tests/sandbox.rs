@@ -858,3 +858,79 @@ async fn relative_paths_work() {
         "c\n"
     );
 }
+
+/// Pids of the processes whose command line names `needle`.
+fn processes_naming(needle: &Path) -> Vec<i32> {
+    let needle = needle.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            String::from_utf8_lossy(&cmdline)
+                .split('\0')
+                .any(|arg| arg == needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// Waits (up to 10 s) until no process names `needle`.
+async fn none_naming(needle: &Path) -> bool {
+    for _ in 0..1000 {
+        if processes_naming(needle).is_empty() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    false
+}
+
+/// The helpers come from one long-lived zygote; killed, another takes its
+/// place at the next run, and nothing of the dead one's helpers is left.
+#[tokio::test]
+async fn a_killed_zygote_is_started_again() {
+    // Every run asks the zygote for its helper.
+    let f = fixture_with(61013, 0);
+    let layout = f.dir.path().join("sandbox/layout.json");
+    assert_eq!(f.ok("python", "print('first')").await, "first\n");
+    let zygotes = processes_naming(&layout);
+    assert_eq!(zygotes.len(), 1, "one zygote: {zygotes:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(zygotes[0]),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    // Gone (the sandbox reaps it when it starts the next).
+    for _ in 0..1000 {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", zygotes[0]));
+        if stat.map_or(true, |s| s.contains(") Z ")) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(f.ok("python", "print('second')").await, "second\n");
+    let again = processes_naming(&layout);
+    assert_eq!(again.len(), 1, "one zygote again: {again:?}");
+    assert_ne!(again, zygotes, "a new zygote");
+    no_sandbox_processes(61013);
+}
+
+/// The zygote ends with its sandbox.
+#[tokio::test]
+async fn the_zygote_ends_with_its_sandbox() {
+    let f = fixture(61014);
+    let layout = f.dir.path().join("sandbox/layout.json");
+    assert_eq!(f.ok("python", "print('x')").await, "x\n");
+    assert_eq!(processes_naming(&layout).len(), 1);
+    let Fixture { sandbox, dir } = f;
+    sandbox.settle().await;
+    drop(sandbox);
+    assert!(
+        none_naming(&layout).await,
+        "the zygote outlived its sandbox"
+    );
+    no_sandbox_processes(61014);
+    drop(dir);
+}

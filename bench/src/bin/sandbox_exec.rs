@@ -33,6 +33,9 @@ struct Args {
     /// its gateway, control plane and agent against the driver alone.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// Only these languages' hello worlds (comma-separated); all by default.
+    #[arg(long, value_delimiter = ',')]
+    languages: Vec<String>,
 }
 
 struct Case {
@@ -221,7 +224,10 @@ async fn main() -> anyhow::Result<()> {
     let sandbox = Arc::new(Sandbox::new(config)?);
     println!("| language | bare process | bwrap | Berth sandbox | Berth / bare | Berth / bwrap |");
     println!("|---|---|---|---|---|---|");
-    for case in CASES {
+    let chosen = CASES.iter().filter(|case| {
+        args.languages.is_empty() || args.languages.iter().any(|l| l == case.language)
+    });
+    for case in chosen {
         let work = dir.path().join(format!("work-{}", case.language));
         std::fs::create_dir_all(&work)?;
         std::fs::write(work.join(case.file), case.code)?;
@@ -274,10 +280,21 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    // Throughput: many python runs, `concurrency` at a time, in rounds
-    // that alternate bare and Berth (the machine's speed drifts).
-    let python = &CASES[0];
     let work = dir.path().join("work-python");
+    if work.exists() {
+        throughput(&sandbox, &work, &args).await?;
+    }
+    if let Some(data_dir) = &args.data_dir {
+        full_path(data_dir, &sandbox, args.runs.max(20)).await?;
+    }
+    Ok(())
+}
+
+/// Many python runs, `concurrency` at a time, in rounds that alternate
+/// bare and Berth (the machine's speed drifts).
+async fn throughput(sandbox: &Arc<Sandbox>, work: &Path, args: &Args) -> anyhow::Result<()> {
+    let work = work.to_path_buf();
+    let python = &CASES[0];
     const ROUNDS: usize = 10;
     let per = (args.throughput_runs / args.concurrency / ROUNDS).max(1);
     let n = (per * args.concurrency * ROUNDS) as u32;
@@ -351,9 +368,6 @@ async fn main() -> anyhow::Result<()> {
         "of Berth's, in the run's cgroup (helper after joining, init, program): {}",
         ms(in_groups / n)
     );
-    if let Some(data_dir) = &args.data_dir {
-        full_path(data_dir, &sandbox, args.runs.max(20)).await?;
-    }
     Ok(())
 }
 

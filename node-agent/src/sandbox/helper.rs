@@ -1,5 +1,6 @@
-//! The sandbox helper: a small, single-threaded process (`berth-sandbox`)
-//! the agent starts ahead of every run. It joins the run's cgroup, makes a
+//! The sandbox helper: a small, single-threaded process the zygote
+//! ([`super::zygote`], the `berth-sandbox` program) forks ahead of every
+//! run. It joins the run's cgroup, makes a
 //! new pid namespace and forks its init. The init enters the network
 //! namespace the agent leased to the run (loopback only), makes new mount,
 //! IPC and UTS namespaces, builds a root of read-only binds with the run's
@@ -12,7 +13,8 @@
 //! exits, and the kernel kills whatever is left in the namespace: the last
 //! copies of stdout and stderr close, which is the run's end for the agent.
 //!
-//! Runs from `main` of a fresh process: plain blocking calls, no threads.
+//! Runs in a fresh fork of the single-threaded zygote: plain blocking
+//! calls, no threads.
 
 use super::seccomp;
 use nix::{
@@ -94,27 +96,14 @@ fn fail(what: &str, err: impl std::fmt::Display) -> String {
     format!("{what}: {err}")
 }
 
-/// The helper's `main`: `berth-sandbox LAYOUT_FILE JOB_DIR NETNS_FILE
-/// CGROUP_PROCS_FILE...`. It joins the cgroup (the slow part on cgroup v1),
-/// builds the sandbox around `JOB_DIR/work` (the run's scratch tmpfs the
-/// agent mounted) in the network namespace `NETNS_FILE` (loopback only,
-/// leased to this run alone), then waits for the spec on stdin: the agent
-/// keeps helpers waiting ready. The report goes to `JOB_DIR/result`.
-/// Returns the exit code.
+/// The `berth-sandbox` program's `main`: `berth-sandbox LAYOUT_FILE`, the
+/// zygote ([`super::zygote`]) serving the agent on stdin. Returns the exit
+/// code.
 pub fn main(args: &[String]) -> i32 {
-    let [_, layout_path, job, netns, procs @ ..] = args else {
-        eprintln!("usage: berth-sandbox LAYOUT_FILE JOB_DIR NETNS_FILE CGROUP_PROCS_FILE...");
+    let [_, layout_path] = args else {
+        eprintln!("usage: berth-sandbox LAYOUT_FILE (the agent's socket on stdin)");
         return 2;
     };
-    let netns = Path::new(netns);
-    let job = Path::new(job);
-    // `0`: the writer itself (one thread: this process has no other).
-    for procs in procs {
-        if let Err(err) = std::fs::write(procs, "0") {
-            eprintln!("berth-sandbox: joining {procs}: {err}");
-            return 2;
-        }
-    }
     let layout: Layout = match std::fs::read(layout_path)
         .map_err(|e| e.to_string())
         .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
@@ -125,6 +114,24 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    super::zygote::serve(&layout)
+}
+
+/// One helper, forked by the zygote with the run's pipes at fds 0, 1 and
+/// 2. It joins the run's cgroup through `procs` (the slow part on cgroup
+/// v1), builds the sandbox around `job/work` (the run's scratch tmpfs the
+/// agent mounted) in the network namespace `netns` (loopback only, leased
+/// to this run alone), then waits for the spec on stdin: the agent keeps
+/// helpers waiting ready. The report goes to `job/result`. Returns the
+/// exit code.
+pub fn helper(layout: &Layout, job: &Path, netns: &Path, procs: &[PathBuf]) -> i32 {
+    // `0`: the writer itself (one thread: this process has no other).
+    for procs in procs {
+        if let Err(err) = std::fs::write(procs, "0") {
+            eprintln!("berth-sandbox: joining {}: {err}", procs.display());
+            return 2;
+        }
+    }
     // Nothing of the agent's beyond stdin, stdout and stderr.
     unsafe { libc::close_range(3, u32::MAX, 0) };
     // The result file is made now, full size, while the run's tmpfs has
@@ -142,7 +149,7 @@ pub fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    match outer(&layout, &job.join("work"), netns, &mut result) {
+    match outer(layout, &job.join("work"), netns, &mut result) {
         Ok(()) => 0,
         // The sandbox could not be made: the agent reads why.
         Err(err) => finish(&mut result, Err(err)),

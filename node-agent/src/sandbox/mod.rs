@@ -2,7 +2,8 @@
 //! its own cgroup, rlimits, a seccomp filter, an unprivileged uid and a
 //! scratch directory that is gone afterwards.
 //!
-//! - [`helper`]: the `berth-sandbox` process that builds the sandbox.
+//! - [`zygote`]: the long-lived `berth-sandbox` process that forks helpers.
+//! - [`helper`]: a forked helper, which builds the sandbox around one run.
 //! - [`cgroup`]: per-run cgroups on v1 and v2 hosts.
 //! - [`seccomp`]: the filters.
 //! - [`languages`]: how each language is compiled and run.
@@ -12,6 +13,7 @@ pub mod helper;
 pub mod languages;
 pub mod netns;
 pub mod seccomp;
+pub mod zygote;
 
 use cgroup::{Cgroup, Hierarchy, Limits};
 use helper::{Ending, Layout, Report, Spec};
@@ -20,7 +22,6 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::{
     io,
     path::{Path, PathBuf},
-    process::Stdio,
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
 };
@@ -36,9 +37,9 @@ pub const MAX_STDIN_BYTES: usize = 1 << 20;
 /// How the sandbox is set up on this node.
 #[derive(Debug, Clone)]
 pub struct SandboxConfig {
-    /// The `berth-sandbox` helper binary…
+    /// The `berth-sandbox` binary (the zygote that forks the helpers)…
     pub helper: PathBuf,
-    /// …and arguments before the spec file (`berth __sandbox`).
+    /// …and arguments before the layout file (`berth __sandbox`).
     pub helper_args: Vec<String>,
     /// Where runs get their directories, and compiled programs are cached.
     pub dir: PathBuf,
@@ -193,6 +194,8 @@ pub struct Shared {
     /// the next run (making a directory on the host's disk costs more
     /// than the mount).
     mount_points: MountPoints,
+    /// Forks the helpers.
+    zygote: zygote::Zygote,
 }
 
 type MountPoints = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
@@ -253,6 +256,11 @@ impl Sandbox {
             )));
         }
         let prefix = prefix_of(&config.dir);
+        let zygote = zygote::Zygote::new(
+            config.helper.clone(),
+            config.helper_args.clone(),
+            &config.dir.join(LAYOUT_FILE),
+        );
         let sandbox = Self {
             shared: std::sync::Arc::new(Shared {
                 config,
@@ -263,6 +271,7 @@ impl Sandbox {
                 spares: Default::default(),
                 networks: Default::default(),
                 mount_points: Default::default(),
+                zygote,
             }),
             retiring: tokio_util::task::TaskTracker::new(),
         };
@@ -636,7 +645,7 @@ impl Sandbox {
         };
         tracing::debug!(took = ?phase.elapsed(), "sandbox: helper and files");
         let started = Instant::now();
-        let mut stdin = warm.child.stdin.take().expect("piped");
+        let mut stdin = warm.helper.stdin.take().expect("piped");
         let mut input = spec.encode();
         input.extend_from_slice(step.stdin);
         let feeder = tokio::spawn(async move {
@@ -645,8 +654,8 @@ impl Sandbox {
         let cap = self.config.max_output_bytes;
         // Read here, not in tasks of their own: no hand-off between threads
         // when the run ends.
-        let out = read_capped(warm.child.stdout.take().expect("piped"), cap);
-        let err = read_capped(warm.child.stderr.take().expect("piped"), cap);
+        let out = read_capped(warm.helper.stdout.take().expect("piped"), cap);
+        let err = read_capped(warm.helper.stderr.take().expect("piped"), cap);
         // The end of both outputs is the end of the run: their last copies
         // close when the init, having written the report, and everything
         // in its pid namespace are gone (the helper let go of its own; its
@@ -672,7 +681,7 @@ impl Sandbox {
                 // cgroup yet, if it was started for this run), then the
                 // group, which holds everything the helper started, however
                 // it forked.
-                let _ = warm.child.start_kill();
+                warm.helper.kill();
                 warm.group.kill_all();
                 outputs.await
             }
@@ -761,7 +770,7 @@ fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
 /// around its own scratch dir, waiting on stdin for a run. Dropping it
 /// kills what it runs and removes its cgroup, mount and directory.
 struct Warm {
-    child: tokio::process::Child,
+    helper: zygote::Helper,
     group: Cgroup,
     /// `runs/NAME`: `work` (the scratch tmpfs) and `result`.
     job: PathBuf,
@@ -773,7 +782,7 @@ struct Warm {
 
 impl Drop for Warm {
     fn drop(&mut self) {
-        let _ = self.child.start_kill();
+        self.helper.kill();
         self.group.kill_all();
         let unmounted = umount2(&self.job, MntFlags::MNT_DETACH).is_ok();
         let empty = std::fs::read_dir(&self.job).is_ok_and(|mut d| d.next().is_none());
@@ -851,22 +860,14 @@ impl Shared {
                 return Err(format!("network namespace: {err}"));
             }
         };
-        let child = tokio::process::Command::new(&self.config.helper)
-            .args(&self.config.helper_args)
-            .arg(self.config.dir.join(LAYOUT_FILE))
-            .arg(&job)
-            .arg(network.path())
-            .args(group.procs_files())
-            .env_clear()
-            .current_dir("/")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .kill_on_drop(true)
-            .spawn();
-        match child {
-            Ok(child) => Ok(Warm {
-                child,
+        let request = zygote::Request {
+            job: job.clone(),
+            netns: network.path(),
+            procs: group.procs_files(),
+        };
+        match self.zygote.helper(&request) {
+            Ok(helper) => Ok(Warm {
+                helper,
                 group,
                 job,
                 _network: network,
@@ -874,7 +875,7 @@ impl Shared {
             }),
             Err(err) => {
                 clean(&job);
-                Err(format!("starting {}: {err}", self.config.helper.display()))
+                Err(format!("starting a helper: {err}"))
             }
         }
     }
@@ -895,7 +896,7 @@ impl Sandbox {
                 tracing::debug!("sandbox: no waiting helper");
                 return self.start_warm(limits);
             };
-            if matches!(warm.child.try_wait(), Ok(None)) {
+            if warm.helper.is_running() {
                 warm.group
                     .set_limits(limits)
                     .map_err(|e| format!("cgroup: {e}"))?;

@@ -1,0 +1,357 @@
+//! The zygote: one long-lived `berth-sandbox` process per sandbox that
+//! forks every helper, so a run's helper costs a `fork` of a small,
+//! single-threaded process instead of an `execve` of the helper binary and
+//! its dynamic loading (under `berth up` the helper is the whole `berth`
+//! program).
+//!
+//! The agent and its zygote share a `SOCK_SEQPACKET` socket pair (the
+//! zygote's stdin). The agent sends one [`Request`] per helper with the
+//! helper's stdin, stdout and stderr attached (`SCM_RIGHTS`); the zygote
+//! forks, the child puts those at fds 0, 1 and 2 and becomes the helper
+//! ([`super::helper::helper`]), and the zygote answers with the child's pid
+//! and a pidfd of it, through which the agent sees it end and kills it.
+//! The zygote ignores `SIGCHLD`, so the kernel reaps its children.
+//!
+//! The zygote ends when the agent's end of the socket closes (the agent
+//! exited or let the sandbox go); a zygote that died is started again at
+//! the next helper.
+
+use super::helper::Layout;
+use nix::sys::socket::{
+    recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+    SockFlag, SockType,
+};
+use serde::{Deserialize, Serialize};
+use std::{
+    io::{self, IoSlice, IoSliceMut},
+    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    sync::Mutex,
+};
+use tokio::net::unix::pipe;
+
+/// What one helper needs to know besides the [`Layout`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Request {
+    /// `runs/NAME`: the run's scratch tmpfs (`work`) and `result`.
+    pub job: PathBuf,
+    /// The network namespace leased to the run.
+    pub netns: PathBuf,
+    /// The cgroup files the helper writes itself into.
+    pub procs: Vec<PathBuf>,
+}
+
+/// The largest request or answer on the socket.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024;
+
+/// The agent's side: starts the zygote when first needed (and again if it
+/// died) and asks it for helpers.
+pub struct Zygote {
+    program: PathBuf,
+    args: Vec<String>,
+    running: Mutex<Option<Running>>,
+}
+
+struct Running {
+    process: std::process::Child,
+    socket: OwnedFd,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.process.kill();
+        let _ = self.process.wait();
+    }
+}
+
+/// A helper the zygote forked; killed when dropped.
+pub struct Helper {
+    pidfd: OwnedFd,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+impl Helper {
+    /// Whether the helper is still there (its pidfd not yet readable).
+    pub fn is_running(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.pidfd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        (unsafe { libc::poll(&mut poll, 1, 0) }) == 0
+    }
+
+    /// SIGKILL, by pidfd: never another process that took the pid over.
+    pub fn kill(&self) {
+        unsafe {
+            libc::syscall(
+                libc::SYS_pidfd_send_signal,
+                self.pidfd.as_raw_fd(),
+                libc::SIGKILL,
+                std::ptr::null::<libc::siginfo_t>(),
+                0,
+            )
+        };
+    }
+}
+
+impl Drop for Helper {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Why asking the zygote failed.
+enum Failure {
+    /// The zygote is gone or talks nonsense: start a new one.
+    Zygote(io::Error),
+    /// The zygote could not fork this helper.
+    Refused(io::Error),
+}
+
+impl Zygote {
+    /// `program args… LAYOUT_FILE` is the zygote's command line.
+    pub fn new(program: PathBuf, mut args: Vec<String>, layout: &Path) -> Self {
+        args.push(layout.to_string_lossy().into_owned());
+        Self {
+            program,
+            args,
+            running: Mutex::new(None),
+        }
+    }
+
+    fn spawn(&self) -> io::Result<Running> {
+        let (ours, theirs) = socketpair(
+            AddressFamily::Unix,
+            SockType::SeqPacket,
+            None,
+            SockFlag::SOCK_CLOEXEC,
+        )?;
+        let process = Command::new(&self.program)
+            .args(&self.args)
+            .env_clear()
+            .current_dir("/")
+            .stdin(Stdio::from(theirs))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| {
+                io::Error::new(
+                    e.kind(),
+                    format!("starting {}: {e}", self.program.display()),
+                )
+            })?;
+        Ok(Running {
+            process,
+            socket: ours,
+        })
+    }
+
+    /// A new helper for `request`, its stdin, stdout and stderr piped to
+    /// this process (call within a tokio runtime).
+    pub fn helper(&self, request: &Request) -> io::Result<Helper> {
+        let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = None;
+        for _ in 0..2 {
+            if running.is_none() {
+                *running = Some(self.spawn()?);
+            }
+            let zygote = running.as_ref().expect("started above");
+            match ask(&zygote.socket, request) {
+                Ok(helper) => return Ok(helper),
+                Err(Failure::Refused(err)) => return Err(err),
+                Err(Failure::Zygote(err)) => {
+                    tracing::warn!(%err, "the sandbox zygote is gone; starting another");
+                    *running = None;
+                    last = Some(err);
+                }
+            }
+        }
+        Err(last.expect("two attempts failed"))
+    }
+}
+
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    Ok(nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?)
+}
+
+/// One request and its answer.
+fn ask(socket: &OwnedFd, request: &Request) -> Result<Helper, Failure> {
+    let refused = Failure::Refused;
+    let (stdin_theirs, stdin_ours) = pipe().map_err(refused)?;
+    let (stdout_ours, stdout_theirs) = pipe().map_err(refused)?;
+    let (stderr_ours, stderr_theirs) = pipe().map_err(refused)?;
+    let body = serde_json::to_vec(request).expect("a request serializes");
+    let fds = [
+        stdin_theirs.as_raw_fd(),
+        stdout_theirs.as_raw_fd(),
+        stderr_theirs.as_raw_fd(),
+    ];
+    let gone = |e: nix::errno::Errno| Failure::Zygote(e.into());
+    sendmsg::<()>(
+        socket.as_raw_fd(),
+        &[IoSlice::new(&body)],
+        &[ControlMessage::ScmRights(&fds)],
+        MsgFlags::MSG_NOSIGNAL,
+        None,
+    )
+    .map_err(gone)?;
+    // Only the helper holds these ends now.
+    drop((stdin_theirs, stdout_theirs, stderr_theirs));
+    let mut answer = vec![0u8; MAX_MESSAGE_BYTES];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let (len, pidfd) = {
+        let mut iov = [IoSliceMut::new(&mut answer)];
+        let message = recvmsg::<()>(
+            socket.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(gone)?;
+        let mut pidfd = None;
+        for cmsg in message.cmsgs().map_err(gone)? {
+            if let ControlMessageOwned::ScmRights(fds) = cmsg {
+                for fd in fds {
+                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+                    pidfd.get_or_insert(fd);
+                }
+            }
+        }
+        (message.bytes, pidfd)
+    };
+    if len == 0 {
+        return Err(Failure::Zygote(io::Error::other(
+            "the zygote closed its socket",
+        )));
+    }
+    let answer = String::from_utf8_lossy(&answer[..len]);
+    match (answer.strip_prefix("ok"), pidfd) {
+        (Some(_), Some(pidfd)) => Ok(Helper {
+            pidfd,
+            stdin: Some(pipe::Sender::from_owned_fd(stdin_ours).map_err(refused)?),
+            stdout: Some(pipe::Receiver::from_owned_fd(stdout_ours).map_err(refused)?),
+            stderr: Some(pipe::Receiver::from_owned_fd(stderr_ours).map_err(refused)?),
+        }),
+        (Some(_), None) => Err(Failure::Zygote(io::Error::other(
+            "the zygote answered without a pidfd",
+        ))),
+        (None, _) => Err(refused(io::Error::other(format!("zygote: {answer}")))),
+    }
+}
+
+/// The zygote's loop (`berth-sandbox LAYOUT_FILE`, the socket on stdin):
+/// a helper forked per request, until the agent's end closes. Returns the
+/// exit code.
+pub fn serve(layout: &Layout) -> i32 {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // The kernel reaps the helpers; their ends are seen through pidfds.
+    if let Err(err) = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) } {
+        eprintln!("berth-sandbox: ignoring SIGCHLD: {err}");
+        return 2;
+    }
+    let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
+    loop {
+        let mut space = nix::cmsg_space!([RawFd; 3]);
+        let (len, fds, truncated) = {
+            let mut iov = [IoSliceMut::new(&mut buf)];
+            let message =
+                match recvmsg::<()>(0, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
+                    Ok(message) => message,
+                    Err(nix::errno::Errno::EINTR) => continue,
+                    Err(err) => {
+                        eprintln!("berth-sandbox: zygote socket: {err}");
+                        return 2;
+                    }
+                };
+            let mut fds = Vec::new();
+            if let Ok(cmsgs) = message.cmsgs() {
+                for cmsg in cmsgs {
+                    if let ControlMessageOwned::ScmRights(received) = cmsg {
+                        fds.extend(
+                            received
+                                .into_iter()
+                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                        );
+                    }
+                }
+            }
+            let truncated = message
+                .flags
+                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
+            (message.bytes, fds, truncated)
+        };
+        if len == 0 && fds.is_empty() {
+            // The agent let go.
+            return 0;
+        }
+        let request = if truncated {
+            Err("request too large".to_owned())
+        } else {
+            serde_json::from_slice::<Request>(&buf[..len]).map_err(|e| format!("request: {e}"))
+        };
+        let answer = match (request, <[OwnedFd; 3]>::try_from(fds)) {
+            (Ok(request), Ok(fds)) => fork_helper(layout, &request, fds),
+            (Err(err), _) => Err(err),
+            (_, Err(fds)) => Err(format!("{} descriptors instead of 3", fds.len())),
+        };
+        let sent = match answer {
+            Ok(pidfd) => sendmsg::<()>(
+                0,
+                &[IoSlice::new(b"ok")],
+                &[ControlMessage::ScmRights(&[pidfd.as_raw_fd()])],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ),
+            Err(err) => sendmsg::<()>(
+                0,
+                &[IoSlice::new(err.as_bytes())],
+                &[],
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ),
+        };
+        if let Err(err) = sent {
+            eprintln!("berth-sandbox: zygote socket: {err}");
+            return 2;
+        }
+    }
+}
+
+/// Forks one helper with `fds` as its stdin, stdout and stderr; a pidfd of it.
+fn fork_helper(layout: &Layout, request: &Request, fds: [OwnedFd; 3]) -> Result<OwnedFd, String> {
+    use nix::unistd::{fork, ForkResult};
+    // This process is single-threaded: the child may go on as it likes.
+    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+        ForkResult::Child => {
+            use nix::sys::signal::{signal, SigHandler, Signal};
+            let code = (|| {
+                if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
+                    return 2;
+                }
+                for (fd, target) in fds.iter().zip(0..) {
+                    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                        return 2;
+                    }
+                }
+                super::helper::helper(layout, &request.job, &request.netns, &request.procs)
+            })();
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => {
+            drop(fds);
+            let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
+            if pidfd < 0 {
+                let err = io::Error::last_os_error();
+                // Gone already (reaped) or no pidfds here: either way the
+                // agent cannot watch it, so it must not live on.
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                return Err(format!("pidfd of the helper: {err}"));
+            }
+            Ok(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) })
+        }
+    }
+}
