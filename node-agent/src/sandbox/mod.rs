@@ -196,6 +196,9 @@ pub struct Shared {
     mount_points: MountPoints,
     /// Forks the helpers.
     zygote: zygote::Zygote,
+    /// The memory limit of the latest step: the next waiting helpers get
+    /// it, so that a caller's runs of one size need no cgroup writes.
+    latest_memory_bytes: AtomicU64,
 }
 
 type MountPoints = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
@@ -272,6 +275,7 @@ impl Sandbox {
                 networks: Default::default(),
                 mount_points: Default::default(),
                 zygote,
+                latest_memory_bytes: AtomicU64::new(DEFAULT_MEMORY_BYTES),
             }),
             retiring: tokio_util::task::TaskTracker::new(),
         };
@@ -648,8 +652,18 @@ impl Sandbox {
         let mut stdin = warm.helper.stdin.take().expect("piped");
         let mut input = spec.encode();
         input.extend_from_slice(step.stdin);
-        let feeder = tokio::spawn(async move {
-            let _ = stdin.write_all(&input).await;
+        // What the pipe takes now is written here (usually all of it: no
+        // hand-off to another task, and stdin closes at once); the rest by
+        // a task of its own, which closes stdin when done.
+        let written = match stdin.try_write(&input) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            Err(_) => input.len(),
+        };
+        let feeder = (written < input.len()).then(|| {
+            tokio::spawn(async move {
+                let _ = stdin.write_all(&input[written..]).await;
+            })
         });
         let cap = self.config.max_output_bytes;
         // Read here, not in tasks of their own: no hand-off between threads
@@ -691,7 +705,9 @@ impl Sandbox {
         if !refilled {
             self.refill_later();
         }
-        feeder.abort();
+        if let Some(feeder) = feeder {
+            feeder.abort();
+        }
         let usage = warm.group.usage();
         let report: Option<Report> = std::fs::read(warm.job.join("result"))
             .ok()
@@ -884,6 +900,8 @@ impl Shared {
 impl Sandbox {
     /// A waiting helper with `limits` set, from the pool when one is there.
     async fn take_warm(&self, limits: Limits) -> Result<Warm, String> {
+        self.latest_memory_bytes
+            .store(limits.memory_bytes, Ordering::Relaxed);
         loop {
             // The longest waiting first: the most likely to have its
             // sandbox built already.
@@ -939,7 +957,7 @@ impl Shared {
     fn refill(&self) {
         while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
             match self.start_warm(Limits {
-                memory_bytes: DEFAULT_MEMORY_BYTES,
+                memory_bytes: self.latest_memory_bytes.load(Ordering::Relaxed),
                 pids: self.config.pids,
                 cpu_millis: self.config.cpu_millis,
             }) {
