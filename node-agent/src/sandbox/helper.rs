@@ -240,7 +240,8 @@ fn read_spec() -> Result<Option<Spec>, String> {
 /// init and everything in its pid namespace are gone, which closes the
 /// last of stdout and stderr (this process lets go of its own copies at
 /// once). This process holds the sandbox's mount, IPC and UTS namespaces
-/// until then, so that their teardown comes after the run is answered.
+/// until the agent kills it, so that their teardown comes after the run
+/// is answered.
 fn outer(
     layout: &Layout,
     work: &Path,
@@ -256,6 +257,8 @@ fn outer(
     .map_err(|e| fail("namespaces", e))?;
     match unsafe { fork() }.map_err(|e| fail("fork", e))? {
         ForkResult::Child => {
+            // Gone with the helper (which the agent kills after the run).
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             // `None`: let go without a run, nothing to say.
             let code = init(layout, work, netns)
                 .transpose()
@@ -269,7 +272,13 @@ fn outer(
                 libc::close(2);
             }
             while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
-            Ok(())
+            // Holding the namespaces, this process stays until the agent,
+            // having answered, kills it as it cleans up (or the zygote, and
+            // with it the agent, is gone): their teardown does not compete
+            // with the answer for the cores.
+            loop {
+                unsafe { libc::pause() };
+            }
         }
     }
 }

@@ -702,9 +702,6 @@ impl Sandbox {
         };
         let wall = started.elapsed();
         tracing::debug!(took = ?wall, "sandbox: helper ran");
-        if !refilled {
-            self.refill_later();
-        }
         if let Some(feeder) = feeder {
             feeder.abort();
         }
@@ -721,6 +718,12 @@ impl Sandbox {
             }
             _ => None,
         };
+        // The next helper once this run's cgroup is read (a helper's start
+        // makes a cgroup and moves into it, which holds the host's cgroup
+        // locks for a moment).
+        if !refilled {
+            self.refill_later();
+        }
         self.retire(warm);
         StepResult {
             report,

@@ -323,12 +323,20 @@ pub fn serve(layout: &Layout) -> i32 {
 
 /// Forks one helper with `fds` as its stdin, stdout and stderr; a pidfd of it.
 fn fork_helper(layout: &Layout, request: &Request, fds: [OwnedFd; 3]) -> Result<OwnedFd, String> {
-    use nix::unistd::{fork, ForkResult};
+    use nix::unistd::{fork, getpid, getppid, ForkResult};
+    let zygote = getpid();
     // This process is single-threaded: the child may go on as it likes.
     match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             use nix::sys::signal::{signal, SigHandler, Signal};
             let code = (|| {
+                // A helper does not outlive the zygote (which ends with the
+                // agent): it waits to be killed once its run is over.
+                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0
+                    || getppid() != zygote
+                {
+                    return 2;
+                }
                 if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
                     return 2;
                 }
