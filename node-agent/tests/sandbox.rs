@@ -926,6 +926,40 @@ async fn a_killed_zygote_is_started_again() {
     no_sandbox_processes(61013);
 }
 
+/// A zygote that stops answering (here: stopped) is replaced once its
+/// answer is overdue, and the run goes on.
+#[tokio::test]
+async fn a_stuck_zygote_is_replaced() {
+    // Every run asks the zygote for its helper.
+    let f = fixture_with(61015, 0);
+    let layout = f.dir.path().join("sandbox/layout.json");
+    assert_eq!(f.ok("python", "print('first')").await, "first\n");
+    let stuck = processes_naming(&layout);
+    assert_eq!(stuck.len(), 1, "one zygote: {stuck:?}");
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(stuck[0]),
+        nix::sys::signal::Signal::SIGSTOP,
+    )
+    .unwrap();
+    // Should the sandbox wait on it for ever, the test still ends.
+    struct KillOnDrop(i32);
+    impl Drop for KillOnDrop {
+        fn drop(&mut self) {
+            let pid = nix::unistd::Pid::from_raw(self.0);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+    let _stuck = KillOnDrop(stuck[0]);
+    let second = tokio::time::timeout(Duration::from_secs(30), f.ok("python", "print('second')"))
+        .await
+        .expect("the run went on with a new zygote");
+    assert_eq!(second, "second\n");
+    let again = processes_naming(&layout);
+    assert_eq!(again.len(), 1, "one zygote again: {again:?}");
+    assert_ne!(again, stuck, "a new zygote");
+    no_sandbox_processes(61015);
+}
+
 /// The zygote ends with its sandbox.
 #[tokio::test]
 async fn the_zygote_ends_with_its_sandbox() {

@@ -915,7 +915,11 @@ impl Sandbox {
                 .pop_front();
             let Some(mut warm) = pooled else {
                 tracing::debug!("sandbox: no waiting helper");
-                return self.start_warm(limits);
+                // Mounts, a cgroup and the zygote's answer: blocking work.
+                let shared = self.shared.clone();
+                return tokio::task::spawn_blocking(move || shared.start_warm(limits))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("starting a helper: {e}")));
             };
             if warm.helper.is_running() {
                 warm.group

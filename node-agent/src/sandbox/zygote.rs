@@ -45,6 +45,10 @@ pub struct Request {
 /// The largest request or answer on the socket.
 const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
+/// How long the zygote may take to answer (a fork takes well under a
+/// millisecond).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// The agent's side: starts the zygote when first needed (and again if it
 /// died) and asks it for helpers.
 pub struct Zygote {
@@ -144,6 +148,10 @@ impl Zygote {
                     format!("starting {}: {e}", self.program.display()),
                 )
             })?;
+        // A zygote that does not answer is treated as gone.
+        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)?;
+        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SendTimeout, &timeout)?;
         Ok(Running {
             process,
             socket: ours,
