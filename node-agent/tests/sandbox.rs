@@ -977,3 +977,21 @@ async fn the_zygote_ends_with_its_sandbox() {
     no_sandbox_processes(61014);
     drop(dir);
 }
+
+/// A program starts with every signal at its default and none blocked:
+/// what the sandbox's own processes ignore (their runtime ignores SIGPIPE)
+/// does not reach it.
+#[tokio::test]
+async fn programs_start_with_default_signals() {
+    let f = fixture(61016);
+    let out = f
+        .ok(
+            "cpp",
+            "#include <cstdio>\n#include <cstring>\nint main() {\n  FILE* f = fopen(\"/proc/self/status\", \"r\");\n  char line[256];\n  while (fgets(line, sizeof line, f))\n    if (!strncmp(line, \"SigBlk:\", 7) || !strncmp(line, \"SigIgn:\", 7)) fputs(line, stdout);\n}\n",
+        )
+        .await;
+    assert_eq!(
+        out,
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}

@@ -535,7 +535,40 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString]) -> String {
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return fail("no_new_privs", std::io::Error::last_os_error());
     }
-    unsafe { libc::close_range(3, u32::MAX, 0) };
+    // Every signal at its default and none blocked: an ignored signal
+    // (the Rust runtime ignores SIGPIPE) would outlive the `execve`.
+    unsafe {
+        // The system call itself: libc refuses the signals it keeps for
+        // its own use (32 and 33), which would stay as they are.
+        #[repr(C)]
+        struct KernelSigaction {
+            handler: usize,
+            flags: u64,
+            restorer: usize,
+            mask: u64,
+        }
+        let default = KernelSigaction {
+            handler: libc::SIG_DFL,
+            flags: 0,
+            restorer: 0,
+            mask: 0,
+        };
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    8,
+                );
+            }
+        }
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::close_range(3, u32::MAX, 0);
+    }
     let err = exec_when_unwritten(&argv[0], argv, env);
     fail(&format!("exec {:?}", argv[0]), err)
 }

@@ -922,9 +922,10 @@ impl Sandbox {
                     .unwrap_or_else(|e| Err(format!("starting a helper: {e}")));
             };
             if warm.helper.is_running() {
-                warm.group
-                    .set_limits(limits)
-                    .map_err(|e| format!("cgroup: {e}"))?;
+                if let Err(err) = warm.group.set_limits(limits) {
+                    self.retire(warm);
+                    return Err(format!("cgroup: {err}"));
+                }
                 return Ok(warm);
             }
             self.retire(warm);

@@ -27,7 +27,7 @@ use std::{
     os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     process::{Command, Stdio},
-    sync::Mutex,
+    sync::{Arc, Mutex},
 };
 use tokio::net::unix::pipe;
 
@@ -54,7 +54,7 @@ const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 pub struct Zygote {
     program: PathBuf,
     args: Vec<String>,
-    running: Mutex<Option<Running>>,
+    running: Mutex<Option<Arc<Running>>>,
 }
 
 struct Running {
@@ -72,6 +72,9 @@ impl Drop for Running {
 /// A helper the zygote forked; killed when dropped.
 pub struct Helper {
     pidfd: OwnedFd,
+    /// The zygote that forked it lives (its helpers die with it) until
+    /// its last helper is done, even once another has taken its place.
+    _zygote: Arc<Running>,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
@@ -134,8 +137,12 @@ impl Zygote {
             None,
             SockFlag::SOCK_CLOEXEC,
         )?;
+        use std::os::unix::process::CommandExt;
         let process = Command::new(&self.program)
             .args(&self.args)
+            // Out of the terminal's process group: a Ctrl-C reaches the
+            // agent, which drains its runs, not the zygote and its helpers.
+            .process_group(0)
             .env_clear()
             .current_dir("/")
             .stdin(Stdio::from(theirs))
@@ -165,13 +172,14 @@ impl Zygote {
         let mut last = None;
         for _ in 0..2 {
             if running.is_none() {
-                *running = Some(self.spawn()?);
+                *running = Some(Arc::new(self.spawn()?));
             }
             let zygote = running.as_ref().expect("started above");
-            match ask(&zygote.socket, request) {
+            match ask(zygote, request) {
                 Ok(helper) => return Ok(helper),
                 Err(Failure::Refused(err)) => return Err(err),
                 Err(Failure::Zygote(err)) => {
+                    // Killed once its last helper is done.
                     tracing::warn!(%err, "the sandbox zygote is gone; starting another");
                     *running = None;
                     last = Some(err);
@@ -187,7 +195,8 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// One request and its answer.
-fn ask(socket: &OwnedFd, request: &Request) -> Result<Helper, Failure> {
+fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
+    let socket = &zygote.socket;
     let refused = Failure::Refused;
     let (stdin_theirs, stdin_ours) = pipe().map_err(refused)?;
     let (stdout_ours, stdout_theirs) = pipe().map_err(refused)?;
@@ -199,27 +208,39 @@ fn ask(socket: &OwnedFd, request: &Request) -> Result<Helper, Failure> {
         stderr_theirs.as_raw_fd(),
     ];
     let gone = |e: nix::errno::Errno| Failure::Zygote(e.into());
-    sendmsg::<()>(
-        socket.as_raw_fd(),
-        &[IoSlice::new(&body)],
-        &[ControlMessage::ScmRights(&fds)],
-        MsgFlags::MSG_NOSIGNAL,
-        None,
-    )
-    .map_err(gone)?;
+    // A signal on this thread interrupts, but nothing was sent or taken.
+    loop {
+        match sendmsg::<()>(
+            socket.as_raw_fd(),
+            &[IoSlice::new(&body)],
+            &[ControlMessage::ScmRights(&fds)],
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            sent => {
+                sent.map_err(gone)?;
+                break;
+            }
+        }
+    }
     // Only the helper holds these ends now.
     drop((stdin_theirs, stdout_theirs, stderr_theirs));
     let mut answer = vec![0u8; MAX_MESSAGE_BYTES];
     let mut space = nix::cmsg_space!([RawFd; 1]);
     let (len, pidfd) = {
         let mut iov = [IoSliceMut::new(&mut answer)];
-        let message = recvmsg::<()>(
-            socket.as_raw_fd(),
-            &mut iov,
-            Some(&mut space),
-            MsgFlags::MSG_CMSG_CLOEXEC,
-        )
-        .map_err(gone)?;
+        let message = loop {
+            match recvmsg::<()>(
+                socket.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                received => break received.map_err(gone)?,
+            }
+        };
         let mut pidfd = None;
         for cmsg in message.cmsgs().map_err(gone)? {
             if let ControlMessageOwned::ScmRights(fds) = cmsg {
@@ -238,12 +259,20 @@ fn ask(socket: &OwnedFd, request: &Request) -> Result<Helper, Failure> {
     }
     let answer = String::from_utf8_lossy(&answer[..len]);
     match (answer.strip_prefix("ok"), pidfd) {
-        (Some(_), Some(pidfd)) => Ok(Helper {
-            pidfd,
-            stdin: Some(pipe::Sender::from_owned_fd(stdin_ours).map_err(refused)?),
-            stdout: Some(pipe::Receiver::from_owned_fd(stdout_ours).map_err(refused)?),
-            stderr: Some(pipe::Receiver::from_owned_fd(stderr_ours).map_err(refused)?),
-        }),
+        (Some(_), Some(pidfd)) => {
+            // Killed (dropped) should its pipes fail to register.
+            let mut helper = Helper {
+                pidfd,
+                _zygote: zygote.clone(),
+                stdin: None,
+                stdout: None,
+                stderr: None,
+            };
+            helper.stdin = Some(pipe::Sender::from_owned_fd(stdin_ours).map_err(refused)?);
+            helper.stdout = Some(pipe::Receiver::from_owned_fd(stdout_ours).map_err(refused)?);
+            helper.stderr = Some(pipe::Receiver::from_owned_fd(stderr_ours).map_err(refused)?);
+            Ok(helper)
+        }
         (Some(_), None) => Err(Failure::Zygote(io::Error::other(
             "the zygote answered without a pidfd",
         ))),
@@ -263,6 +292,9 @@ pub fn serve(layout: &Layout) -> i32 {
     }
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     loop {
+        // Nothing but the socket, /dev/null and stderr between requests
+        // (descriptors of a cut-off message would otherwise stay).
+        unsafe { libc::close_range(3, u32::MAX, 0) };
         let mut space = nix::cmsg_space!([RawFd; 3]);
         let (len, fds, truncated) = {
             let mut iov = [IoSliceMut::new(&mut buf)];
@@ -362,9 +394,11 @@ fn fork_helper(layout: &Layout, request: &Request, fds: [OwnedFd; 3]) -> Result<
             let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, child.as_raw(), 0) };
             if pidfd < 0 {
                 let err = io::Error::last_os_error();
-                // Gone already (reaped) or no pidfds here: either way the
-                // agent cannot watch it, so it must not live on.
-                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                // Not gone (and so not reaped) but unwatchable: it must
+                // not live on.
+                if err.raw_os_error() != Some(libc::ESRCH) {
+                    let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+                }
                 return Err(format!("pidfd of the helper: {err}"));
             }
             Ok(unsafe { OwnedFd::from_raw_fd(pidfd as RawFd) })
