@@ -327,6 +327,7 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 /// the run, starts the program, reports how it ended.
 fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
     prepare(layout, work, netns)?;
+    let ignored = ignored_signals();
     let Some(spec) = read_spec()? else {
         return Ok(None);
     };
@@ -344,7 +345,7 @@ fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, St
     // Its limits, identity, directory and descriptors are its own.
     let mut stack = vec![0u8; 256 * 1024];
     let start = Box::new(|| {
-        let err = exec_program(&spec, &argv, &env);
+        let err = exec_program(&spec, &argv, &env, &ignored);
         let _ = writeln!(std::io::stderr(), "sandbox: {err}");
         unsafe { libc::_exit(127) }
     });
@@ -503,8 +504,54 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
     seccompiler::apply_filter(&seccomp::filter()).map_err(|e| fail("seccomp", e))
 }
 
+/// `struct sigaction` as the kernel takes it. The system call itself,
+/// not libc's wrapper: libc refuses the signals it keeps for its own use
+/// (32 and 33), which would then stay as they are.
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: u64,
+    restorer: usize,
+    mask: u64,
+}
+
+impl KernelSigaction {
+    const DEFAULT: Self = Self {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+}
+
+/// `rt_sigaction(signal, new, old)`.
+unsafe fn sigaction(
+    signal: i32,
+    new: Option<&KernelSigaction>,
+    old: Option<&mut KernelSigaction>,
+) -> i64 {
+    libc::syscall(
+        libc::SYS_rt_sigaction,
+        signal,
+        new.map_or(std::ptr::null(), |n| n as *const KernelSigaction),
+        old.map_or(std::ptr::null_mut(), |o| o as *mut KernelSigaction),
+        8,
+    )
+}
+
+/// The signals this process ignores (found before the run is known, so
+/// that the program's start resets only those).
+fn ignored_signals() -> Vec<i32> {
+    (1..=64)
+        .filter(|signal| {
+            let mut old = KernelSigaction::DEFAULT;
+            unsafe { sigaction(*signal, None, Some(&mut old)) == 0 && old.handler == libc::SIG_IGN }
+        })
+        .collect()
+}
+
 /// In the program's process: limits and identity, then the program.
-fn exec_program(spec: &Spec, argv: &[CString], env: &[CString]) -> String {
+fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], ignored: &[i32]) -> String {
     let limits = [
         (Resource::RLIMIT_FSIZE, spec.file_size_bytes),
         (Resource::RLIMIT_NOFILE, spec.open_files),
@@ -536,33 +583,11 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString]) -> String {
         return fail("no_new_privs", std::io::Error::last_os_error());
     }
     // Every signal at its default and none blocked: an ignored signal
-    // (the Rust runtime ignores SIGPIPE) would outlive the `execve`.
+    // (the Rust runtime ignores SIGPIPE) would outlive the `execve`
+    // (handled ones are reset by it).
     unsafe {
-        // The system call itself: libc refuses the signals it keeps for
-        // its own use (32 and 33), which would stay as they are.
-        #[repr(C)]
-        struct KernelSigaction {
-            handler: usize,
-            flags: u64,
-            restorer: usize,
-            mask: u64,
-        }
-        let default = KernelSigaction {
-            handler: libc::SIG_DFL,
-            flags: 0,
-            restorer: 0,
-            mask: 0,
-        };
-        for signal in 1..=64 {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::syscall(
-                    libc::SYS_rt_sigaction,
-                    signal,
-                    &default,
-                    std::ptr::null_mut::<KernelSigaction>(),
-                    8,
-                );
-            }
+        for signal in ignored {
+            sigaction(*signal, Some(&KernelSigaction::DEFAULT), None);
         }
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
