@@ -155,14 +155,17 @@ impl Zygote {
                     format!("starting {}: {e}", self.program.display()),
                 )
             })?;
-        // A zygote that does not answer is treated as gone.
-        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
-        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)?;
-        nix::sys::socket::setsockopt(&ours, nix::sys::socket::sockopt::SendTimeout, &timeout)?;
-        Ok(Running {
+        // Killed and reaped if the rest fails.
+        let running = Running {
             process,
             socket: ours,
-        })
+        };
+        // A zygote that does not answer is treated as gone.
+        let timeout = nix::sys::time::TimeVal::new(ANSWER_TIMEOUT.as_secs() as i64, 0);
+        let socket = &running.socket;
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::ReceiveTimeout, &timeout)?;
+        nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::SendTimeout, &timeout)?;
+        Ok(running)
     }
 
     /// A new helper for `request`, its stdin, stdout and stderr piped to
