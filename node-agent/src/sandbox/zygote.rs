@@ -211,50 +211,12 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
         stderr_theirs.as_raw_fd(),
     ];
     let gone = |e: nix::errno::Errno| Failure::Zygote(e.into());
-    // A signal on this thread interrupts, but nothing was sent or taken.
-    loop {
-        match sendmsg::<()>(
-            socket.as_raw_fd(),
-            &[IoSlice::new(&body)],
-            &[ControlMessage::ScmRights(&fds)],
-            MsgFlags::MSG_NOSIGNAL,
-            None,
-        ) {
-            Err(nix::errno::Errno::EINTR) => continue,
-            sent => {
-                sent.map_err(gone)?;
-                break;
-            }
-        }
-    }
+    send(socket.as_raw_fd(), &body, &fds).map_err(gone)?;
     // Only the helper holds these ends now.
     drop((stdin_theirs, stdout_theirs, stderr_theirs));
     let mut answer = vec![0u8; MAX_MESSAGE_BYTES];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let (len, pidfd) = {
-        let mut iov = [IoSliceMut::new(&mut answer)];
-        let message = loop {
-            match recvmsg::<()>(
-                socket.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                received => break received.map_err(gone)?,
-            }
-        };
-        let mut pidfd = None;
-        for cmsg in message.cmsgs().map_err(gone)? {
-            if let ControlMessageOwned::ScmRights(fds) = cmsg {
-                for fd in fds {
-                    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-                    pidfd.get_or_insert(fd);
-                }
-            }
-        }
-        (message.bytes, pidfd)
-    };
+    let received = receive(socket.as_raw_fd(), &mut answer).map_err(gone)?;
+    let (len, pidfd) = (received.len, received.fds.into_iter().next());
     if len == 0 {
         return Err(Failure::Zygote(io::Error::other(
             "the zygote closed its socket",
@@ -283,6 +245,70 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
     }
 }
 
+/// One message with up to 3 descriptors.
+struct Received {
+    len: usize,
+    fds: Vec<OwnedFd>,
+    /// The message or its descriptors did not fit.
+    truncated: bool,
+}
+
+/// Receives one message on `socket` (retried when a signal interrupts);
+/// the descriptors close on exec.
+fn receive(socket: RawFd, buf: &mut [u8]) -> Result<Received, nix::errno::Errno> {
+    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let message = loop {
+        match recvmsg::<()>(
+            socket,
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            received => break received?,
+        }
+    };
+    let mut fds = Vec::new();
+    if let Ok(cmsgs) = message.cmsgs() {
+        for cmsg in cmsgs {
+            if let ControlMessageOwned::ScmRights(received) = cmsg {
+                fds.extend(
+                    received
+                        .into_iter()
+                        .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
+                );
+            }
+        }
+    }
+    Ok(Received {
+        len: message.bytes,
+        fds,
+        truncated: message
+            .flags
+            .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC),
+    })
+}
+
+/// Sends one message with `fds` on `socket` (retried when a signal
+/// interrupts: nothing was sent then).
+fn send(socket: RawFd, body: &[u8], fds: &[RawFd]) -> Result<(), nix::errno::Errno> {
+    let rights = [ControlMessage::ScmRights(fds)];
+    let control: &[ControlMessage] = if fds.is_empty() { &[] } else { &rights };
+    loop {
+        match sendmsg::<()>(
+            socket,
+            &[IoSlice::new(body)],
+            control,
+            MsgFlags::MSG_NOSIGNAL,
+            None,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            sent => return sent.map(|_| ()),
+        }
+    }
+}
+
 /// The zygote's loop (`berth-sandbox LAYOUT_FILE`, the socket on stdin):
 /// a helper forked per request, until the agent's end closes. Returns the
 /// exit code.
@@ -298,34 +324,16 @@ pub fn serve(layout: &Layout) -> i32 {
         // Nothing but the socket, /dev/null and stderr between requests
         // (descriptors of a cut-off message would otherwise stay).
         unsafe { libc::close_range(3, u32::MAX, 0) };
-        let mut space = nix::cmsg_space!([RawFd; 3]);
-        let (len, fds, truncated) = {
-            let mut iov = [IoSliceMut::new(&mut buf)];
-            let message =
-                match recvmsg::<()>(0, &mut iov, Some(&mut space), MsgFlags::MSG_CMSG_CLOEXEC) {
-                    Ok(message) => message,
-                    Err(nix::errno::Errno::EINTR) => continue,
-                    Err(err) => {
-                        eprintln!("berth-sandbox: zygote socket: {err}");
-                        return 2;
-                    }
-                };
-            let mut fds = Vec::new();
-            if let Ok(cmsgs) = message.cmsgs() {
-                for cmsg in cmsgs {
-                    if let ControlMessageOwned::ScmRights(received) = cmsg {
-                        fds.extend(
-                            received
-                                .into_iter()
-                                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) }),
-                        );
-                    }
-                }
+        let Received {
+            len,
+            fds,
+            truncated,
+        } = match receive(0, &mut buf) {
+            Ok(received) => received,
+            Err(err) => {
+                eprintln!("berth-sandbox: zygote socket: {err}");
+                return 2;
             }
-            let truncated = message
-                .flags
-                .intersects(MsgFlags::MSG_TRUNC | MsgFlags::MSG_CTRUNC);
-            (message.bytes, fds, truncated)
         };
         if len == 0 && fds.is_empty() {
             // The agent let go.
@@ -342,20 +350,8 @@ pub fn serve(layout: &Layout) -> i32 {
             (_, Err(fds)) => Err(format!("{} descriptors instead of 3", fds.len())),
         };
         let sent = match answer {
-            Ok(pidfd) => sendmsg::<()>(
-                0,
-                &[IoSlice::new(b"ok")],
-                &[ControlMessage::ScmRights(&[pidfd.as_raw_fd()])],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ),
-            Err(err) => sendmsg::<()>(
-                0,
-                &[IoSlice::new(err.as_bytes())],
-                &[],
-                MsgFlags::MSG_NOSIGNAL,
-                None,
-            ),
+            Ok(pidfd) => send(0, b"ok", &[pidfd.as_raw_fd()]),
+            Err(err) => send(0, err.as_bytes(), &[]),
         };
         if let Err(err) = sent {
             eprintln!("berth-sandbox: zygote socket: {err}");
