@@ -71,6 +71,10 @@ pub struct Cgroup {
     others: Option<(u32, u32)>,
     /// Where the pids, cpu and cpuacct groups go when the run is over (v1).
     spares: Option<Spares>,
+    /// The files [`Cgroup::usage`] reads, opened as the group is made
+    /// (opening a cgroup file costs more than reading it, and the reads
+    /// come while the run is being answered).
+    opened: Vec<(PathBuf, std::fs::File)>,
 }
 
 /// On cgroup v1: the pids, cpu and cpuacct groups of finished runs, empty,
@@ -134,14 +138,16 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
 }
 
 fn read_u64(path: &Path) -> Option<u64> {
-    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+    parse_u64(&std::fs::read_to_string(path).ok()?)
+}
+
+fn parse_u64(text: &str) -> Option<u64> {
+    text.trim().parse().ok()
 }
 
 /// `key value` lines (memory.events, cpu.stat, memory.oom_control).
-fn read_key(path: &Path, key: &str) -> Option<u64> {
-    std::fs::read_to_string(path)
-        .ok()?
-        .lines()
+fn find_key(text: &str, key: &str) -> Option<u64> {
+    text.lines()
         .find_map(|l| l.strip_prefix(key)?.strip_prefix(' ')?.trim().parse().ok())
 }
 
@@ -172,6 +178,7 @@ impl Cgroup {
                     memory: None,
                     others: None,
                     spares: None,
+                    opened: Vec::new(),
                 }
             }
             Hierarchy::V1 => {
@@ -200,12 +207,66 @@ impl Cgroup {
                     memory: None,
                     others: spare.others,
                     spares: Some(spares.clone()),
+                    opened: Vec::new(),
                 }
             }
         };
         // On an error the group is removed as it drops.
         cgroup.set_limits(limits)?;
+        cgroup.opened = cgroup
+            .usage_files()
+            .into_iter()
+            .filter_map(|path| Some((path.clone(), std::fs::File::open(path).ok()?)))
+            .collect();
         Ok(cgroup)
+    }
+
+    /// The files every [`Cgroup::usage`] reads.
+    fn usage_files(&self) -> Vec<PathBuf> {
+        match self.hierarchy {
+            Hierarchy::V2 => ["cpu.stat", "memory.peak", "memory.events"]
+                .iter()
+                .map(|f| self.dirs[0].join(f))
+                .collect(),
+            Hierarchy::V1 => {
+                let memory = self.dir("memory");
+                vec![
+                    memory.join("memory.oom_control"),
+                    memory.join("memory.memsw.failcnt"),
+                    memory.join("memory.max_usage_in_bytes"),
+                    self.dir("cpuacct").join("cpuacct.usage"),
+                ]
+            }
+        }
+    }
+
+    /// A file of the group as it is now: from the start of the one opened
+    /// ahead where there is one (a cgroup file reads afresh from offset 0).
+    fn read(&self, path: &Path) -> Option<String> {
+        let Some((_, file)) = self.opened.iter().find(|(p, _)| p == path) else {
+            return std::fs::read_to_string(path).ok();
+        };
+        use std::os::unix::fs::FileExt;
+        let mut buf = vec![0u8; 4096];
+        let mut len = 0;
+        while len < buf.len() {
+            match file.read_at(&mut buf[len..], len as u64) {
+                Ok(0) => break,
+                Ok(n) => len += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        buf.truncate(len);
+        String::from_utf8(buf).ok()
+    }
+
+    fn read_u64(&self, path: &Path) -> Option<u64> {
+        parse_u64(&self.read(path)?)
+    }
+
+    fn read_key(&self, path: &Path, key: &str) -> Option<u64> {
+        find_key(&self.read(path)?, key)
     }
 
     fn dir(&self, controller: &str) -> &Path {
@@ -315,23 +376,35 @@ impl Cgroup {
                 let dir = &self.dirs[0];
                 Usage {
                     cpu: Duration::from_micros(
-                        read_key(&dir.join("cpu.stat"), "usage_usec").unwrap_or(0),
+                        self.read_key(&dir.join("cpu.stat"), "usage_usec")
+                            .unwrap_or(0),
                     ),
-                    peak_memory_bytes: read_u64(&dir.join("memory.peak")).unwrap_or(0),
-                    oom_killed: read_key(&dir.join("memory.events"), "oom_kill").unwrap_or(0) > 0,
+                    peak_memory_bytes: self.read_u64(&dir.join("memory.peak")).unwrap_or(0),
+                    oom_killed: self
+                        .read_key(&dir.join("memory.events"), "oom_kill")
+                        .unwrap_or(0)
+                        > 0,
                 }
             }
             Hierarchy::V1 => {
                 let memory = self.dir("memory");
-                let oom = read_key(&memory.join("memory.oom_control"), "oom_kill").unwrap_or(0) > 0
-                    || read_u64(&memory.join("memory.memsw.failcnt")).unwrap_or(0) > 0
-                        && read_u64(&memory.join("memory.memsw.max_usage_in_bytes"))
-                            >= read_u64(&memory.join("memory.memsw.limit_in_bytes"));
+                let oom = self
+                    .read_key(&memory.join("memory.oom_control"), "oom_kill")
+                    .unwrap_or(0)
+                    > 0
+                    || self
+                        .read_u64(&memory.join("memory.memsw.failcnt"))
+                        .unwrap_or(0)
+                        > 0
+                        && self.read_u64(&memory.join("memory.memsw.max_usage_in_bytes"))
+                            >= self.read_u64(&memory.join("memory.memsw.limit_in_bytes"));
                 Usage {
                     cpu: Duration::from_nanos(
-                        read_u64(&self.dir("cpuacct").join("cpuacct.usage")).unwrap_or(0),
+                        self.read_u64(&self.dir("cpuacct").join("cpuacct.usage"))
+                            .unwrap_or(0),
                     ),
-                    peak_memory_bytes: read_u64(&memory.join("memory.max_usage_in_bytes"))
+                    peak_memory_bytes: self
+                        .read_u64(&memory.join("memory.max_usage_in_bytes"))
                         .unwrap_or(0),
                     oom_killed: oom,
                 }
@@ -433,6 +506,7 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
             memory: None,
             others: None,
             spares: None,
+            opened: Vec::new(),
         });
     }
     names.len()
@@ -440,6 +514,54 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
 
 impl Drop for Cgroup {
     fn drop(&mut self) {
+        self.opened.clear();
         self.remove();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    /// The usage files are opened as the group is made; a read when the
+    /// run is over says what the group used by then.
+    #[test]
+    fn usage_read_through_files_opened_ahead_is_current() {
+        let hierarchy = Hierarchy::detect().expect("a cgroup hierarchy");
+        let spares = Spares::default();
+        let name = format!("berth-test-usage-{}", std::process::id());
+        let limits = Limits {
+            memory_bytes: 512 << 20,
+            pids: 64,
+            cpu_millis: 2000,
+        };
+        let group = Cgroup::create(&hierarchy, &name, limits, &spares).expect("a cgroup");
+        assert!(!group.opened.is_empty(), "no usage file opened ahead");
+        let before = group.usage();
+        // Joins the group, then takes 64 MiB and some CPU time once told to.
+        let mut child = std::process::Command::new("python3")
+            .args([
+                "-c",
+                "import sys\nsys.stdin.read(1)\nb = b'x' * (64 << 20)\nsum(range(3_000_000))\n",
+            ])
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3");
+        for procs in group.procs_files() {
+            std::fs::write(&procs, child.id().to_string()).expect("joining the group");
+        }
+        child.stdin.take().unwrap().write_all(b"go").unwrap();
+        assert!(child.wait().unwrap().success());
+        let after = group.usage();
+        assert!(
+            after.cpu >= before.cpu + Duration::from_millis(20),
+            "before {before:?}, after {after:?}"
+        );
+        assert!(
+            after.peak_memory_bytes >= 64 << 20,
+            "before {before:?}, after {after:?}"
+        );
+        assert!(!after.oom_killed, "{after:?}");
     }
 }

@@ -8,10 +8,13 @@
 //! fresh `/proc`, pivots into it, drops the old root and installs the
 //! seccomp filter on itself — all before the run is known. Then it waits
 //! for the run's [`Spec`] on stdin and forks the program, which takes an
-//! unprivileged uid with no_new_privs and rlimits before `execve`. When
-//! the program exits, the init writes the outcome to the result file and
-//! exits, and the kernel kills whatever is left in the namespace: the last
-//! copies of stdout and stderr close, which is the run's end for the agent.
+//! unprivileged uid with no_new_privs and rlimits before `execve`, and lets
+//! go of its own copies of stdin, stdout and stderr. When the program
+//! exits, the init writes the outcome to the report pipe (fd 3, one line of
+//! JSON) and exits, and the kernel kills whatever is left in the namespace.
+//! The agent has the run's end once it has the report and the end of both
+//! outputs: for a program that leaves nothing behind, that is as soon as it
+//! exits, not after the init's exit and the namespace's teardown.
 //!
 //! Runs in a fresh fork of the single-threaded zygote: plain blocking
 //! calls, no threads.
@@ -30,7 +33,7 @@ use serde::{Deserialize, Serialize};
 use std::{
     ffi::CString,
     io::{Read, Write},
-    os::fd::{FromRawFd, OwnedFd},
+    os::fd::{FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
@@ -118,12 +121,11 @@ pub fn main(args: &[String]) -> i32 {
 }
 
 /// One helper, forked by the zygote with the run's pipes at fds 0, 1 and
-/// 2. It joins the run's cgroup through `procs` (the slow part on cgroup
+/// 2 and the report pipe at fd 3. It joins the run's cgroup through `procs` (the slow part on cgroup
 /// v1), builds the sandbox around `job/work` (the run's scratch tmpfs the
 /// agent mounted) in the network namespace `netns` (loopback only, leased
 /// to this run alone), then waits for the spec on stdin: the agent keeps
-/// helpers waiting ready. The report goes to `job/result`. Returns the
-/// exit code.
+/// helpers waiting ready. Returns the exit code.
 pub fn helper(layout: &Layout, job: &Path, netns: &Path, procs: &[PathBuf]) -> i32 {
     // `0`: the writer itself (one thread: this process has no other).
     for procs in procs {
@@ -132,65 +134,60 @@ pub fn helper(layout: &Layout, job: &Path, netns: &Path, procs: &[PathBuf]) -> i
             return 2;
         }
     }
-    // Nothing of the agent's beyond stdin, stdout and stderr.
-    unsafe { libc::close_range(3, u32::MAX, 0) };
-    // The result file is made now, full size, while the run's tmpfs has
-    // room and inodes: whatever the program fills, the report fits.
-    let mut result = match std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(job.join("result"))
-        .and_then(|mut file| file.write_all(&[b' '; RESULT_BYTES]).map(|()| file))
-    {
-        Ok(file) => file,
-        Err(err) => {
-            eprintln!("berth-sandbox: result file: {err}");
-            return 2;
-        }
-    };
-    match outer(layout, &job.join("work"), netns, &mut result) {
+    // Nothing of the agent's beyond stdin, stdout, stderr and the report.
+    unsafe { libc::close_range(REPORT_FD as u32 + 1, u32::MAX, 0) };
+    match outer(layout, &job.join("work"), netns) {
         Ok(()) => 0,
         // The sandbox could not be made: the agent reads why.
-        Err(err) => finish(&mut result, Err(err)),
+        Err(err) => finish(Err(err)),
     }
 }
 
+/// Where the helper and its init write the [`Report`].
+const REPORT_FD: RawFd = 3;
+
+/// The longest report line: within `PIPE_BUF`, so that it is written at
+/// once, whatever the agent is doing.
+pub const MAX_REPORT_BYTES: usize = 4096;
+
 /// Writes how the run ended, or why the sandbox could not be made, to the
-/// result file; the exit code.
-fn finish(result: &mut std::fs::File, outcome: Result<Report, String>) -> i32 {
+/// report pipe; the exit code.
+fn finish(outcome: Result<Report, String>) -> i32 {
     let report = outcome.unwrap_or_else(|err| Report {
         ending: Ending::SetupFailed(err),
         cpu_micros: 0,
         max_rss_bytes: 0,
     });
-    if write_report(result, &report).is_ok() {
+    if write_report(&report).is_ok() {
         0
     } else {
         3
     }
 }
 
-/// Room for a report in the result file.
-const RESULT_BYTES: usize = 4096;
-
-/// Overwrites the result file's placeholder with `report` (within its
-/// size: a long setup error is cut).
-fn write_report(file: &mut std::fs::File, report: &Report) -> std::io::Result<()> {
-    use std::os::unix::fs::FileExt;
+/// `report` as one line on the report pipe (a long setup error is cut).
+fn write_report(report: &Report) -> std::io::Result<()> {
     let mut report = report.clone();
     if let Ending::SetupFailed(why) = &mut report.ending {
-        if why.len() > RESULT_BYTES / 2 {
-            let mut end = RESULT_BYTES / 2;
+        if why.len() > MAX_REPORT_BYTES / 2 {
+            let mut end = MAX_REPORT_BYTES / 2;
             while !why.is_char_boundary(end) {
                 end -= 1;
             }
             why.truncate(end);
         }
     }
-    let json = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
-    file.write_all_at(&json, 0)?;
-    file.set_len(json.len() as u64)
+    let mut line = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
+    line.push(b'\n');
+    let pipe = unsafe { std::os::fd::BorrowedFd::borrow_raw(REPORT_FD) };
+    loop {
+        match nix::unistd::write(pipe, &line) {
+            Ok(n) if n == line.len() => return Ok(()),
+            Ok(_) => return Err(std::io::Error::other("report cut short")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
+    }
 }
 
 /// Reads fd 0 a byte at a time up to a newline, so that nothing after it
@@ -236,18 +233,11 @@ fn read_spec() -> Result<Option<Spec>, String> {
 }
 
 /// The helper itself: makes the namespaces, forks the init and waits
-/// for it. The init writes the report; the end of the run is when the
-/// init and everything in its pid namespace are gone, which closes the
-/// last of stdout and stderr (this process lets go of its own copies at
-/// once). This process holds the sandbox's mount, IPC and UTS namespaces
+/// for it. The init writes the report (this process lets go of its own
+/// copies of the pipes at once). This process holds the sandbox's mount, IPC and UTS namespaces
 /// until the agent kills it, so that their teardown comes after the run
 /// is answered.
-fn outer(
-    layout: &Layout,
-    work: &Path,
-    netns: &Path,
-    result: &mut std::fs::File,
-) -> Result<(), String> {
+fn outer(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
     unshare(
         CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWNS
@@ -260,17 +250,11 @@ fn outer(
             // Gone with the helper (which the agent kills after the run).
             unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
             // `None`: let go without a run, nothing to say.
-            let code = init(layout, work, netns)
-                .transpose()
-                .map_or(0, |outcome| finish(result, outcome));
+            let code = init(layout, work, netns).transpose().map_or(0, finish);
             unsafe { libc::_exit(code) }
         }
         ForkResult::Parent { child } => {
-            unsafe {
-                libc::close(0);
-                libc::close(1);
-                libc::close(2);
-            }
+            unsafe { libc::close_range(0, REPORT_FD as u32, 0) };
             while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
             // Holding the namespaces, this process stays until the agent,
             // having answered, kills it as it cleans up (or the zygote, and
@@ -328,6 +312,20 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
     prepare(layout, work, netns)?;
     let ignored = ignored_signals();
+    // What every program's process gets, whatever the run: set on the
+    // init, which the program's process copies.
+    for (resource, value) in [
+        (Resource::RLIMIT_CORE, 0),
+        (Resource::RLIMIT_STACK, 8 << 20),
+        (Resource::RLIMIT_MEMLOCK, 0),
+        (Resource::RLIMIT_MSGQUEUE, 0),
+    ] {
+        setrlimit(resource, value, value).map_err(|e| fail(&format!("rlimit {resource:?}"), e))?;
+    }
+    nix::unistd::setgroups(&[]).map_err(|e| fail("setgroups", e))?;
+    chdir("/work").map_err(|e| fail("chdir /work", e))?;
+    // The program's stack until its `execve` (see below).
+    let mut stack = vec![0u8; 256 * 1024];
     let Some(spec) = read_spec()? else {
         return Ok(None);
     };
@@ -342,8 +340,7 @@ fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, St
         .collect::<Result<_, _>>()?;
     // The program's process shares the init's memory until it executes
     // (vfork): no page tables copied for a process that is replaced at once.
-    // Its limits, identity, directory and descriptors are its own.
-    let mut stack = vec![0u8; 256 * 1024];
+    // Its limits, identity and descriptors are its own.
     let start = Box::new(|| {
         let err = exec_program(&spec, &argv, &env, &ignored);
         let _ = writeln!(std::io::stderr(), "sandbox: {err}");
@@ -358,6 +355,9 @@ fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, St
         )
     }
     .map_err(|e| fail("starting the program", e))?;
+    // The program has its copies now (or has written why it did not
+    // start): the outputs end when the program and what it started let go.
+    unsafe { libc::close_range(0, 2, 0) };
     // Reap everything; report when the program itself ends.
     let ending = loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
@@ -550,24 +550,19 @@ fn ignored_signals() -> Vec<i32> {
         .collect()
 }
 
-/// In the program's process: limits and identity, then the program.
+/// In the program's process (in `/work`, the init's directory): limits
+/// and identity, then the program.
 fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], ignored: &[i32]) -> String {
+    // The rest were set on the init, before the run was known.
     let limits = [
         (Resource::RLIMIT_FSIZE, spec.file_size_bytes),
         (Resource::RLIMIT_NOFILE, spec.open_files),
-        (Resource::RLIMIT_CORE, 0),
-        (Resource::RLIMIT_STACK, 8 << 20),
         (Resource::RLIMIT_CPU, spec.cpu_seconds),
-        (Resource::RLIMIT_MEMLOCK, 0),
-        (Resource::RLIMIT_MSGQUEUE, 0),
     ];
     for (resource, value) in limits {
         if let Err(err) = setrlimit(resource, value, value) {
             return fail(&format!("rlimit {resource:?}"), err);
         }
-    }
-    if let Err(err) = nix::unistd::setgroups(&[]) {
-        return fail("setgroups", err);
     }
     let (uid, gid) = (Uid::from_raw(spec.uid), Gid::from_raw(spec.gid));
     if let Err(err) = nix::unistd::setresgid(gid, gid, gid) {
@@ -575,9 +570,6 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], ignored: &[i32])
     }
     if let Err(err) = nix::unistd::setresuid(uid, uid, uid) {
         return fail("setresuid", err);
-    }
-    if let Err(err) = chdir("/work") {
-        return fail("chdir /work", err);
     }
     if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
         return fail("no_new_privs", std::io::Error::last_os_error());

@@ -670,11 +670,14 @@ impl Sandbox {
         // when the run ends.
         let out = read_capped(warm.helper.stdout.take().expect("piped"), cap);
         let err = read_capped(warm.helper.stderr.take().expect("piped"), cap);
-        // The end of both outputs is the end of the run: their last copies
-        // close when the init, having written the report, and everything
-        // in its pid namespace are gone (the helper let go of its own; its
-        // exit, which tears the mounts down, comes after).
-        let outputs = async { tokio::join!(out, err) };
+        let report = read_report(warm.helper.report.take().expect("piped"));
+        // The report and the end of both outputs are the end of the run.
+        // The init writes the report when the program ends; the outputs'
+        // last copies close when the program and what it started are gone,
+        // at the latest as the init exits and the kernel kills what is left
+        // in its pid namespace (the helper let go of its copies; its exit,
+        // which tears the mounts down, comes after).
+        let outputs = async { tokio::join!(out, err, report) };
         tokio::pin!(outputs);
         // With no helper left waiting, the next one starts now; otherwise
         // after this run, whose processes then have the machine (a helper
@@ -688,7 +691,7 @@ impl Sandbox {
             _ = tokio::time::sleep(step.wall) => (true, false, None),
             _ = cancel.cancelled() => (false, true, None),
         };
-        let ((stdout, stdout_truncated), (stderr, stderr_truncated)) = match ended {
+        let ((stdout, stdout_truncated), (stderr, stderr_truncated), report) = match ended {
             Some(ended) => ended,
             None => {
                 // The helper itself first (it may not have joined its
@@ -706,9 +709,6 @@ impl Sandbox {
             feeder.abort();
         }
         let usage = warm.group.usage();
-        let report: Option<Report> = std::fs::read(warm.job.join("result"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok());
         let succeeded = !timed_out
             && !cancelled
             && matches!(report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)));
@@ -791,7 +791,7 @@ fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
 struct Warm {
     helper: zygote::Helper,
     group: Cgroup,
-    /// `runs/NAME`: `work` (the scratch tmpfs) and `result`.
+    /// `runs/NAME`, the run's tmpfs: its `work` is the run's `/work`.
     job: PathBuf,
     /// Back to the pool once everything above is gone (fields drop in order).
     _network: netns::Lease,
@@ -843,8 +843,8 @@ impl Shared {
             .unwrap_or_else(|p| p.into_inner())
             .pop();
         let job = reused.unwrap_or_else(|| self.config.dir.join("runs").join(&name));
-        // A size-limited tmpfs of root's: the run's `/work` (the sandbox
-        // user's) and the helper's result file.
+        // A size-limited tmpfs of root's holding the run's `/work` (the
+        // sandbox user's).
         let work = job.join("work");
         let scratch = std::fs::create_dir_all(&job).and_then(|_| {
             mount(
@@ -988,6 +988,27 @@ impl Drop for Sandbox {
         self.release_waiting();
         self.remove_mount_points();
         self.spares.release();
+    }
+}
+
+/// The helper's report: one line of JSON, read up to its newline (the
+/// pipe's end comes only with the init's exit). `None` when the pipe ends
+/// first or the line is not a report.
+async fn read_report(mut pipe: impl AsyncRead + Unpin) -> Option<Report> {
+    let mut line = Vec::new();
+    let mut buf = [0u8; 1024];
+    loop {
+        let n = pipe.read(&mut buf).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        line.extend_from_slice(&buf[..n]);
+        if let Some(end) = line.iter().position(|b| *b == b'\n') {
+            return serde_json::from_slice(&line[..end]).ok();
+        }
+        if line.len() > helper::MAX_REPORT_BYTES {
+            return None;
+        }
     }
 }
 

@@ -6,8 +6,9 @@
 //!
 //! The agent and its zygote share a `SOCK_SEQPACKET` socket pair (the
 //! zygote's stdin). The agent sends one [`Request`] per helper with the
-//! helper's stdin, stdout and stderr attached (`SCM_RIGHTS`); the zygote
-//! forks, the child puts those at fds 0, 1 and 2 and becomes the helper
+//! helper's stdin, stdout and stderr and the write end of its report pipe
+//! attached (`SCM_RIGHTS`); the zygote forks, the child puts those at fds
+//! 0, 1, 2 and 3 and becomes the helper
 //! ([`super::helper::helper`]), and the zygote answers with the child's pid
 //! and a pidfd of it, through which the agent sees it end and kills it.
 //! The zygote ignores `SIGCHLD`, so the kernel reaps its children.
@@ -34,7 +35,7 @@ use tokio::net::unix::pipe;
 /// What one helper needs to know besides the [`Layout`].
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Request {
-    /// `runs/NAME`: the run's scratch tmpfs (`work`) and `result`.
+    /// `runs/NAME`: the run's scratch tmpfs (its `work` is the run's `/work`).
     pub job: PathBuf,
     /// The network namespace leased to the run.
     pub netns: PathBuf,
@@ -78,6 +79,8 @@ pub struct Helper {
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
+    /// The helper's [`super::helper::Report`], one line of JSON.
+    pub report: Option<pipe::Receiver>,
 }
 
 impl Helper {
@@ -168,8 +171,8 @@ impl Zygote {
         Ok(running)
     }
 
-    /// A new helper for `request`, its stdin, stdout and stderr piped to
-    /// this process (call within a tokio runtime).
+    /// A new helper for `request`, its stdin, stdout, stderr and report
+    /// piped to this process (call within a tokio runtime).
     pub fn helper(&self, request: &Request) -> io::Result<Helper> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
@@ -204,16 +207,18 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
     let (stdin_theirs, stdin_ours) = pipe().map_err(refused)?;
     let (stdout_ours, stdout_theirs) = pipe().map_err(refused)?;
     let (stderr_ours, stderr_theirs) = pipe().map_err(refused)?;
+    let (report_ours, report_theirs) = pipe().map_err(refused)?;
     let body = serde_json::to_vec(request).expect("a request serializes");
     let fds = [
         stdin_theirs.as_raw_fd(),
         stdout_theirs.as_raw_fd(),
         stderr_theirs.as_raw_fd(),
+        report_theirs.as_raw_fd(),
     ];
     let gone = |e: nix::errno::Errno| Failure::Zygote(e.into());
     send(socket.as_raw_fd(), &body, &fds).map_err(gone)?;
     // Only the helper holds these ends now.
-    drop((stdin_theirs, stdout_theirs, stderr_theirs));
+    drop((stdin_theirs, stdout_theirs, stderr_theirs, report_theirs));
     let mut answer = vec![0u8; MAX_MESSAGE_BYTES];
     let received = receive(socket.as_raw_fd(), &mut answer).map_err(gone)?;
     let (len, pidfd) = (received.len, received.fds.into_iter().next());
@@ -232,10 +237,12 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
                 stdin: None,
                 stdout: None,
                 stderr: None,
+                report: None,
             };
             helper.stdin = Some(pipe::Sender::from_owned_fd(stdin_ours).map_err(refused)?);
             helper.stdout = Some(pipe::Receiver::from_owned_fd(stdout_ours).map_err(refused)?);
             helper.stderr = Some(pipe::Receiver::from_owned_fd(stderr_ours).map_err(refused)?);
+            helper.report = Some(pipe::Receiver::from_owned_fd(report_ours).map_err(refused)?);
             Ok(helper)
         }
         (Some(_), None) => Err(Failure::Zygote(io::Error::other(
@@ -245,7 +252,11 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
     }
 }
 
-/// One message with up to 3 descriptors.
+/// The descriptors a request carries: the helper's stdin, stdout, stderr
+/// and report pipe.
+const REQUEST_FDS: usize = 4;
+
+/// One message with up to [`REQUEST_FDS`] descriptors.
 struct Received {
     len: usize,
     fds: Vec<OwnedFd>,
@@ -256,7 +267,7 @@ struct Received {
 /// Receives one message on `socket` (retried when a signal interrupts);
 /// the descriptors close on exec.
 fn receive(socket: RawFd, buf: &mut [u8]) -> Result<Received, nix::errno::Errno> {
-    let mut space = nix::cmsg_space!([RawFd; 3]);
+    let mut space = nix::cmsg_space!([RawFd; REQUEST_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let message = loop {
         match recvmsg::<()>(
@@ -344,10 +355,13 @@ pub fn serve(layout: &Layout) -> i32 {
         } else {
             serde_json::from_slice::<Request>(&buf[..len]).map_err(|e| format!("request: {e}"))
         };
-        let answer = match (request, <[OwnedFd; 3]>::try_from(fds)) {
+        let answer = match (request, <[OwnedFd; REQUEST_FDS]>::try_from(fds)) {
             (Ok(request), Ok(fds)) => fork_helper(layout, &request, fds),
             (Err(err), _) => Err(err),
-            (_, Err(fds)) => Err(format!("{} descriptors instead of 3", fds.len())),
+            (_, Err(fds)) => Err(format!(
+                "{} descriptors instead of {REQUEST_FDS}",
+                fds.len()
+            )),
         };
         let sent = match answer {
             Ok(pidfd) => send(0, b"ok", &[pidfd.as_raw_fd()]),
@@ -360,8 +374,13 @@ pub fn serve(layout: &Layout) -> i32 {
     }
 }
 
-/// Forks one helper with `fds` as its stdin, stdout and stderr; a pidfd of it.
-fn fork_helper(layout: &Layout, request: &Request, fds: [OwnedFd; 3]) -> Result<OwnedFd, String> {
+/// Forks one helper with `fds` as its stdin, stdout, stderr and report
+/// pipe (fds 0 to 3); a pidfd of it.
+fn fork_helper(
+    layout: &Layout,
+    request: &Request,
+    fds: [OwnedFd; REQUEST_FDS],
+) -> Result<OwnedFd, String> {
     use nix::unistd::{fork, getpid, getppid, ForkResult};
     let zygote = getpid();
     // This process is single-threaded: the child may go on as it likes.
@@ -379,6 +398,8 @@ fn fork_helper(layout: &Layout, request: &Request, fds: [OwnedFd; 3]) -> Result<
                 if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
                     return 2;
                 }
+                // In order: a descriptor overwritten by a later `dup2` (the
+                // received ones start at 3) has been copied already.
                 for (fd, target) in fds.iter().zip(0..) {
                     if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
                         return 2;
