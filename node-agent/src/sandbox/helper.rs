@@ -1,20 +1,20 @@
 //! The sandbox helper: a small, single-threaded process the zygote
 //! ([`super::zygote`], the `berth-sandbox` program) forks ahead of every
-//! run. It joins the run's cgroup, makes a
-//! new pid namespace and forks its init. The init enters the network
-//! namespace the agent leased to the run (loopback only), makes new mount,
-//! IPC and UTS namespaces, builds a root of read-only binds with the run's
-//! scratch dir at `/work`, a size-limited `/tmp`, a minimal `/dev` and a
-//! fresh `/proc`, pivots into it, drops the old root and installs the
-//! seccomp filter on itself — all before the run is known. Then it waits
-//! for the run's [`Spec`] on stdin and forks the program, which takes an
-//! unprivileged uid with no_new_privs and rlimits before `execve`, and lets
-//! go of its own copies of stdin, stdout and stderr. When the program
-//! exits, the init writes the outcome to the report pipe (fd 3, one line of
-//! JSON) and exits, and the kernel kills whatever is left in the namespace.
-//! The agent has the run's end once it has the report and the end of both
-//! outputs: for a program that leaves nothing behind, that is as soon as it
-//! exits, not after the init's exit and the namespace's teardown.
+//! run, into a new pid namespace whose init (pid 1) it is. It joins the
+//! run's cgroup, enters the network namespace the agent leased to the run
+//! (loopback only), makes new mount, IPC and UTS namespaces, builds a root
+//! of read-only binds with the run's scratch dir at `/work`, a size-limited
+//! `/tmp`, a minimal `/dev` and a fresh `/proc`, pivots into it, drops the
+//! old root and installs the seccomp filter on itself — all before the run
+//! is known. Then it waits for the run's [`Spec`] on stdin and starts the
+//! program, which takes an unprivileged uid with no_new_privs and rlimits
+//! before `execve`, and lets go of its own copies of stdin, stdout and
+//! stderr. When the program exits, the helper writes the outcome to the
+//! report pipe (fd 3, one line of JSON) and kills whatever is left in its
+//! pid namespace. The agent has the run's end once it has the report and
+//! the end of both outputs: for a program that leaves nothing behind, as
+//! soon as it exits. The helper then waits to be killed, so that the
+//! namespaces' teardown comes after the answer.
 //!
 //! Runs in a fresh fork of the single-threaded zygote: plain blocking
 //! calls, no threads.
@@ -27,7 +27,7 @@ use nix::{
         resource::{setrlimit, Resource},
         wait::{waitpid, WaitPidFlag, WaitStatus},
     },
-    unistd::{chdir, execve, fork, pivot_root, sethostname, ForkResult, Gid, Pid, Uid},
+    unistd::{chdir, execve, pivot_root, sethostname, Gid, Pid, Uid},
 };
 use serde::{Deserialize, Serialize};
 use std::{
@@ -51,8 +51,9 @@ pub struct Layout {
     pub tmp_bytes: u64,
 }
 
-/// What the agent asks of one run, sent on stdin as a decimal length, a
-/// newline and that many bytes of JSON; the rest of stdin is the program's.
+/// What the agent asks of one run, sent on stdin as a length (ten decimal
+/// digits and a newline: one read takes it, and nothing of what follows)
+/// and that many bytes of JSON; the rest of stdin is the program's.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Spec {
     pub argv: Vec<String>,
@@ -71,7 +72,7 @@ impl Spec {
     /// The bytes the helper reads from stdin before the program's input.
     pub fn encode(&self) -> Vec<u8> {
         let json = serde_json::to_vec(self).expect("a spec serializes");
-        let mut framed = format!("{}\n", json.len()).into_bytes();
+        let mut framed = format!("{:010}\n", json.len()).into_bytes();
         framed.extend_from_slice(&json);
         framed
     }
@@ -120,13 +121,23 @@ pub fn main(args: &[String]) -> i32 {
     super::zygote::serve(&layout)
 }
 
-/// One helper, forked by the zygote with the run's pipes at fds 0, 1 and
-/// 2 and the report pipe at fd 3. It joins the run's cgroup through `procs` (the slow part on cgroup
-/// v1), builds the sandbox around `job/work` (the run's scratch tmpfs the
-/// agent mounted) in the network namespace `netns` (loopback only, leased
-/// to this run alone), then waits for the spec on stdin: the agent keeps
-/// helpers waiting ready. Returns the exit code.
-pub fn helper(layout: &Layout, job: &Path, netns: &Path, procs: &[PathBuf]) -> i32 {
+/// One helper, forked by the zygote into a new pid namespace (it is that
+/// namespace's init, pid 1) with the run's pipes at fds 0, 1 and 2 and the
+/// report pipe at fd 3. It joins the run's cgroup through `procs` (the
+/// slow part on cgroup v1), makes its mount, IPC and UTS namespaces and
+/// builds the sandbox around `job/work` (the run's scratch tmpfs the agent
+/// mounted) in the network namespace `netns` (loopback only, leased to this
+/// run alone), then waits for the spec on stdin: the agent keeps helpers
+/// waiting ready. `ignored` are the signals it ignores, which the
+/// program's start resets. Returns the exit code; after a run it does not
+/// return (see [`stay`]).
+pub fn helper(
+    layout: &Layout,
+    job: &Path,
+    netns: &Path,
+    procs: &[PathBuf],
+    ignored: &[i32],
+) -> i32 {
     // `0`: the writer itself (one thread: this process has no other).
     for procs in procs {
         if let Err(err) = std::fs::write(procs, "0") {
@@ -136,10 +147,30 @@ pub fn helper(layout: &Layout, job: &Path, netns: &Path, procs: &[PathBuf]) -> i
     }
     // Nothing of the agent's beyond stdin, stdout, stderr and the report.
     unsafe { libc::close_range(REPORT_FD as u32 + 1, u32::MAX, 0) };
-    match outer(layout, &job.join("work"), netns) {
-        Ok(()) => 0,
-        // The sandbox could not be made: the agent reads why.
+    match init(layout, &job.join("work"), netns, ignored) {
+        // Let go without a run: nothing to say.
+        Ok(None) => 0,
+        Ok(Some(report)) => {
+            finish(Ok(report));
+            stay()
+        }
+        // The sandbox could not be made or the program not started: the
+        // agent reads why.
         Err(err) => finish(Err(err)),
+    }
+}
+
+/// After the report: whatever the program left running in the namespace
+/// is killed (its copies of stdout and stderr close, the end of the run's
+/// outputs), and this process, holding the namespaces, stays until the
+/// agent, having answered, kills it as it cleans up (or the zygote, and
+/// with it the agent, is gone): their teardown does not compete with the
+/// answer for the cores.
+fn stay() -> ! {
+    // From the namespace's init: every other process in the namespace.
+    unsafe { libc::kill(-1, libc::SIGKILL) };
+    loop {
+        unsafe { libc::pause() };
     }
 }
 
@@ -190,81 +221,46 @@ fn write_report(report: &Report) -> std::io::Result<()> {
     }
 }
 
-/// Reads fd 0 a byte at a time up to a newline, so that nothing after it
-/// is taken from the program's stdin. `None` at end of input.
-fn read_line_unbuffered() -> Option<String> {
-    let mut line = Vec::new();
-    let mut byte = [0u8; 1];
-    loop {
-        match nix::unistd::read(std::io::stdin(), &mut byte) {
-            Ok(0) => return None,
-            Ok(_) if byte[0] == b'\n' => break,
-            Ok(_) if line.len() < 32 => line.push(byte[0]),
-            Ok(_) => return None,
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(_) => return None,
+/// Fills `buf` from fd 0, which stays open (it is the program's stdin; a
+/// pipe's read takes no more than asked). `Ok(false)` when stdin ended
+/// before the first byte.
+fn read_stdin_exact(buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut stdin =
+        std::mem::ManuallyDrop::new(std::fs::File::from(unsafe { OwnedFd::from_raw_fd(0) }));
+    let mut filled = 0;
+    while filled < buf.len() {
+        match stdin.read(&mut buf[filled..]) {
+            Ok(0) if filled == 0 => return Ok(false),
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
         }
     }
-    String::from_utf8(line).ok()
+    Ok(true)
 }
 
 /// The run's spec from stdin; `Ok(None)` when the agent closed stdin
 /// instead (it let this waiting helper go).
 fn read_spec() -> Result<Option<Spec>, String> {
-    let Some(line) = read_line_unbuffered() else {
+    let mut header = [0u8; 11];
+    if !read_stdin_exact(&mut header).map_err(|e| fail("reading the spec's length", e))? {
         return Ok(None);
-    };
-    let len: usize = line
-        .trim()
-        .parse()
-        .map_err(|_| format!("spec length {line:?}"))?;
+    }
+    let len: usize = std::str::from_utf8(&header)
+        .ok()
+        .and_then(|h| h.strip_suffix('\n')?.parse().ok())
+        .ok_or_else(|| format!("spec length {:?}", String::from_utf8_lossy(&header)))?;
     if len > MAX_SPEC_BYTES {
         return Err(format!("spec of {len} bytes (at most {MAX_SPEC_BYTES})"));
     }
     let mut json = vec![0u8; len];
-    let mut stdin = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(0) });
-    let read = stdin.read_exact(&mut json);
-    // fd 0 stays the program's stdin.
-    std::mem::forget(stdin);
-    read.map_err(|e| fail("reading the spec", e))?;
+    if !read_stdin_exact(&mut json).map_err(|e| fail("reading the spec", e))? && len > 0 {
+        return Err("stdin ended before the spec".into());
+    }
     serde_json::from_slice(&json)
         .map(Some)
         .map_err(|e| fail("spec", e))
-}
-
-/// The helper itself: makes the namespaces, forks the init and waits
-/// for it. The init writes the report (this process lets go of its own
-/// copies of the pipes at once). This process holds the sandbox's mount, IPC and UTS namespaces
-/// until the agent kills it, so that their teardown comes after the run
-/// is answered.
-fn outer(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
-    unshare(
-        CloneFlags::CLONE_NEWPID
-            | CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWIPC
-            | CloneFlags::CLONE_NEWUTS,
-    )
-    .map_err(|e| fail("namespaces", e))?;
-    match unsafe { fork() }.map_err(|e| fail("fork", e))? {
-        ForkResult::Child => {
-            // Gone with the helper (which the agent kills after the run).
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
-            // `None`: let go without a run, nothing to say.
-            let code = init(layout, work, netns).transpose().map_or(0, finish);
-            unsafe { libc::_exit(code) }
-        }
-        ForkResult::Parent { child } => {
-            unsafe { libc::close_range(0, REPORT_FD as u32, 0) };
-            while let Err(nix::errno::Errno::EINTR) = waitpid(child, None) {}
-            // Holding the namespaces, this process stays until the agent,
-            // having answered, kills it as it cleans up (or the zygote, and
-            // with it the agent, is gone): their teardown does not compete
-            // with the answer for the cores.
-            loop {
-                unsafe { libc::pause() };
-            }
-        }
-    }
 }
 
 fn c(s: &str) -> Result<CString, String> {
@@ -309,9 +305,15 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 
 /// Init of the new pid namespace (pid 1): builds the sandbox, waits for
 /// the run, starts the program, reports how it ended.
-fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, String> {
+fn init(
+    layout: &Layout,
+    work: &Path,
+    netns: &Path,
+    ignored: &[i32],
+) -> Result<Option<Report>, String> {
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| fail("namespaces", e))?;
     prepare(layout, work, netns)?;
-    let ignored = ignored_signals();
     // What every program's process gets, whatever the run: set on the
     // init, which the program's process copies.
     for (resource, value) in [
@@ -342,7 +344,7 @@ fn init(layout: &Layout, work: &Path, netns: &Path) -> Result<Option<Report>, St
     // (vfork): no page tables copied for a process that is replaced at once.
     // Its limits, identity and descriptors are its own.
     let start = Box::new(|| {
-        let err = exec_program(&spec, &argv, &env, &ignored);
+        let err = exec_program(&spec, &argv, &env, ignored);
         let _ = writeln!(std::io::stderr(), "sandbox: {err}");
         unsafe { libc::_exit(127) }
     });
@@ -485,12 +487,12 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| fail("/proc", e))?;
-    let old = root.join(".old");
-    mkdir_p(&old)?;
-    pivot_root(root, &old).map_err(|e| fail("pivot_root", e))?;
+    // The new root over the old one, then the old one (stacked on top,
+    // where this process's directory is) detached: no directory for it.
+    chdir(root).map_err(|e| fail("chdir to the new root", e))?;
+    pivot_root(".", ".").map_err(|e| fail("pivot_root", e))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| fail("detach the old root", e))?;
     chdir("/").map_err(|e| fail("chdir /", e))?;
-    umount2("/.old", MntFlags::MNT_DETACH).map_err(|e| fail("detach the old root", e))?;
-    let _ = std::fs::remove_dir("/.old");
     // The root itself read-only now that it is built.
     mount(
         None::<&str>,
@@ -539,9 +541,9 @@ unsafe fn sigaction(
     )
 }
 
-/// The signals this process ignores (found before the run is known, so
-/// that the program's start resets only those).
-fn ignored_signals() -> Vec<i32> {
+/// The signals this process ignores: found once by the zygote, whose forks
+/// the helpers are, so that the program's start resets only those.
+pub fn ignored_signals() -> Vec<i32> {
     (1..=64)
         .filter(|signal| {
             let mut old = KernelSigaction::DEFAULT;
@@ -633,6 +635,7 @@ pub(crate) fn loopback_up() {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use nix::unistd::{fork, ForkResult};
     use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
 
     /// A program whose file a writer lets go of a moment later still starts.

@@ -583,6 +583,9 @@ impl Sandbox {
                 Status::MemoryExceeded => {
                     "the run used more memory than its limit and was killed".into()
                 }
+                Status::Failed if result.report.is_none() => {
+                    "the sandbox ended without saying how the run went".into()
+                }
                 _ => String::new(),
             };
         }
@@ -741,19 +744,29 @@ impl Sandbox {
 
     /// Puts a step's files in its `/work`, owned by the sandbox user.
     fn fill(&self, work: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
+        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
         for (name, content) in files {
-            let target = work.join(name);
-            match content {
-                Content::Text(text) => std::fs::write(&target, text)?,
-                Content::Copy(source) => {
-                    std::fs::copy(source, &target)?;
+            let create = |mode: u32| {
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(mode)
+                    .open(work.join(name))
+            };
+            let file = match content {
+                Content::Text(text) => {
+                    let mut file = create(0o644)?;
+                    io::Write::write_all(&mut file, text.as_bytes())?;
+                    file
                 }
-            }
-            nix::unistd::chown(
-                &target,
-                Some(self.config.uid.into()),
-                Some(self.config.gid.into()),
-            )?;
+                Content::Copy(source) => {
+                    let mut source = std::fs::File::open(source)?;
+                    let mut file = create(source.metadata()?.mode() & 0o777)?;
+                    io::copy(&mut source, &mut file)?;
+                    file
+                }
+            };
+            std::os::unix::fs::fchown(&file, Some(self.config.uid), Some(self.config.gid))?;
         }
         Ok(())
     }

@@ -7,7 +7,8 @@
 //! The agent and its zygote share a `SOCK_SEQPACKET` socket pair (the
 //! zygote's stdin). The agent sends one [`Request`] per helper with the
 //! helper's stdin, stdout and stderr and the write end of its report pipe
-//! attached (`SCM_RIGHTS`); the zygote forks, the child puts those at fds
+//! attached (`SCM_RIGHTS`); the zygote forks the child into a new pid
+//! namespace (as that namespace's init), and the child puts those at fds
 //! 0, 1, 2 and 3 and becomes the helper
 //! ([`super::helper::helper`]), and the zygote answers with the child's pid
 //! and a pidfd of it, through which the agent sees it end and kills it.
@@ -63,6 +64,17 @@ struct Running {
     socket: OwnedFd,
 }
 
+impl Running {
+    /// Whether the zygote has ended (it is left for `Drop` to reap).
+    fn has_exited(&self) -> bool {
+        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+        let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+        let waited = unsafe { libc::waitid(libc::P_PID, self.process.id(), &mut info, flags) };
+        // With nothing to report, `WNOHANG` leaves the pid at 0.
+        waited != 0 || unsafe { info.si_pid() } != 0
+    }
+}
+
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.process.kill();
@@ -75,7 +87,7 @@ pub struct Helper {
     pidfd: OwnedFd,
     /// The zygote that forked it lives (its helpers die with it) until
     /// its last helper is done, even once another has taken its place.
-    _zygote: Arc<Running>,
+    zygote: Arc<Running>,
     pub stdin: Option<pipe::Sender>,
     pub stdout: Option<pipe::Receiver>,
     pub stderr: Option<pipe::Receiver>,
@@ -84,14 +96,16 @@ pub struct Helper {
 }
 
 impl Helper {
-    /// Whether the helper is still there (its pidfd not yet readable).
+    /// Whether the helper is still there: its pidfd not yet readable, and
+    /// its zygote alive (a helper whose zygote died is being killed, and
+    /// the kill takes a while to show: its namespaces are torn down first).
     pub fn is_running(&self) -> bool {
         let mut poll = libc::pollfd {
             fd: self.pidfd.as_raw_fd(),
             events: libc::POLLIN,
             revents: 0,
         };
-        (unsafe { libc::poll(&mut poll, 1, 0) }) == 0
+        (unsafe { libc::poll(&mut poll, 1, 0) }) == 0 && !self.zygote.has_exited()
     }
 
     /// SIGKILL, by pidfd: never another process that took the pid over.
@@ -233,7 +247,7 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
             // Killed (dropped) should its pipes fail to register.
             let mut helper = Helper {
                 pidfd,
-                _zygote: zygote.clone(),
+                zygote: zygote.clone(),
                 stdin: None,
                 stdout: None,
                 stderr: None,
@@ -325,16 +339,33 @@ fn send(socket: RawFd, body: &[u8], fds: &[RawFd]) -> Result<(), nix::errno::Err
 /// exit code.
 pub fn serve(layout: &Layout) -> i32 {
     use nix::sys::signal::{signal, SigHandler, Signal};
+    // What the helpers ignore: this process's dispositions, as they are
+    // before SIGCHLD is ignored here (each helper sets it back).
+    let ignored = super::helper::ignored_signals();
     // The kernel reaps the helpers; their ends are seen through pidfds.
     if let Err(err) = unsafe { signal(Signal::SIGCHLD, SigHandler::SigIgn) } {
         eprintln!("berth-sandbox: ignoring SIGCHLD: {err}");
         return 2;
     }
+    // This process's own pid namespace, to come back to after each helper's fork.
+    let own = std::fs::File::open("/proc/self/ns/pid").and_then(|ns| {
+        if ns.as_raw_fd() == PID_NS_FD {
+            std::mem::forget(ns);
+        } else if unsafe { libc::dup2(ns.as_raw_fd(), PID_NS_FD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    });
+    if let Err(err) = own {
+        eprintln!("berth-sandbox: own pid namespace: {err}");
+        return 2;
+    }
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     loop {
-        // Nothing but the socket, /dev/null and stderr between requests
-        // (descriptors of a cut-off message would otherwise stay).
-        unsafe { libc::close_range(3, u32::MAX, 0) };
+        // Nothing but the socket, /dev/null, stderr and the pid namespace
+        // between requests (descriptors of a cut-off message would
+        // otherwise stay).
+        unsafe { libc::close_range(PID_NS_FD as u32 + 1, u32::MAX, 0) };
         let Received {
             len,
             fds,
@@ -356,7 +387,7 @@ pub fn serve(layout: &Layout) -> i32 {
             serde_json::from_slice::<Request>(&buf[..len]).map_err(|e| format!("request: {e}"))
         };
         let answer = match (request, <[OwnedFd; REQUEST_FDS]>::try_from(fds)) {
-            (Ok(request), Ok(fds)) => fork_helper(layout, &request, fds),
+            (Ok(request), Ok(fds)) => fork_helper(layout, &request, fds, &ignored),
             (Err(err), _) => Err(err),
             (_, Err(fds)) => Err(format!(
                 "{} descriptors instead of {REQUEST_FDS}",
@@ -374,38 +405,62 @@ pub fn serve(layout: &Layout) -> i32 {
     }
 }
 
-/// Forks one helper with `fds` as its stdin, stdout, stderr and report
-/// pipe (fds 0 to 3); a pidfd of it.
+/// Where the zygote keeps its own pid namespace open.
+const PID_NS_FD: RawFd = 3;
+
+/// Forks one helper, the init of a new pid namespace, with `fds` as its
+/// stdin, stdout, stderr and report pipe (fds 0 to 3); a pidfd of it.
 fn fork_helper(
     layout: &Layout,
     request: &Request,
     fds: [OwnedFd; REQUEST_FDS],
+    ignored: &[i32],
 ) -> Result<OwnedFd, String> {
-    use nix::unistd::{fork, getpid, getppid, ForkResult};
-    let zygote = getpid();
+    use nix::sched::{setns, unshare, CloneFlags};
+    use nix::unistd::{fork, ForkResult};
+    // The next child is the first process of a new pid namespace; this
+    // process goes back to making children in its own right after it.
+    unshare(CloneFlags::CLONE_NEWPID).map_err(|e| format!("pid namespace: {e}"))?;
     // This process is single-threaded: the child may go on as it likes.
-    match unsafe { fork() }.map_err(|e| format!("fork: {e}"))? {
+    let forked = unsafe { fork() };
+    if !matches!(forked, Ok(ForkResult::Child)) {
+        let own = unsafe { std::os::fd::BorrowedFd::borrow_raw(PID_NS_FD) };
+        if let Err(err) = setns(own, CloneFlags::CLONE_NEWPID) {
+            // Every later helper would fail: the agent starts another
+            // zygote (this one's helpers die with it).
+            eprintln!("berth-sandbox: back to the own pid namespace: {err}");
+            std::process::exit(2);
+        }
+    }
+    match forked.map_err(|e| format!("fork: {e}"))? {
         ForkResult::Child => {
             use nix::sys::signal::{signal, SigHandler, Signal};
             let code = (|| {
                 // A helper does not outlive the zygote (which ends with the
-                // agent): it waits to be killed once its run is over.
-                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0
-                    || getppid() != zygote
-                {
+                // agent): it waits to be killed once its run is over. (Its
+                // parent is outside its pid namespace, so there is no
+                // `getppid` to check whether the zygote died first; a helper
+                // the zygote never answered for finds its stdin closed.)
+                if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } != 0 {
                     return 2;
                 }
                 if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
                     return 2;
                 }
-                // In order: a descriptor overwritten by a later `dup2` (the
-                // received ones start at 3) has been copied already.
+                // The received descriptors are above 3: none is overwritten
+                // before it is copied.
                 for (fd, target) in fds.iter().zip(0..) {
                     if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
                         return 2;
                     }
                 }
-                super::helper::helper(layout, &request.job, &request.netns, &request.procs)
+                super::helper::helper(
+                    layout,
+                    &request.job,
+                    &request.netns,
+                    &request.procs,
+                    ignored,
+                )
             })();
             unsafe { libc::_exit(code) }
         }
