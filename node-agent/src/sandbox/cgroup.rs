@@ -75,34 +75,14 @@ pub struct Cgroup {
     /// (opening a cgroup file costs more than reading it, and the reads
     /// come while the run is being answered).
     opened: Vec<(PathBuf, std::fs::File)>,
-    /// What a kept memory group (v1) carried over from earlier runs.
-    baseline: Baseline,
 }
 
-/// Counts a kept memory group starts a run with: the run's own are what
-/// goes beyond them.
-#[derive(Debug, Clone, Copy, Default)]
-struct Baseline {
-    /// `oom_kill` of `memory.oom_control`, which cannot be set back.
-    oom_kills: u64,
-    /// Bytes still charged (page cache earlier runs brought in).
-    memory_bytes: u64,
-}
-
-/// The most a finished run's memory group (v1) may still have charged to
-/// it to serve another run; a group with more is removed (the kernel then
-/// charges its page cache to the parent, where it stays cached).
-const KEEP_MEMORY_BYTES: u64 = 4 << 20;
-
-/// On cgroup v1: the groups of finished runs, empty, kept for later runs
-/// (making and removing groups, and the kernel's work after a memory
-/// group's removal, are the costly part of a run's cgroups there). What
-/// pids and cpu limit counts live processes only, and cpuacct's counter is
-/// set back to zero. A memory group is kept only when little is left
-/// charged to it (the page cache a run brings in stays charged to its
-/// group): its peak and failure counters are set back, and what is left
-/// charged and the OOM kills so far are taken as the next run's baseline.
-/// The kept groups are removed when the last holder lets go.
+/// On cgroup v1: the pids, cpu and cpuacct groups of finished runs, empty,
+/// kept for later runs (making and removing groups is the costly part of a
+/// run's cgroups there). What they limit counts live processes only, and
+/// cpuacct's counter is set back to zero; the memory group is always new,
+/// since the page cache a run brings in stays charged to its group. The
+/// kept groups are removed when the last holder lets go.
 pub type Spares = std::sync::Arc<SparePool>;
 
 #[derive(Debug, Default)]
@@ -118,9 +98,6 @@ impl SparePool {
         let kept = std::mem::take(&mut *self.lock());
         for spare in kept {
             remove_dirs(&spare.dirs);
-            if let Some((memory, _)) = spare.memory {
-                remove_dirs(&[memory]);
-            }
         }
     }
 }
@@ -131,15 +108,12 @@ impl Drop for SparePool {
     }
 }
 
-/// Kept pids, cpu and cpuacct groups, and the memory group where it could
-/// be kept.
+/// Kept pids, cpu and cpuacct groups.
 #[derive(Debug)]
 pub struct Spare {
     dirs: [PathBuf; 3],
     /// The pids and CPU limits as last written.
     others: Option<(u32, u32)>,
-    /// The memory group and its limit as last written.
-    memory: Option<(PathBuf, Option<u64>)>,
 }
 
 fn remove_dirs(dirs: &[PathBuf]) {
@@ -205,12 +179,13 @@ impl Cgroup {
                     others: None,
                     spares: None,
                     opened: Vec::new(),
-                    baseline: Baseline::default(),
                 }
             }
             Hierarchy::V1 => {
+                let memory = Path::new(ROOT).join("memory").join(PARENT).join(name);
+                std::fs::create_dir_all(&memory)?;
                 let kept = spares.lock().pop();
-                let mut spare = match kept {
+                let spare = match kept {
                     Some(spare) => spare,
                     None => {
                         let dirs = ["pids", "cpu", "cpuacct"]
@@ -218,34 +193,10 @@ impl Cgroup {
                         let made = dirs.iter().try_for_each(std::fs::create_dir_all);
                         if let Err(err) = made {
                             remove_dirs(&dirs);
+                            remove_dirs(&[memory]);
                             return Err(err);
                         }
-                        Spare {
-                            dirs,
-                            others: None,
-                            memory: None,
-                        }
-                    }
-                };
-                let (memory, limit, baseline) = match spare.memory.take() {
-                    Some((memory, limit)) => {
-                        let baseline = Baseline {
-                            oom_kills: std::fs::read_to_string(memory.join("memory.oom_control"))
-                                .ok()
-                                .and_then(|text| find_key(&text, "oom_kill"))
-                                .unwrap_or(0),
-                            memory_bytes: read_u64(&memory.join("memory.usage_in_bytes"))
-                                .unwrap_or(0),
-                        };
-                        (memory, limit, baseline)
-                    }
-                    None => {
-                        let memory = Path::new(ROOT).join("memory").join(PARENT).join(name);
-                        if let Err(err) = std::fs::create_dir_all(&memory) {
-                            remove_dirs(&spare.dirs);
-                            return Err(err);
-                        }
-                        (memory, None, Baseline::default())
+                        Spare { dirs, others: None }
                     }
                 };
                 let mut dirs = vec![memory];
@@ -253,11 +204,10 @@ impl Cgroup {
                 Cgroup {
                     hierarchy: Hierarchy::V1,
                     dirs,
-                    memory: limit,
+                    memory: None,
                     others: spare.others,
                     spares: Some(spares.clone()),
                     opened: Vec::new(),
-                    baseline,
                 }
             }
         };
@@ -441,7 +391,7 @@ impl Cgroup {
                 let oom = self
                     .read_key(&memory.join("memory.oom_control"), "oom_kill")
                     .unwrap_or(0)
-                    > self.baseline.oom_kills
+                    > 0
                     || self
                         .read_u64(&memory.join("memory.memsw.failcnt"))
                         .unwrap_or(0)
@@ -455,8 +405,7 @@ impl Cgroup {
                     ),
                     peak_memory_bytes: self
                         .read_u64(&memory.join("memory.max_usage_in_bytes"))
-                        .unwrap_or(0)
-                        .saturating_sub(self.baseline.memory_bytes),
+                        .unwrap_or(0),
                     oom_killed: oom,
                 }
             }
@@ -491,51 +440,26 @@ impl Cgroup {
         tracing::warn!(cgroup = %self.dirs[0].display(), "processes remain in a sandbox cgroup after killing");
     }
 
-    /// Kills what is left and removes the group; on v1 its groups are
-    /// kept for another run once empty (the memory group only with little
-    /// left charged to it). Once, as the group drops.
+    /// Kills what is left and removes the group; on v1 its pids, cpu
+    /// and cpuacct groups are kept for another run once empty. Once, as
+    /// the group drops.
     fn remove(&self) {
         self.kill_all();
         if let Some(spares) = &self.spares {
             let cpuacct = self.dir("cpuacct").join("cpuacct.usage");
             if self.pids().is_empty() && write(&cpuacct, "0").is_ok() {
-                let [memory, pids, cpu, cpuacct] = &self.dirs[..] else {
+                remove_dirs(&self.dirs[..1]);
+                let [_, pids, cpu, cpuacct] = &self.dirs[..] else {
                     unreachable!("four groups on v1")
-                };
-                let memory = if self.memory_set_back() {
-                    Some((memory.clone(), self.memory))
-                } else {
-                    remove_dirs(&[memory.clone()]);
-                    None
                 };
                 spares.lock().push(Spare {
                     dirs: [pids.clone(), cpu.clone(), cpuacct.clone()],
                     others: self.others,
-                    memory,
                 });
                 return;
             }
         }
         remove_dirs(&self.dirs);
-    }
-
-    /// Whether the (empty) memory group can serve another run: little
-    /// left charged to it, and its peak and failure counters set back.
-    fn memory_set_back(&self) -> bool {
-        let memory = self.dir("memory");
-        let counters = [
-            "memory.max_usage_in_bytes",
-            "memory.failcnt",
-            "memory.memsw.max_usage_in_bytes",
-            "memory.memsw.failcnt",
-        ];
-        read_u64(&memory.join("memory.usage_in_bytes"))
-            .is_some_and(|used| used <= KEEP_MEMORY_BYTES)
-            && counters.iter().all(|counter| {
-                let path = memory.join(counter);
-                // memsw exists with swap accounting only.
-                !path.exists() || write(&path, "0").is_ok()
-            })
     }
 }
 
@@ -583,7 +507,6 @@ pub fn sweep(hierarchy: &Hierarchy, prefix: &str) -> usize {
             others: None,
             spares: None,
             opened: Vec::new(),
-            baseline: Baseline::default(),
         });
     }
     names.len()
