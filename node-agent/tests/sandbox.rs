@@ -82,6 +82,23 @@ impl Fixture {
         );
         let groups = self.groups();
         assert!(groups.is_empty(), "cgroups left behind: {groups:?}");
+        let memory = self.memory_groups();
+        assert!(memory.is_empty(), "memory cgroups left behind: {memory:?}");
+    }
+
+    /// On cgroup v1, this sandbox's memory groups (the memory controller
+    /// has a hierarchy of its own there); none on v2.
+    fn memory_groups(&self) -> Vec<String> {
+        if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
+            return Vec::new();
+        }
+        std::fs::read_dir("/sys/fs/cgroup/memory/berth-sandbox")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|name| name.starts_with(self.sandbox.cgroup_prefix()))
+            .collect()
     }
 
     /// This sandbox's cgroups on the host now.
