@@ -562,10 +562,20 @@ hostile!(
 );
 hostile!(double_fork_setsid_survivor, 61110, "python", 10, 128,
     "import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(1000)\n    os._exit(0)\nprint('parent done')",
-    |o, _f| { assert_eq!(text(&o.stdout), "parent done\n"); });
+    |o, _f| {
+        assert_eq!(text(&o.stdout), "parent done\n");
+        // Ended with the program, not at the time limit: the survivors,
+        // holding stdout, were killed once the program was done.
+        assert_eq!(o.status, Status::Succeeded, "{o:?}");
+        assert!(o.wall < Duration::from_secs(5), "{o:?}");
+    });
 hostile!(sigterm_ignoring_child, 61111, "python", 10, 128,
     "import os, signal, time\nif os.fork() == 0:\n    signal.signal(signal.SIGTERM, signal.SIG_IGN)\n    time.sleep(1000)\nprint('left a child')",
-    |o, _f| { assert_eq!(text(&o.stdout), "left a child\n"); });
+    |o, _f| {
+        assert_eq!(text(&o.stdout), "left a child\n");
+        assert_eq!(o.status, Status::Succeeded, "{o:?}");
+        assert!(o.wall < Duration::from_secs(5), "{o:?}");
+    });
 hostile!(
     egress_to_the_hosts_loopback,
     61112,
