@@ -92,18 +92,17 @@ impl Fixture {
         if std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists() {
             return Vec::new();
         }
-        std::fs::read_dir("/sys/fs/cgroup/memory/berth-sandbox")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .filter(|name| name.starts_with(self.sandbox.cgroup_prefix()))
-            .collect()
+        self.groups_in(std::path::Path::new("/sys/fs/cgroup/memory/berth-sandbox"))
     }
 
     /// This sandbox's cgroups on the host now.
     fn groups(&self) -> Vec<String> {
-        std::fs::read_dir(self.sandbox.cgroup_parent())
+        self.groups_in(&self.sandbox.cgroup_parent())
+    }
+
+    /// The groups in `parent` named with this sandbox's prefix.
+    fn groups_in(&self, parent: &std::path::Path) -> Vec<String> {
+        std::fs::read_dir(parent)
             .into_iter()
             .flatten()
             .flatten()

@@ -675,11 +675,12 @@ impl Sandbox {
         let err = read_capped(warm.helper.stderr.take().expect("piped"), cap);
         let report = read_report(warm.helper.report.take().expect("piped"));
         // The report and the end of both outputs are the end of the run.
-        // The init writes the report when the program ends; the outputs'
-        // last copies close when the program and what it started are gone,
-        // at the latest as the init exits and the kernel kills what is left
-        // in its pid namespace (the helper let go of its copies; its exit,
-        // which tears the mounts down, comes after).
+        // The helper (its pid namespace's init) writes the report when the
+        // program ends, having let go of its own copies of the outputs;
+        // their last copies close when the program and what it started are
+        // gone, at the latest when the helper kills what is left right after
+        // the report (its own exit, which tears the namespaces down, comes
+        // when the clean-up kills it).
         let outputs = async { tokio::join!(out, err, report) };
         tokio::pin!(outputs);
         // With no helper left waiting, the next one starts now; otherwise
@@ -1005,8 +1006,8 @@ impl Drop for Sandbox {
 }
 
 /// The helper's report: one line of JSON, read up to its newline (the
-/// pipe's end comes only with the init's exit). `None` when the pipe ends
-/// first or the line is not a report.
+/// pipe's end comes only with the helper's exit, after the answer). `None`
+/// when the pipe ends first or the line is not a report.
 async fn read_report(mut pipe: impl AsyncRead + Unpin) -> Option<Report> {
     let mut line = Vec::new();
     let mut buf = [0u8; 1024];
