@@ -167,18 +167,21 @@ pub fn helper(
 /// with it the agent, is gone): their teardown does not compete with the
 /// answer for the cores.
 fn stay() -> ! {
-    // From the namespace's init: every other process in the namespace.
-    unsafe { libc::kill(-1, libc::SIGKILL) };
+    // From the namespace's init: every other process in the namespace
+    // (anywhere else, every process this one may signal: never that).
+    if nix::unistd::getpid().as_raw() == 1 {
+        unsafe { libc::kill(-1, libc::SIGKILL) };
+    }
     loop {
         unsafe { libc::pause() };
     }
 }
 
-/// Where the helper and its init write the [`Report`].
+/// Where the helper writes the [`Report`].
 const REPORT_FD: RawFd = 3;
 
-/// The longest report line: within `PIPE_BUF`, so that it is written at
-/// once, whatever the agent is doing.
+/// The longest report line (newline included): within `PIPE_BUF`, so
+/// that it is written at once, whatever the agent is doing.
 pub const MAX_REPORT_BYTES: usize = 4096;
 
 /// Writes how the run ended, or why the sandbox could not be made, to the
@@ -189,28 +192,32 @@ fn finish(outcome: Result<Report, String>) -> i32 {
         cpu_micros: 0,
         max_rss_bytes: 0,
     });
-    if write_report(&report).is_ok() {
+    let pipe = unsafe { std::os::fd::BorrowedFd::borrow_raw(REPORT_FD) };
+    if write_report(pipe, &report).is_ok() {
         0
     } else {
         3
     }
 }
 
-/// `report` as one line on the report pipe (a long setup error is cut).
-fn write_report(report: &Report) -> std::io::Result<()> {
+/// `report` as one line on the report pipe (a setup error is cut until
+/// the line, escapes included, fits [`MAX_REPORT_BYTES`]).
+fn write_report(pipe: std::os::fd::BorrowedFd<'_>, report: &Report) -> std::io::Result<()> {
     let mut report = report.clone();
-    if let Ending::SetupFailed(why) = &mut report.ending {
-        if why.len() > MAX_REPORT_BYTES / 2 {
-            let mut end = MAX_REPORT_BYTES / 2;
-            while !why.is_char_boundary(end) {
-                end -= 1;
+    let line = loop {
+        let mut line = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        match &mut report.ending {
+            Ending::SetupFailed(why) if line.len() > MAX_REPORT_BYTES && !why.is_empty() => {
+                let mut end = why.len() / 2;
+                while !why.is_char_boundary(end) {
+                    end -= 1;
+                }
+                why.truncate(end);
             }
-            why.truncate(end);
+            _ => break line,
         }
-    }
-    let mut line = serde_json::to_vec(&report).map_err(std::io::Error::other)?;
-    line.push(b'\n');
-    let pipe = unsafe { std::os::fd::BorrowedFd::borrow_raw(REPORT_FD) };
+    };
     loop {
         match nix::unistd::write(pipe, &line) {
             Ok(n) if n == line.len() => return Ok(()),
@@ -381,7 +388,8 @@ fn init(
     }))
 }
 
-/// Everything before the run is known: the namespaces, the root with its
+/// Everything before the run is known, in the helper's new mount, IPC
+/// and UTS namespaces: the run's network namespace, the root with its
 /// binds, the scratch dir at `/work`, `/tmp`, `/dev`, `/proc`, the pivot
 /// (the host out of reach), the hostname, and the seccomp filters (on the
 /// init itself: the program inherits them).
@@ -637,6 +645,28 @@ mod tests {
     use super::*;
     use nix::unistd::{fork, ForkResult};
     use std::os::{fd::AsRawFd, unix::ffi::OsStrExt};
+
+    /// A long setup error, escapes and all, is cut to fit one report line.
+    #[test]
+    fn a_long_setup_error_fits_one_report_line() {
+        use std::os::fd::AsFd;
+        let (read, write) = nix::unistd::pipe().unwrap();
+        // Control characters take six bytes each as JSON.
+        let why = "\u{1}".repeat(3 * MAX_REPORT_BYTES);
+        let report = Report {
+            ending: Ending::SetupFailed(why),
+            cpu_micros: 0,
+            max_rss_bytes: 0,
+        };
+        write_report(write.as_fd(), &report).unwrap();
+        drop(write);
+        let mut line = Vec::new();
+        std::fs::File::from(read).read_to_end(&mut line).unwrap();
+        assert!(line.len() <= MAX_REPORT_BYTES, "{} bytes", line.len());
+        assert_eq!(line.last(), Some(&b'\n'));
+        let report: Report = serde_json::from_slice(&line[..line.len() - 1]).unwrap();
+        assert!(matches!(report.ending, Ending::SetupFailed(why) if !why.is_empty()));
+    }
 
     /// A program whose file a writer lets go of a moment later still starts.
     #[test]

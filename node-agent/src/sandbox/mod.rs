@@ -704,7 +704,12 @@ impl Sandbox {
                 // it forked.
                 warm.helper.kill();
                 warm.group.kill_all();
-                outputs.await
+                // Bounded: a descriptor of the outputs can outlive every
+                // process (sent into a unix socket and left in flight there,
+                // it is freed only by the kernel's collector).
+                tokio::time::timeout(AFTER_KILL, &mut outputs)
+                    .await
+                    .unwrap_or(((Vec::new(), false), (Vec::new(), false), None))
             }
         };
         let wall = started.elapsed();
@@ -745,27 +750,20 @@ impl Sandbox {
 
     /// Puts a step's files in its `/work`, owned by the sandbox user.
     fn fill(&self, work: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
-        use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+        use std::os::unix::fs::OpenOptionsExt;
         for (name, content) in files {
-            let create = |mode: u32| {
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(mode)
-                    .open(work.join(name))
-            };
+            let target = work.join(name);
             let file = match content {
                 Content::Text(text) => {
-                    let mut file = create(0o644)?;
+                    let mut file = std::fs::OpenOptions::new()
+                        .write(true)
+                        .create_new(true)
+                        .mode(0o644)
+                        .open(&target)?;
                     io::Write::write_all(&mut file, text.as_bytes())?;
                     file
                 }
-                Content::Copy(source) => {
-                    let mut source = std::fs::File::open(source)?;
-                    let mut file = create(source.metadata()?.mode() & 0o777)?;
-                    io::copy(&mut source, &mut file)?;
-                    file
-                }
+                Content::Copy(source) => copy_plain(source, &target)?,
             };
             std::os::unix::fs::fchown(&file, Some(self.config.uid), Some(self.config.gid))?;
         }
@@ -779,13 +777,33 @@ impl Sandbox {
     }
 }
 
+/// How long a run's outputs may take to end once everything of the run
+/// has been killed.
+const AFTER_KILL: Duration = Duration::from_secs(2);
+
+/// Copies `source` to `target` (a new file) as an ordinary file: its
+/// permission bits without setuid, setgid or sticky, and nothing written
+/// through a link.
+fn copy_plain(source: &Path, target: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut source = std::fs::File::open(source)?;
+    let mode = source.metadata()?.mode() & 0o777;
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(target)?;
+    io::copy(&mut source, &mut file)?;
+    Ok(file)
+}
+
 /// Copies `artifacts` from `work` into the cache entry `cache` (whole or
-/// not at all).
+/// not at all; no setuid or setgid bit a compile step left comes along).
 fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
     let partial = cache.with_extension(format!("partial-{}", next_id()));
     let saved = std::fs::create_dir_all(&partial).and_then(|_| {
         for artifact in artifacts {
-            std::fs::copy(work.join(artifact), partial.join(artifact))?;
+            copy_plain(&work.join(artifact), &partial.join(artifact))?;
         }
         match std::fs::rename(&partial, cache) {
             // Another run of the same code kept it first.
@@ -1132,4 +1150,30 @@ fn symlinks() -> Vec<(PathBuf, PathBuf)> {
             Some((PathBuf::from(dir), target))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// What a compile step left setuid reaches the cache and the next run
+    /// as an ordinary file; a link planted at the target is not followed.
+    #[test]
+    fn copies_drop_setuid_and_do_not_follow_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("main");
+        std::fs::write(&source, b"program").unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        let target = dir.path().join("copy");
+        copy_plain(&source, &target).unwrap();
+        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        assert_eq!(mode & 0o6000, 0, "mode {mode:o}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"program");
+        let elsewhere = dir.path().join("elsewhere");
+        let planted = dir.path().join("planted");
+        std::os::unix::fs::symlink(&elsewhere, &planted).unwrap();
+        assert!(copy_plain(&source, &planted).is_err());
+        assert!(!elsewhere.exists());
+    }
 }

@@ -10,8 +10,8 @@
 //! attached (`SCM_RIGHTS`); the zygote forks the child into a new pid
 //! namespace (as that namespace's init), and the child puts those at fds
 //! 0, 1, 2 and 3 and becomes the helper
-//! ([`super::helper::helper`]), and the zygote answers with the child's pid
-//! and a pidfd of it, through which the agent sees it end and kills it.
+//! ([`super::helper::helper`]), and the zygote answers with a pidfd of
+//! the child, through which the agent sees it end and kills it.
 //! The zygote ignores `SIGCHLD`, so the kernel reaps its children.
 //!
 //! The zygote ends when the agent's end of the socket closes (the agent
