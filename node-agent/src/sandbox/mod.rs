@@ -782,12 +782,12 @@ impl Sandbox {
 const AFTER_KILL: Duration = Duration::from_secs(2);
 
 /// Copies `source` to `target` (a new file) as an ordinary file: its
-/// permission bits without setuid, setgid or sticky, and nothing written
-/// through a link.
+/// permission bits without setuid, setgid, sticky or write for group and
+/// others (the cache is root's), and nothing written through a link.
 fn copy_plain(source: &Path, target: &Path) -> io::Result<std::fs::File> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut source = std::fs::File::open(source)?;
-    let mode = source.metadata()?.mode() & 0o777;
+    let mode = source.metadata()?.mode() & 0o755;
     let mut file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -1164,11 +1164,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let source = dir.path().join("main");
         std::fs::write(&source, b"program").unwrap();
-        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o6755)).unwrap();
+        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o6777)).unwrap();
         let target = dir.path().join("copy");
         copy_plain(&source, &target).unwrap();
         let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
-        assert_eq!(mode & 0o6000, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o7022, 0, "mode {mode:o}");
+        assert_eq!(mode & 0o755, 0o755, "mode {mode:o}");
         assert_eq!(std::fs::read(&target).unwrap(), b"program");
         let elsewhere = dir.path().join("elsewhere");
         let planted = dir.path().join("planted");
