@@ -35,21 +35,31 @@ impl ApiError {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, code, message)
     }
 
-    pub fn into_response(self) -> Response<ProxyBody> {
-        let body = serde_json::json!({
+    /// The JSON body: `{"error": {"code": …, "message": …}}`.
+    pub fn body(&self) -> String {
+        serde_json::json!({
             "error": { "code": self.code, "message": self.message }
-        });
-        let mut response = Response::new(full(body.to_string()));
+        })
+        .to_string()
+    }
+
+    /// `Retry-After` in whole seconds, rounded up: never tell a client to
+    /// come back too early.
+    pub fn retry_after_secs(&self) -> Option<u64> {
+        self.retry_after
+            .map(|after| (after.as_secs() + u64::from(after.subsec_nanos() > 0)).max(1))
+    }
+
+    pub fn into_response(self) -> Response<ProxyBody> {
+        let mut response = Response::new(full(self.body()));
         *response.status_mut() = self.status;
         let headers = response.headers_mut();
         headers.insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
         );
-        if let Some(after) = self.retry_after {
-            // Whole seconds, rounded up: never tell a client to come back too early.
-            let secs = after.as_secs() + u64::from(after.subsec_nanos() > 0);
-            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
+        if let Some(secs) = self.retry_after_secs() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }

@@ -84,16 +84,34 @@ pub fn set_forwarded(headers: &mut HeaderMap, client: IpAddr, https: bool, host:
     }
 }
 
+/// A request's header fields as the request path reads them: hyper's
+/// [`HeaderMap`], or the fields of a head parsed by the HTTP/1 fast path.
+pub trait Fields {
+    /// The first value of the field `name` (lowercase).
+    fn field(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Fields for HeaderMap {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(HeaderValue::as_bytes)
+    }
+}
+
+impl Fields for [httparse::Header<'_>] {
+    fn field(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
 /// The client's request id when it is sane (at most 128 visible ASCII
 /// characters), else a new one.
-pub fn request_id(headers: &HeaderMap) -> HeaderValue {
+pub fn request_id(headers: &(impl Fields + ?Sized)) -> HeaderValue {
     headers
-        .get(&X_REQUEST_ID)
-        .filter(|v| {
-            let b = v.as_bytes();
-            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
-        })
-        .cloned()
+        .field("x-request-id")
+        .filter(|b| !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()))
+        .and_then(|b| HeaderValue::from_bytes(b).ok())
         .unwrap_or_else(|| {
             // A random (v4) UUID from a fast user-space generator: no
             // system call per request.

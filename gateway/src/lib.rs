@@ -11,6 +11,7 @@
 pub mod body;
 pub mod config;
 pub mod error;
+pub mod fast;
 pub mod headers;
 pub mod link;
 pub mod metrics;

@@ -4,7 +4,7 @@
 use crate::{
     body::{full, reclaimable, BoxError, ProxyBody, Reclaim, Reclaimable},
     error::ApiError,
-    headers::{self, X_BERTH_KEY, X_REQUEST_ID},
+    headers::{self, Fields, X_BERTH_KEY, X_REQUEST_ID},
     link::{Link, WakeError},
     metrics::{Metrics, TenantLabel},
     routes::{Admission, App, Backend, BreakerPolicy, Key, Routes, Table},
@@ -25,7 +25,7 @@ use std::{
 };
 
 /// Attempts per request, each on a different instance.
-const MAX_ATTEMPTS: usize = 3;
+pub(crate) const MAX_ATTEMPTS: usize = 3;
 
 /// Everything the request path needs, shared by all connections.
 pub struct Gateway {
@@ -41,14 +41,6 @@ pub struct Gateway {
     /// `/execute` and friends need no API key.
     pub open_executions: bool,
     upstreams: crate::upstream::Upstreams,
-}
-
-/// How a request reached its app.
-enum Target {
-    /// `Host` matched an app's hostname: the path goes as it is.
-    Host(Arc<App>),
-    /// `/run/{app_id}/{rest}`: the app gets `/{rest}`.
-    Run(Arc<App>, String),
 }
 
 impl Gateway {
@@ -160,8 +152,9 @@ impl Gateway {
             .map(str::to_owned)
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
         let table = self.routes.current();
-        let target = match host.as_deref().and_then(|h| table.app_by_host(h)) {
-            Some(app) => Target::Host(app),
+        let target = proxied_target(&table, host.as_deref(), req.uri().path(), req.uri().query());
+        let (app, upstream_path) = match target {
+            Some(target) => target?,
             None => match req.uri().path() {
                 "/healthz" => return Ok(self.health()),
                 "/metrics" => return Ok(self.render_metrics().await),
@@ -176,57 +169,17 @@ impl Gateway {
                     )
                     .await;
                 }
-                path => match path.strip_prefix("/run/") {
-                    Some(rest) => run_target(&table, rest)?,
-                    None => {
-                        return Err(ApiError::not_found(format!(
-                            "no route for {path}: use /run/{{app_id}}/… or an app's hostname"
-                        )))
-                    }
-                },
+                path => {
+                    return Err(ApiError::not_found(format!(
+                        "no route for {path}: use /run/{{app_id}}/… or an app's hostname"
+                    )))
+                }
             },
-        };
-        let (app, upstream_path) = match target {
-            Target::Host(app) => {
-                check_path(req.uri().path())?;
-                let pq = req
-                    .uri()
-                    .path_and_query()
-                    .map_or("/".to_owned(), |pq| pq.as_str().to_owned());
-                (app, pq)
-            }
-            Target::Run(app, rest) => {
-                let query = req
-                    .uri()
-                    .query()
-                    .map(|q| format!("?{q}"))
-                    .unwrap_or_default();
-                (app, format!("/{rest}{query}"))
-            }
         };
         log.app = Some(app.route.app_id.clone());
         log.app_metrics = Some(app.metrics(&self.metrics).clone());
-
-        // Who is calling, and may they.
-        let key_from_header = req.headers().contains_key(&X_BERTH_KEY);
-        let key = authenticate(&table, req.headers())?;
-        if !key.admin && key.tenant != app.route.tenant {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
-                format!("this key may not reach app {}", app.route.app_id),
-            ));
-        }
-        admit(&key, &self.metrics)?;
+        let key_from_header = self.admit_call(&table, &app, req.headers())?;
         let limit = app.route.max_body_bytes;
-        if let Some(length) = content_length(req.headers()) {
-            if length > limit {
-                return Err(too_large(limit));
-            }
-        }
-        if let Some(link) = &self.link {
-            link.record_traffic(&app.route.app_id);
-        }
         let app = self.ready_app(app).await?;
 
         // The request as the instance gets it.
@@ -315,9 +268,40 @@ impl Gateway {
         ))
     }
 
+    /// Whether the caller may reach `app` now: its key (401), the app's
+    /// tenant (403), the key's rate (429), the declared body size (413).
+    /// Returns whether the key came in `X-Berth-Key` (else `Authorization`).
+    pub(crate) fn admit_call(
+        &self,
+        table: &Table,
+        app: &App,
+        headers: &(impl Fields + ?Sized),
+    ) -> Result<bool, ApiError> {
+        let key_from_header = headers.field("x-berth-key").is_some();
+        let key = authenticate(table, headers)?;
+        if !key.admin && key.tenant != app.route.tenant {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                format!("this key may not reach app {}", app.route.app_id),
+            ));
+        }
+        admit(&key, &self.metrics)?;
+        let limit = app.route.max_body_bytes;
+        if let Some(length) = content_length(headers) {
+            if length > limit {
+                return Err(too_large(limit));
+            }
+        }
+        if let Some(link) = &self.link {
+            link.record_traffic(&app.route.app_id);
+        }
+        Ok(key_from_header)
+    }
+
     /// The app, once it has an instance to take traffic: a scale-to-zero
     /// app is woken and the request held until an instance is ready.
-    async fn ready_app(&self, app: Arc<App>) -> Result<Arc<App>, ApiError> {
+    pub(crate) async fn ready_app(&self, app: Arc<App>) -> Result<Arc<App>, ApiError> {
         if !app.unreachable(Instant::now()) {
             return Ok(app);
         }
@@ -502,7 +486,7 @@ impl Gateway {
         })))
     }
 
-    fn note_failure(
+    pub(crate) fn note_failure(
         &self,
         app_id: &str,
         backend: &Backend,
@@ -577,7 +561,7 @@ impl Failure {
     }
 }
 
-fn no_instance(app: &App) -> ApiError {
+pub(crate) fn no_instance(app: &App) -> ApiError {
     ApiError::unavailable(
         "no_instance",
         format!("app {} has no running instance", app.route.name),
@@ -593,7 +577,7 @@ fn too_large(limit: u64) -> ApiError {
 }
 
 /// `error: cause: cause` of a client error.
-fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {
@@ -615,16 +599,33 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
     Some(authority.host().to_ascii_lowercase())
 }
 
-/// `{app_id}/{rest}` of a `/run/` path.
-fn run_target(table: &Table, rest: &str) -> Result<Target, ApiError> {
+/// The app a request is for and the path and query it gets: by `host`
+/// (an app's hostname: the path as it is), else by a `/run/{app_id}/{rest}`
+/// path (the app gets `/{rest}`). `None`: the request is for the gateway
+/// itself or for nothing.
+pub(crate) fn proxied_target(
+    table: &Table,
+    host: Option<&str>,
+    path: &str,
+    query: Option<&str>,
+) -> Option<Result<(Arc<App>, String), ApiError>> {
+    let with_query = |path: &str| match query {
+        Some(q) => format!("{path}?{q}"),
+        None => path.to_owned(),
+    };
+    if let Some(app) = host.and_then(|h| table.app_by_host(h)) {
+        return Some(check_path(path).map(|()| (app, with_query(path))));
+    }
+    let rest = path.strip_prefix("/run/")?;
     let (id, rest) = rest.split_once('/').unwrap_or((rest, ""));
-    check_path(rest)?;
-    let app = table
-        .apps
-        .get(id)
-        .cloned()
-        .ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))?;
-    Ok(Target::Run(app, rest.to_owned()))
+    Some(check_path(rest).and_then(|()| {
+        let app = table
+            .apps
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))?;
+        Ok((app, with_query(&format!("/{rest}"))))
+    }))
 }
 
 /// Refuses dot segments, plain or percent-encoded (`..`, `%2e%2e`, `.%2E`).
@@ -641,7 +642,10 @@ fn check_path(path: &str) -> Result<(), ApiError> {
 }
 
 /// The known key a request carries: `401` when it carries none or an unknown one.
-pub(crate) fn authenticate(table: &Table, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
+pub(crate) fn authenticate(
+    table: &Table,
+    headers: &(impl Fields + ?Sized),
+) -> Result<Arc<Key>, ApiError> {
     let presented = presented_key(headers)?;
     table.key(&presented).ok_or_else(|| {
         ApiError::new(
@@ -672,7 +676,7 @@ pub(crate) fn admit(key: &Key, metrics: &Metrics) -> Result<(), ApiError> {
 }
 
 /// The API key from `X-Berth-Key` or `Authorization: Bearer`.
-pub(crate) fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
+pub(crate) fn presented_key(headers: &(impl Fields + ?Sized)) -> Result<String, ApiError> {
     let missing = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -680,14 +684,13 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "an API key is required: Authorization: Bearer KEY, or X-Berth-Key: KEY",
         )
     };
-    if let Some(value) = headers.get(&X_BERTH_KEY) {
-        return value
-            .to_str()
+    if let Some(value) = headers.field("x-berth-key") {
+        return std::str::from_utf8(value)
             .map(|v| v.trim().to_owned())
             .map_err(|_| missing());
     }
-    let value = headers.get(header::AUTHORIZATION).ok_or_else(missing)?;
-    let value = value.to_str().map_err(|_| missing())?;
+    let value = headers.field("authorization").ok_or_else(missing)?;
+    let value = std::str::from_utf8(value).map_err(|_| missing())?;
     let (scheme, key) = value.trim().split_once(' ').ok_or_else(missing)?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(missing());
@@ -695,26 +698,24 @@ pub(crate) fn presented_key(headers: &HeaderMap) -> Result<String, ApiError> {
     Ok(key.trim().to_owned())
 }
 
-fn content_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
+fn content_length(headers: &(impl Fields + ?Sized)) -> Option<u64> {
+    std::str::from_utf8(headers.field("content-length")?)
         .ok()?
         .parse()
         .ok()
 }
 
 /// One line per request, written when its response body is done (or dropped).
-struct AccessLog {
-    request_id: HeaderValue,
-    method: Method,
-    path: String,
-    app: Option<String>,
-    app_metrics: Option<crate::metrics::AppMetrics>,
-    status: u16,
-    started: Instant,
-    bytes: u64,
-    peer: SocketAddr,
+pub(crate) struct AccessLog {
+    pub(crate) request_id: HeaderValue,
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) app: Option<String>,
+    pub(crate) app_metrics: Option<crate::metrics::AppMetrics>,
+    pub(crate) status: u16,
+    pub(crate) started: Instant,
+    pub(crate) bytes: u64,
+    pub(crate) peer: SocketAddr,
 }
 
 impl Drop for AccessLog {

@@ -7,8 +7,19 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
 };
-use std::{convert::Infallible, path::Path, sync::Arc, time::Duration};
-use tokio::{net::TcpListener, sync::Semaphore};
+use std::{
+    convert::Infallible,
+    path::Path,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpListener,
+    sync::Semaphore,
+};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -95,17 +106,31 @@ pub async fn serve(
         let tls = tls.clone();
         let shutdown = shutdown.clone();
         let metrics = metrics.clone();
+        let limits = limits.clone();
         tracker.spawn(async move {
             let _permit = permit;
             metrics.connections.inc();
             let own = crate::upstream::ConnUpstreams::default();
+            let fast_gateway = gateway.clone();
             let service = service_fn(move |req: Request<Incoming>| {
                 let gateway = gateway.clone();
                 let own = own.clone();
                 async move { Ok::<_, Infallible>(gateway.handle(req, peer, Some(own)).await) }
             });
             match tls {
-                None => serve_one(&builder, TokioIo::new(stream), service, &shutdown).await,
+                None => {
+                    let mut stream = stream;
+                    let ended =
+                        crate::fast::serve(&mut stream, peer, &fast_gateway, &limits, &shutdown)
+                            .await;
+                    if let crate::fast::Ended::ToHyper(read) = ended {
+                        let stream = Rewind {
+                            read,
+                            inner: stream,
+                        };
+                        serve_one(&builder, TokioIo::new(stream), service, &shutdown).await
+                    }
+                }
                 Some(acceptor) => {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
@@ -152,5 +177,56 @@ async fn serve_one<I, S>(
             conn.as_mut().graceful_shutdown();
             let _ = tokio::time::timeout(DRAIN, conn).await;
         }
+    }
+}
+
+/// A stream whose first bytes were read already: they are read again first.
+struct Rewind<S> {
+    read: bytes::BytesMut,
+    inner: S,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Rewind<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        if !self.read.is_empty() {
+            let n = self.read.len().min(buf.remaining());
+            buf.put_slice(&self.read.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Rewind<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

@@ -21,7 +21,7 @@ use std::{
 pub type UpstreamBody = Reclaimable<Incoming>;
 
 /// Longest a connection to an instance may take to open.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Why a request did not get a response head from the instance.
 #[derive(Debug, thiserror::Error)]
@@ -35,6 +35,12 @@ pub enum UpstreamError {
     Stale(#[source] hyper::Error),
     #[error("{0}")]
     Pool(#[source] hyper_util::client::legacy::Error),
+    /// Over the HTTP/1 fast path: reading, writing or parsing.
+    #[error("{0}")]
+    Io(#[source] std::io::Error),
+    /// Over the HTTP/1 fast path: a kept connection turned out closed.
+    #[error("a kept connection was closed: {0}")]
+    StaleIo(#[source] std::io::Error),
 }
 
 impl UpstreamError {
@@ -43,13 +49,16 @@ impl UpstreamError {
         match self {
             UpstreamError::Connect(_) => true,
             UpstreamError::Pool(e) => e.is_connect(),
-            UpstreamError::Http(_) | UpstreamError::Stale(_) => false,
+            UpstreamError::Http(_)
+            | UpstreamError::Stale(_)
+            | UpstreamError::Io(_)
+            | UpstreamError::StaleIo(_) => false,
         }
     }
 
     /// Sending over a reused connection failed because it had been closed.
     pub fn is_stale(&self) -> bool {
-        matches!(self, UpstreamError::Stale(_))
+        matches!(self, UpstreamError::Stale(_) | UpstreamError::StaleIo(_))
     }
 }
 

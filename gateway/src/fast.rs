@@ -1,0 +1,1025 @@
+//! The HTTP/1.1 fast path.
+//!
+//! Most of a gateway's traffic is small proxied requests over kept-alive
+//! plain-text connections. For those, one loop per client connection parses
+//! each request head with `httparse`, decides as the request path does (the
+//! route, the key, its rate, the body's size, a ready instance; the same
+//! functions), writes the request to the client connection's own upstream
+//! connection and copies the answer back: no `Request` or `HeaderMap` is
+//! built, and no other task is woken in between.
+//!
+//! Everything else goes, with the bytes read so far, to hyper, which serves
+//! the rest of the connection as before: a head that does not parse, is
+//! larger than the limit or has more than [`MAX_HEADERS`] fields; HTTP/1.0;
+//! `Transfer-Encoding`, `Expect` or `Upgrade`; more than one `Host` or
+//! `Content-Length`; a body over [`FAST_BODY`]; a request target that is not
+//! a path; the gateway's own paths (health, metrics, the management API);
+//! the h2c preface.
+
+use crate::{
+    error::ApiError,
+    headers::{self, Fields},
+    proxy::{error_chain, no_instance, proxied_target, AccessLog, Gateway, MAX_ATTEMPTS},
+    routes::{App, Backend},
+    server::ConnLimits,
+    upstream::{UpstreamError, CONNECT_TIMEOUT},
+};
+use bytes::{Buf, BytesMut};
+use http::{HeaderValue, Method};
+use std::{
+    io,
+    net::SocketAddr,
+    sync::{atomic::Ordering, Arc},
+    time::Instant,
+};
+use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
+    net::TcpStream,
+    time::{timeout_at, Instant as Deadline},
+};
+use tokio_util::sync::CancellationToken;
+
+/// The most header fields a head on this path may have (hyper's limit).
+pub const MAX_HEADERS: usize = 100;
+/// The largest request body this path takes; a larger one streams through hyper.
+pub const FAST_BODY: usize = 64 * 1024;
+/// How much is read from a socket at a time.
+const READ_SIZE: usize = 16 * 1024;
+/// Upstream connections one client connection keeps open.
+const MAX_KEPT: usize = 4;
+
+/// How a connection left the fast path.
+pub enum Ended {
+    /// Closed (by either side, a timeout, or shutdown).
+    Closed,
+    /// Hyper serves the rest; these bytes were read from the client already.
+    ToHyper(BytesMut),
+}
+
+/// Serves `client`'s requests while they fit the fast path.
+pub async fn serve(
+    client: &mut TcpStream,
+    peer: SocketAddr,
+    gateway: &Gateway,
+    limits: &ConnLimits,
+    shutdown: &CancellationToken,
+) -> Ended {
+    let mut conn = Conn {
+        peer,
+        gateway,
+        limits,
+        buf: BytesMut::with_capacity(READ_SIZE),
+        kept: Vec::new(),
+    };
+    let mut first = true;
+    loop {
+        // The next head: at first within the header read timeout, on a kept
+        // connection within the idle timeout, then whole within the header
+        // read timeout of its first byte.
+        let wait = if first {
+            limits.header_read_timeout
+        } else {
+            limits.idle_timeout
+        };
+        first = false;
+        if conn.buf.is_empty() {
+            let read = tokio::select! {
+                _ = shutdown.cancelled() => return Ended::Closed,
+                read = timeout_at(Deadline::now() + wait, read_more(client, &mut conn.buf)) => read,
+            };
+            match read {
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return Ended::Closed,
+            }
+        }
+        let deadline = Deadline::now() + limits.header_read_timeout;
+        let request = loop {
+            match conn.prepare() {
+                Parsed::Request(request) => break request,
+                Parsed::Hyper => return Ended::ToHyper(conn.buf),
+                Parsed::Partial => {
+                    match timeout_at(deadline, read_more(client, &mut conn.buf)).await {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return Ended::Closed,
+                    }
+                }
+            }
+        };
+        match conn.answer(client, request).await {
+            Some(true) if !shutdown.is_cancelled() => {}
+            Some(_) => {
+                let _ = client.shutdown().await;
+                return Ended::Closed;
+            }
+            None => return Ended::Closed,
+        }
+    }
+}
+
+async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usize> {
+    buf.reserve(READ_SIZE);
+    stream.read_buf(buf).await
+}
+
+/// One client connection on the fast path.
+struct Conn<'a> {
+    peer: SocketAddr,
+    gateway: &'a Gateway,
+    limits: &'a ConnLimits,
+    /// What was read from the client and not yet used.
+    buf: BytesMut,
+    /// Open connections to instances, by instance id, most recent last.
+    kept: Vec<Upstream>,
+}
+
+struct Upstream {
+    instance: String,
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl Upstream {
+    /// The instance closed this kept connection (or sent something unasked):
+    /// known without a system call unless the socket became readable.
+    fn closed(&self) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        match self.stream.poll_read_ready(&mut cx) {
+            std::task::Poll::Pending => false,
+            std::task::Poll::Ready(Err(_)) => true,
+            std::task::Poll::Ready(Ok(())) => {
+                let mut byte = [0u8; 1];
+                !matches!(self.stream.try_read(&mut byte), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+}
+
+enum Parsed {
+    Partial,
+    Hyper,
+    Request(Prepared),
+}
+
+/// A request read whole (head and body) and decided on.
+struct Prepared {
+    log: AccessLog,
+    /// The client asked to close after this answer.
+    close: bool,
+    head: bool,
+    /// The request may be sent again after a kept connection turned out
+    /// closed (whether it had reached the instance cannot be told).
+    repeatable: bool,
+    idempotent: bool,
+    /// The app and the request as its instance gets it; or the answer.
+    step: Result<(Arc<App>, Vec<u8>), ApiError>,
+}
+
+/// Header fields that describe one connection, never forwarded, and those
+/// the gateway sets itself.
+const NOT_FORWARDED: [&str; 14] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "forwarded",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "x-request-id",
+];
+
+fn is_named(name: &str, list: &[&str]) -> bool {
+    list.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// The comma-separated tokens of every `Connection` field.
+fn connection_tokens<'h>(fields: &'h [httparse::Header<'_>]) -> Vec<&'h str> {
+    fields
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("connection"))
+        .filter_map(|h| std::str::from_utf8(h.value).ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+impl Conn<'_> {
+    /// Parses the head at the start of the buffer and decides what to do
+    /// with the request; takes the request's bytes off the buffer.
+    fn prepare(&mut self) -> Parsed {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut fields);
+        let head_len = match req.parse(&self.buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if self.buf.len() <= self.limits.max_header_bytes => {
+                return Parsed::Partial
+            }
+            _ => return Parsed::Hyper,
+        };
+        let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+            return Parsed::Hyper;
+        };
+        if head_len > self.limits.max_header_bytes || !target.starts_with('/') {
+            return Parsed::Hyper;
+        }
+        let fields: &[httparse::Header<'_>] = req.headers;
+        let (mut hosts, mut lengths) = (0, 0);
+        for field in fields {
+            let name = field.name;
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+            } else if name.eq_ignore_ascii_case("content-length") {
+                lengths += 1;
+            } else if name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("expect")
+                || name.eq_ignore_ascii_case("upgrade")
+                || name.eq_ignore_ascii_case("http2-settings")
+            {
+                return Parsed::Hyper;
+            }
+        }
+        if hosts != 1 || lengths > 1 {
+            return Parsed::Hyper;
+        }
+        let body_len = match fields.field("content-length") {
+            None => 0,
+            Some(v) if !v.is_empty() && v.len() <= 10 && v.iter().all(u8::is_ascii_digit) => {
+                match std::str::from_utf8(v)
+                    .ok()
+                    .and_then(|v| v.parse::<usize>().ok())
+                {
+                    Some(n) if n <= FAST_BODY => n,
+                    _ => return Parsed::Hyper,
+                }
+            }
+            Some(_) => return Parsed::Hyper,
+        };
+        let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+            return Parsed::Hyper;
+        };
+        if method == Method::CONNECT {
+            return Parsed::Hyper;
+        }
+        let Ok(uri) = http::uri::PathAndQuery::try_from(target) else {
+            return Parsed::Hyper;
+        };
+        let host_value = fields.field("host").unwrap_or_default();
+        let host = std::str::from_utf8(host_value)
+            .ok()
+            .and_then(|h| h.parse::<http::uri::Authority>().ok())
+            .map(|a| a.host().to_ascii_lowercase());
+        let table = self.gateway.routes.current();
+        let Some(target) = proxied_target(&table, host.as_deref(), uri.path(), uri.query()) else {
+            return Parsed::Hyper;
+        };
+        // The body too, before anything is decided (it goes on in one write).
+        if self.buf.len() < head_len + body_len {
+            return Parsed::Partial;
+        }
+        let tokens = connection_tokens(fields);
+        if tokens.iter().any(|t| t.eq_ignore_ascii_case("upgrade")) {
+            return Parsed::Hyper;
+        }
+        // From here on the request is this path's to answer.
+        let close = tokens.iter().any(|t| t.eq_ignore_ascii_case("close"));
+        let request_id = headers::request_id(fields);
+        let mut log = AccessLog {
+            request_id: request_id.clone(),
+            method: method.clone(),
+            path: uri.path().to_owned(),
+            app: None,
+            app_metrics: None,
+            status: 0,
+            started: Instant::now(),
+            bytes: 0,
+            peer: self.peer,
+        };
+        let step = target.and_then(|(app, path)| {
+            log.app = Some(app.route.app_id.clone());
+            log.app_metrics = Some(app.metrics(&self.gateway.metrics).clone());
+            let key_from_header = self.gateway.admit_call(&table, &app, fields)?;
+            let mut out = Vec::with_capacity(head_len + body_len + 256);
+            out.extend_from_slice(method.as_str().as_bytes());
+            out.push(b' ');
+            out.extend_from_slice(path.as_bytes());
+            out.extend_from_slice(b" HTTP/1.1\r\n");
+            let key_field = if key_from_header {
+                "x-berth-key"
+            } else {
+                "authorization"
+            };
+            for field in fields {
+                let name = field.name;
+                if is_named(name, &NOT_FORWARDED)
+                    || name.eq_ignore_ascii_case(key_field)
+                    || is_named(name, &tokens)
+                {
+                    continue;
+                }
+                push_field(&mut out, name.as_bytes(), field.value);
+            }
+            let client = self.peer.ip().to_string();
+            push_field(&mut out, b"x-forwarded-for", client.as_bytes());
+            let proto: &[u8] = if self.gateway.https {
+                b"https"
+            } else {
+                b"http"
+            };
+            push_field(&mut out, b"x-forwarded-proto", proto);
+            push_field(&mut out, b"x-forwarded-host", host_value);
+            push_field(&mut out, b"x-request-id", request_id.as_bytes());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
+            Ok((app, out))
+        });
+        let idempotent = matches!(
+            method,
+            Method::GET
+                | Method::HEAD
+                | Method::OPTIONS
+                | Method::PUT
+                | Method::DELETE
+                | Method::TRACE
+        );
+        let prepared = Prepared {
+            log,
+            close,
+            head: method == Method::HEAD,
+            repeatable: idempotent || body_len == 0,
+            idempotent,
+            step,
+        };
+        self.buf.advance(head_len + body_len);
+        Parsed::Request(prepared)
+    }
+
+    /// Answers one request. `Some(true)`: the connection stays open.
+    async fn answer(&mut self, client: &mut TcpStream, request: Prepared) -> Option<bool> {
+        let Prepared {
+            mut log,
+            close,
+            head,
+            repeatable,
+            idempotent,
+            step,
+        } = request;
+        let how = How {
+            head,
+            close,
+            repeatable,
+            idempotent,
+        };
+        let result = match step {
+            Ok((app, out)) => {
+                self.ready_and_forward(client, app, &out, how, &mut log)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        let keep = match result {
+            Ok(keep) => keep,
+            Err(err) => {
+                log.status = err.status.as_u16();
+                let bytes = error_response(&err, &log.request_id, close);
+                log.bytes = bytes.len() as u64;
+                let written = self.write_client(client, &bytes).await.is_ok();
+                written.then_some(!close)
+            }
+        };
+        match log.app_metrics.take() {
+            Some(app) if log.status != 0 => {
+                app.count(log.status);
+                app.latency.observe(log.started.elapsed().as_secs_f64());
+            }
+            Some(_) => {}
+            None => self.gateway.metrics.count_unrouted(log.status),
+        }
+        keep
+    }
+
+    async fn write_client(&self, client: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
+        match tokio::time::timeout(self.limits.idle_timeout, client.write_all(bytes)).await {
+            Ok(written) => written,
+            Err(_) => Err(io::ErrorKind::TimedOut.into()),
+        }
+    }
+
+    /// Waits for the app to have an instance (a scale-to-zero app is
+    /// woken), forwards, and when every instance refused the connection and
+    /// a control plane is there, waits for fresh routes and sends once more.
+    async fn ready_and_forward(
+        &mut self,
+        client: &mut TcpStream,
+        app: Arc<App>,
+        out: &[u8],
+        how: How,
+        log: &mut AccessLog,
+    ) -> Result<Option<bool>, ApiError> {
+        let app = self.gateway.ready_app(app).await?;
+        match self.forward(client, &app, out, how, log).await {
+            Ok(keep) => Ok(keep),
+            Err((error, true)) if self.gateway.link.is_some() => {
+                tracing::info!(app = %app.route.app_id, error = %error.message, "every instance refused; waiting for fresh routes");
+                let app = self.gateway.ready_app(app).await?;
+                self.forward(client, &app, out, how, log)
+                    .await
+                    .map_err(|(error, _)| error)
+            }
+            Err((error, _)) => Err(error),
+        }
+    }
+
+    /// Sends `out` to one instance after another until one answers (the
+    /// request path's rules: another instance after a refused connection,
+    /// or after any failure when the method may be repeated; once more on a
+    /// fresh connection when a kept one turns out closed), and copies the
+    /// answer to the client. `Ok(keep)`: the answer went out (or started
+    /// to); `Err((error, unreached))`: `unreached` when nothing reached the
+    /// app and every instance is refusing.
+    async fn forward(
+        &mut self,
+        client: &mut TcpStream,
+        app: &App,
+        out: &[u8],
+        how: How,
+        log: &mut AccessLog,
+    ) -> Result<Option<bool>, (ApiError, bool)> {
+        let gateway = self.gateway;
+        let app_id = app.route.app_id.as_str();
+        let mut tried: Vec<usize> = Vec::new();
+        let mut last_error = None;
+        let mut stale_retried = false;
+        let mut all_refused = true;
+        while tried.len() < MAX_ATTEMPTS {
+            let Some((index, admission)) = app.pick(&tried, Instant::now()) else {
+                break;
+            };
+            tried.push(index);
+            let backend = &app.backends[index];
+            backend.in_flight.fetch_add(1, Ordering::Relaxed);
+            gateway.metrics.in_flight.inc();
+            let deadline = Deadline::now() + app.timeout();
+            let exchanged = self.exchange(backend, out, deadline).await;
+            backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+            gateway.metrics.in_flight.dec();
+            let error = match exchanged {
+                Ok((upstream, answer)) => {
+                    backend.succeeded();
+                    return Ok(self.relay(client, upstream, answer, how, app, log).await);
+                }
+                Err(Exchange::TimedOut) => {
+                    backend.failed(&gateway.policy, Instant::now());
+                    gateway.metrics.upstream_error(app_id, "timeout");
+                    let error = ApiError::new(
+                        http::StatusCode::GATEWAY_TIMEOUT,
+                        "upstream_timeout",
+                        format!(
+                            "app {} did not answer within {:?}",
+                            app.route.name,
+                            app.timeout()
+                        ),
+                    );
+                    return Err((error, false));
+                }
+                Err(Exchange::Failed(error)) => error,
+            };
+            if error.is_stale() && !stale_retried && how.repeatable {
+                stale_retried = true;
+                tried.pop();
+                continue;
+            }
+            let connect = error.is_connect();
+            all_refused &= connect;
+            gateway.note_failure(app_id, backend, admission, connect, &error);
+            last_error = Some(ApiError::new(
+                http::StatusCode::BAD_GATEWAY,
+                "upstream_failed",
+                format!(
+                    "instance {} of app {} failed: {}",
+                    backend.instance_id,
+                    app.route.name,
+                    error_chain(&error)
+                ),
+            ));
+            if !(connect || how.idempotent) {
+                break;
+            }
+        }
+        let unreached = all_refused && app.unreachable(Instant::now());
+        let error = last_error.unwrap_or_else(|| {
+            if unreached {
+                no_instance(app)
+            } else {
+                ApiError::unavailable(
+                    "no_healthy_instance",
+                    format!(
+                        "every instance of app {} is failing; retry in a moment",
+                        app.route.name
+                    ),
+                )
+            }
+        });
+        Err((error, unreached))
+    }
+
+    /// Writes the request to `backend` and reads the answer's head.
+    async fn exchange(
+        &mut self,
+        backend: &Backend,
+        out: &[u8],
+        deadline: Deadline,
+    ) -> Result<(Upstream, Answer), Exchange> {
+        let kept = self
+            .kept
+            .iter()
+            .position(|u| u.instance == backend.instance_id)
+            .map(|i| self.kept.remove(i))
+            .filter(|u| !u.closed());
+        let reused = kept.is_some();
+        let mut upstream = match kept {
+            Some(upstream) => upstream,
+            None => {
+                let connect = timeout_at(
+                    deadline.min(Deadline::now() + CONNECT_TIMEOUT),
+                    TcpStream::connect(&backend.authority),
+                );
+                let stream = match connect.await {
+                    Ok(Ok(stream)) => stream,
+                    Ok(Err(err)) => {
+                        return Err(Exchange::Failed(UpstreamError::Connect(err.to_string())))
+                    }
+                    Err(_) => {
+                        return Err(Exchange::Failed(UpstreamError::Connect(format!(
+                            "no connection within {CONNECT_TIMEOUT:?}"
+                        ))))
+                    }
+                };
+                let _ = stream.set_nodelay(true);
+                Upstream {
+                    instance: backend.instance_id.clone(),
+                    stream,
+                    buf: BytesMut::with_capacity(READ_SIZE),
+                }
+            }
+        };
+        let read = async {
+            upstream.stream.write_all(out).await?;
+            loop {
+                if let Some(answer) = Answer::parse(&upstream.buf)? {
+                    if answer.status >= 200 || answer.status == 101 {
+                        return Ok(answer);
+                    }
+                    // 100 Continue and other interim answers are not passed on.
+                    upstream.buf.advance(answer.head_len);
+                    continue;
+                }
+                if read_more(&mut upstream.stream, &mut upstream.buf).await? == 0 {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the instance closed the connection before answering",
+                    ));
+                }
+            }
+        };
+        match timeout_at(deadline, read).await {
+            Err(_) => Err(Exchange::TimedOut),
+            Ok(Ok(answer)) if answer.status == 101 => Err(Exchange::Failed(UpstreamError::Io(
+                io::Error::other("the instance switched protocols unasked"),
+            ))),
+            Ok(Ok(answer)) => Ok((upstream, answer)),
+            Ok(Err(err)) => {
+                // Nothing came back on a connection kept from before: the
+                // instance had let it go.
+                let closed = matches!(
+                    err.kind(),
+                    io::ErrorKind::UnexpectedEof
+                        | io::ErrorKind::ConnectionReset
+                        | io::ErrorKind::BrokenPipe
+                );
+                if reused && closed && upstream.buf.is_empty() {
+                    Err(Exchange::Failed(UpstreamError::StaleIo(err)))
+                } else {
+                    Err(Exchange::Failed(UpstreamError::Io(err)))
+                }
+            }
+        }
+    }
+
+    /// Copies the answer (its head rewritten, its body as it comes) to the
+    /// client and keeps the upstream connection when it may be reused.
+    #[allow(clippy::too_many_arguments)]
+    async fn relay(
+        &mut self,
+        client: &mut TcpStream,
+        mut upstream: Upstream,
+        answer: Answer,
+        how: How,
+        app: &App,
+        log: &mut AccessLog,
+    ) -> Option<bool> {
+        let framing = if how.head || answer.status == 204 || answer.status == 304 {
+            Framing::Length(0)
+        } else {
+            answer.framing
+        };
+        let close = how.close || matches!(framing, Framing::UntilClose);
+        log.status = answer.status;
+        let mut out = Vec::with_capacity(answer.head_len + 64);
+        answer.write_head(
+            &upstream.buf[..answer.head_len],
+            &mut out,
+            &log.request_id,
+            close,
+        );
+        upstream.buf.advance(answer.head_len);
+        // The body: what came with the head goes out with it, the rest as it
+        // arrives, each read within the app's timeout of the one before.
+        let timeout = app.timeout();
+        let mut body = BodyCursor::new(framing);
+        let mut sent_head = false;
+        loop {
+            let take = body.take(&upstream.buf);
+            out.extend_from_slice(&upstream.buf[..take]);
+            upstream.buf.advance(take);
+            log.bytes += take as u64;
+            if !out.is_empty() || !sent_head {
+                if self.write_client(client, &out).await.is_err() {
+                    return None;
+                }
+                sent_head = true;
+                out.clear();
+            }
+            if body.done() {
+                break;
+            }
+            upstream.buf.clear();
+            match tokio::time::timeout(timeout, read_more(&mut upstream.stream, &mut upstream.buf))
+                .await
+            {
+                Ok(Ok(n)) if n > 0 => {}
+                Ok(Ok(_)) if matches!(framing, Framing::UntilClose) => return Some(false),
+                _ => {
+                    self.gateway
+                        .metrics
+                        .upstream_error(&app.route.app_id, "reset");
+                    return None;
+                }
+            }
+        }
+        if answer.reusable && upstream.buf.is_empty() {
+            if self.kept.len() >= MAX_KEPT {
+                self.kept.remove(0);
+            }
+            self.kept.push(upstream);
+        }
+        Some(!close)
+    }
+}
+
+fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// What the forwarding of one request depends on.
+#[derive(Clone, Copy)]
+struct How {
+    /// A `HEAD` request: the answer has no body.
+    head: bool,
+    /// The client asked to close after this answer.
+    close: bool,
+    /// See [`Prepared::repeatable`].
+    repeatable: bool,
+    idempotent: bool,
+}
+
+/// Why an exchange with an instance gave no answer head.
+enum Exchange {
+    TimedOut,
+    Failed(UpstreamError),
+}
+
+/// How an answer's body ends.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Framing {
+    Length(u64),
+    Chunked,
+    UntilClose,
+}
+
+/// An instance's answer head, parsed.
+struct Answer {
+    head_len: usize,
+    status: u16,
+    framing: Framing,
+    /// The instance keeps the connection open after this answer.
+    reusable: bool,
+}
+
+impl Answer {
+    fn parse(buf: &[u8]) -> io::Result<Option<Answer>> {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut fields);
+        let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+        let head_len = match res.parse(buf) {
+            Ok(httparse::Status::Complete(n)) => n,
+            Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => return Ok(None),
+            Ok(httparse::Status::Partial) => return Err(bad("the answer's head is too large")),
+            Err(err) => return Err(bad(&format!("the answer's head does not parse: {err}"))),
+        };
+        let status = res.code.unwrap_or(0);
+        let fields: &[httparse::Header<'_>] = res.headers;
+        let tokens = connection_tokens(fields);
+        let mut reusable =
+            res.version == Some(1) && !tokens.iter().any(|t| t.eq_ignore_ascii_case("close"));
+        let chunked = fields
+            .iter()
+            .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .last();
+        let framing = match chunked {
+            Some(last) if last.eq_ignore_ascii_case("chunked") => Framing::Chunked,
+            Some(_) => Framing::UntilClose,
+            None => {
+                let mut lengths = fields
+                    .iter()
+                    .filter(|h| h.name.eq_ignore_ascii_case("content-length"))
+                    .map(|h| {
+                        std::str::from_utf8(h.value)
+                            .ok()
+                            .filter(|v| !v.is_empty() && v.bytes().all(|c| c.is_ascii_digit()))
+                            .and_then(|v| v.parse::<u64>().ok())
+                    });
+                match lengths.next() {
+                    None => Framing::UntilClose,
+                    Some(first) => {
+                        let first = first.ok_or_else(|| bad("a bad Content-Length"))?;
+                        if lengths.any(|n| n != Some(first)) {
+                            return Err(bad("Content-Length fields that disagree"));
+                        }
+                        Framing::Length(first)
+                    }
+                }
+            }
+        };
+        if matches!(framing, Framing::UntilClose) {
+            reusable = false;
+        }
+        Ok(Some(Answer {
+            head_len,
+            status,
+            framing,
+            reusable,
+        }))
+    }
+
+    /// The head as the client gets it: hop-by-hop fields and those the
+    /// `Connection` field names left out, the gateway's request id and, when
+    /// the connection ends after this answer, `Connection: close`.
+    fn write_head(&self, raw: &[u8], out: &mut Vec<u8>, request_id: &HeaderValue, close: bool) {
+        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut fields);
+        // Parsed whole before (`Answer::parse`).
+        let _ = res.parse(raw);
+        let status = http::StatusCode::from_u16(self.status).ok();
+        let reason = match res.reason {
+            Some(r) if !r.is_empty() => r,
+            _ => status.and_then(|s| s.canonical_reason()).unwrap_or(""),
+        };
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(self.status.to_string().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(reason.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        let fields: &[httparse::Header<'_>] = res.headers;
+        let tokens = connection_tokens(fields);
+        for field in fields.iter() {
+            let name = field.name;
+            if is_named(name, &NOT_FORWARDED) || is_named(name, &tokens) {
+                continue;
+            }
+            if self.framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
+                continue;
+            }
+            push_field(out, name.as_bytes(), field.value);
+        }
+        if self.framing == Framing::Chunked {
+            push_field(out, b"transfer-encoding", b"chunked");
+        }
+        push_field(out, b"x-request-id", request_id.as_bytes());
+        if close {
+            push_field(out, b"connection", b"close");
+        }
+        out.extend_from_slice(b"\r\n");
+    }
+}
+
+/// Where an answer's body ends, followed through the bytes as they pass.
+struct BodyCursor {
+    state: Cursor,
+}
+
+enum Cursor {
+    /// Bytes left of a sized body, or of a chunk's data and its CRLF.
+    Remaining(u64, Then),
+    /// Reading a chunk-size line (its bytes so far, bounded).
+    SizeLine(Vec<u8>),
+    /// Reading trailer lines: the bytes of the current line so far.
+    Trailers(Vec<u8>),
+    UntilClose,
+    Done,
+}
+
+#[derive(Clone, Copy)]
+enum Then {
+    Done,
+    SizeLine,
+}
+
+impl BodyCursor {
+    fn new(framing: Framing) -> Self {
+        let state = match framing {
+            Framing::Length(0) => Cursor::Done,
+            Framing::Length(n) => Cursor::Remaining(n, Then::Done),
+            Framing::Chunked => Cursor::SizeLine(Vec::new()),
+            Framing::UntilClose => Cursor::UntilClose,
+        };
+        Self { state }
+    }
+
+    fn done(&self) -> bool {
+        matches!(self.state, Cursor::Done)
+    }
+
+    /// How many bytes at the start of `buf` belong to the body (all of them
+    /// up to its end).
+    fn take(&mut self, buf: &[u8]) -> usize {
+        let mut used = 0;
+        while used < buf.len() {
+            match &mut self.state {
+                Cursor::Done => break,
+                Cursor::UntilClose => used = buf.len(),
+                Cursor::Remaining(left, then) => {
+                    let n = (*left).min((buf.len() - used) as u64);
+                    *left -= n;
+                    used += n as usize;
+                    if *left == 0 {
+                        self.state = match then {
+                            Then::Done => Cursor::Done,
+                            Then::SizeLine => Cursor::SizeLine(Vec::new()),
+                        };
+                    }
+                }
+                Cursor::SizeLine(line) | Cursor::Trailers(line) => {
+                    let byte = buf[used];
+                    used += 1;
+                    line.push(byte);
+                    if byte != b'\n' {
+                        if line.len() > 4096 {
+                            // Not a chunked body after all: pass the rest on
+                            // and end with the connection.
+                            self.state = Cursor::UntilClose;
+                        }
+                        continue;
+                    }
+                    let line = std::mem::take(line);
+                    self.state = match &self.state {
+                        Cursor::SizeLine(_) => match httparse::parse_chunk_size(&line) {
+                            Ok(httparse::Status::Complete((_, 0))) => Cursor::Trailers(Vec::new()),
+                            Ok(httparse::Status::Complete((_, size))) => {
+                                Cursor::Remaining(size.saturating_add(2), Then::SizeLine)
+                            }
+                            _ => Cursor::UntilClose,
+                        },
+                        _ if line == b"\r\n" || line == b"\n" => Cursor::Done,
+                        _ => Cursor::Trailers(Vec::new()),
+                    };
+                }
+            }
+        }
+        used
+    }
+}
+
+/// The gateway's own answer, as the request path writes it (JSON).
+fn error_response(err: &ApiError, request_id: &HeaderValue, close: bool) -> Vec<u8> {
+    let body = err.body();
+    let mut out = Vec::with_capacity(body.len() + 256);
+    let status = err.status;
+    out.extend_from_slice(
+        format!(
+            "HTTP/1.1 {} {}\r\n",
+            status.as_u16(),
+            status.canonical_reason().unwrap_or("")
+        )
+        .as_bytes(),
+    );
+    push_field(&mut out, b"content-type", b"application/json");
+    push_field(
+        &mut out,
+        b"content-length",
+        body.len().to_string().as_bytes(),
+    );
+    if let Some(secs) = err.retry_after_secs() {
+        push_field(&mut out, b"retry-after", secs.to_string().as_bytes());
+    }
+    push_field(&mut out, b"x-request-id", request_id.as_bytes());
+    if close {
+        push_field(&mut out, b"connection", b"close");
+    }
+    out.extend_from_slice(b"\r\n");
+    out.extend_from_slice(body.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn through(framing: Framing, pieces: &[&[u8]]) -> (usize, bool) {
+        let mut cursor = BodyCursor::new(framing);
+        let mut used = 0;
+        for piece in pieces {
+            used += cursor.take(piece);
+        }
+        (used, cursor.done())
+    }
+
+    #[test]
+    fn chunked_bodies_end_where_their_last_chunk_does() {
+        let body: &[u8] = b"5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: 1\r\n\r\n";
+        assert_eq!(through(Framing::Chunked, &[body]), (body.len(), true));
+        // The same, a byte at a time, with bytes after its end left alone.
+        let mut cursor = BodyCursor::new(Framing::Chunked);
+        let mut used = 0;
+        let mut with_more = body.to_vec();
+        with_more.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+        for byte in &with_more {
+            used += cursor.take(std::slice::from_ref(byte));
+        }
+        assert_eq!(used, body.len());
+        assert!(cursor.done());
+        // Not done before the final empty line.
+        assert_eq!(through(Framing::Chunked, &[b"0\r\n"]), (3, false));
+    }
+
+    #[test]
+    fn sized_bodies_end_at_their_length() {
+        assert_eq!(through(Framing::Length(4), &[b"ab", b"cdef"]), (4, true));
+        assert_eq!(through(Framing::Length(4), &[b"ab"]), (2, false));
+        assert_eq!(through(Framing::UntilClose, &[b"ab", b"cd"]), (4, false));
+    }
+
+    #[test]
+    fn answer_heads_are_framed_and_cleaned() {
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nX-Request-Id: theirs\r\nX-Kept: 1\r\n\r\nok";
+        let answer = Answer::parse(raw).unwrap().unwrap();
+        assert_eq!(answer.framing, Framing::Length(2));
+        assert!(answer.reusable);
+        let mut out = Vec::new();
+        let id = HeaderValue::from_static("ours");
+        answer.write_head(&raw[..answer.head_len], &mut out, &id, true);
+        let text = String::from_utf8(out).unwrap().to_ascii_lowercase();
+        assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+        assert!(text.contains("content-length: 2\r\n"));
+        assert!(text.contains("x-kept: 1\r\n"));
+        assert!(text.contains("x-request-id: ours\r\n"));
+        assert!(text.contains("connection: close\r\n"));
+        assert!(!text.contains("x-secret"), "{text}");
+        assert!(!text.contains("theirs"), "{text}");
+        assert!(!text.contains("keep-alive"), "{text}");
+
+        let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
+        let answer = Answer::parse(chunked).unwrap().unwrap();
+        assert_eq!(answer.framing, Framing::Chunked);
+        let mut out = Vec::new();
+        answer.write_head(chunked, &mut out, &id, false);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains("transfer-encoding: chunked\r\n"));
+        assert!(
+            !text.to_ascii_lowercase().contains("content-length"),
+            "{text}"
+        );
+
+        let until_close = b"HTTP/1.0 200 OK\r\n\r\n";
+        let answer = Answer::parse(until_close).unwrap().unwrap();
+        assert_eq!(answer.framing, Framing::UntilClose);
+        assert!(!answer.reusable);
+
+        let disagree = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
+        assert!(Answer::parse(disagree).is_err());
+        assert!(Answer::parse(b"HTTP/1.1 200 OK\r\nContent-")
+            .unwrap()
+            .is_none());
+    }
+}
