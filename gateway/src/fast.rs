@@ -154,6 +154,9 @@ impl Upstream {
     }
 }
 
+// A `Prepared` lives on the stack for one request; boxing it would cost an
+// allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     Partial,
     Hyper,
@@ -746,7 +749,7 @@ impl Answer {
             .filter_map(|h| std::str::from_utf8(h.value).ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
-            .last();
+            .next_back();
         let framing = match chunked {
             Some(last) if last.eq_ignore_ascii_case("chunked") => Framing::Chunked,
             Some(_) => Framing::UntilClose,
