@@ -28,6 +28,7 @@ use bytes::{Buf, BytesMut};
 use http::{HeaderValue, Method};
 use std::{
     io,
+    mem::MaybeUninit,
     net::SocketAddr,
     sync::{atomic::Ordering, Arc},
     time::Instant,
@@ -66,8 +67,10 @@ pub async fn serve(
 ) -> Ended {
     let mut conn = Conn {
         peer,
+        peer_ip: peer.ip().to_string(),
         gateway,
         limits,
+        table: None,
         buf: BytesMut::with_capacity(READ_SIZE),
         kept: Vec::new(),
     };
@@ -124,8 +127,12 @@ async fn read_more(stream: &mut TcpStream, buf: &mut BytesMut) -> io::Result<usi
 /// One client connection on the fast path.
 struct Conn<'a> {
     peer: SocketAddr,
+    /// `X-Forwarded-For`.
+    peer_ip: String,
     gateway: &'a Gateway,
     limits: &'a ConnLimits,
+    /// The route table as of this connection's last request.
+    table: Option<(u64, Arc<crate::routes::Table>)>,
     /// What was read from the client and not yet used.
     buf: BytesMut,
     /// Open connections to instances, by instance id, most recent last.
@@ -166,6 +173,8 @@ enum Parsed {
 /// A request read whole (head and body) and decided on.
 struct Prepared {
     log: AccessLog,
+    /// The app the request is for (its metrics), if any.
+    app: Option<Arc<App>>,
     /// The client asked to close after this answer.
     close: bool,
     head: bool,
@@ -173,8 +182,8 @@ struct Prepared {
     /// closed (whether it had reached the instance cannot be told).
     repeatable: bool,
     idempotent: bool,
-    /// The app and the request as its instance gets it; or the answer.
-    step: Result<(Arc<App>, Vec<u8>), ApiError>,
+    /// The request as the app's instance gets it; or the answer.
+    step: Result<Vec<u8>, ApiError>,
 }
 
 /// Header fields that describe one connection, never forwarded, and those
@@ -216,9 +225,9 @@ impl Conn<'_> {
     /// Parses the head at the start of the buffer and decides what to do
     /// with the request; takes the request's bytes off the buffer.
     fn prepare(&mut self) -> Parsed {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut req = httparse::Request::new(&mut fields);
-        let head_len = match req.parse(&self.buf) {
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut req = httparse::Request::new(&mut []);
+        let head_len = match req.parse_with_uninit_headers(&self.buf, &mut fields) {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if self.buf.len() <= self.limits.max_header_bytes => {
                 return Parsed::Partial
@@ -277,8 +286,8 @@ impl Conn<'_> {
             .ok()
             .and_then(|h| h.parse::<http::uri::Authority>().ok())
             .map(|a| a.host().to_ascii_lowercase());
-        let table = self.gateway.routes.current();
-        let Some(target) = proxied_target(&table, host.as_deref(), uri.path(), uri.query()) else {
+        let table = self.gateway.routes.cached(&mut self.table);
+        let Some(target) = proxied_target(table, host.as_deref(), uri.path(), uri.query()) else {
             return Parsed::Hyper;
         };
         // The body too, before anything is decided (it goes on in one write).
@@ -303,10 +312,11 @@ impl Conn<'_> {
             bytes: 0,
             peer: self.peer,
         };
+        let mut routed = None;
         let step = target.and_then(|(app, path)| {
             log.app = Some(app.route.app_id.clone());
-            log.app_metrics = Some(app.metrics(&self.gateway.metrics).clone());
-            let key_from_header = self.gateway.admit_call(&table, &app, fields)?;
+            let app = routed.insert(app);
+            let key_from_header = self.gateway.admit_call(table, app, fields)?;
             let mut out = Vec::with_capacity(head_len + body_len + 256);
             out.extend_from_slice(method.as_str().as_bytes());
             out.push(b' ');
@@ -327,8 +337,7 @@ impl Conn<'_> {
                 }
                 push_field(&mut out, name.as_bytes(), field.value);
             }
-            let client = self.peer.ip().to_string();
-            push_field(&mut out, b"x-forwarded-for", client.as_bytes());
+            push_field(&mut out, b"x-forwarded-for", self.peer_ip.as_bytes());
             let proto: &[u8] = if self.gateway.https {
                 b"https"
             } else {
@@ -339,7 +348,7 @@ impl Conn<'_> {
             push_field(&mut out, b"x-request-id", request_id.as_bytes());
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
-            Ok((app, out))
+            Ok(out)
         });
         let idempotent = matches!(
             method,
@@ -352,6 +361,7 @@ impl Conn<'_> {
         );
         let prepared = Prepared {
             log,
+            app: routed,
             close,
             head: method == Method::HEAD,
             repeatable: idempotent || body_len == 0,
@@ -366,6 +376,7 @@ impl Conn<'_> {
     async fn answer(&mut self, client: &mut TcpStream, request: Prepared) -> Option<bool> {
         let Prepared {
             mut log,
+            app,
             close,
             head,
             repeatable,
@@ -378,12 +389,13 @@ impl Conn<'_> {
             repeatable,
             idempotent,
         };
-        let result = match step {
-            Ok((app, out)) => {
-                self.ready_and_forward(client, app, &out, how, &mut log)
+        let result = match (step, &app) {
+            (Ok(out), Some(app)) => {
+                self.ready_and_forward(client, app.clone(), &out, how, &mut log)
                     .await
             }
-            Err(err) => Err(err),
+            (Err(err), _) => Err(err),
+            (Ok(_), None) => unreachable!("a request is forwarded only to an app"),
         };
         let keep = match result {
             Ok(keep) => keep,
@@ -395,10 +407,11 @@ impl Conn<'_> {
                 written.then_some(!close)
             }
         };
-        match log.app_metrics.take() {
+        match app {
             Some(app) if log.status != 0 => {
-                app.count(log.status);
-                app.latency.observe(log.started.elapsed().as_secs_f64());
+                let metrics = app.metrics(&self.gateway.metrics);
+                metrics.count(log.status);
+                metrics.latency.observe(log.started.elapsed().as_secs_f64());
             }
             Some(_) => {}
             None => self.gateway.metrics.count_unrouted(log.status),
@@ -468,13 +481,15 @@ impl Conn<'_> {
             backend.in_flight.fetch_add(1, Ordering::Relaxed);
             gateway.metrics.in_flight.inc();
             let deadline = Deadline::now() + app.timeout();
-            let exchanged = self.exchange(backend, out, deadline).await;
+            let exchanged = self
+                .exchange(backend, out, how, &log.request_id, deadline)
+                .await;
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             gateway.metrics.in_flight.dec();
             let error = match exchanged {
                 Ok((upstream, answer)) => {
                     backend.succeeded();
-                    return Ok(self.relay(client, upstream, answer, how, app, log).await);
+                    return Ok(self.relay(client, upstream, answer, app, log).await);
                 }
                 Err(Exchange::TimedOut) => {
                     backend.failed(&gateway.policy, Instant::now());
@@ -536,6 +551,8 @@ impl Conn<'_> {
         &mut self,
         backend: &Backend,
         out: &[u8],
+        how: How,
+        request_id: &HeaderValue,
         deadline: Deadline,
     ) -> Result<(Upstream, Answer), Exchange> {
         let kept = self
@@ -574,7 +591,7 @@ impl Conn<'_> {
         let read = async {
             upstream.stream.write_all(out).await?;
             loop {
-                if let Some(answer) = Answer::parse(&upstream.buf)? {
+                if let Some(answer) = Answer::parse(&upstream.buf, how, request_id)? {
                     if answer.status >= 200 || answer.status == 101 {
                         return Ok(answer);
                     }
@@ -622,40 +639,32 @@ impl Conn<'_> {
         client: &mut TcpStream,
         mut upstream: Upstream,
         answer: Answer,
-        how: How,
         app: &App,
         log: &mut AccessLog,
     ) -> Option<bool> {
-        let framing = if how.head || answer.status == 204 || answer.status == 304 {
-            Framing::Length(0)
-        } else {
-            answer.framing
-        };
-        let close = how.close || matches!(framing, Framing::UntilClose);
-        log.status = answer.status;
-        let mut out = Vec::with_capacity(answer.head_len + 64);
-        answer.write_head(
-            &upstream.buf[..answer.head_len],
-            &mut out,
-            &log.request_id,
+        let Answer {
+            head_len,
+            status,
+            framing,
+            reusable,
             close,
-        );
-        upstream.buf.advance(answer.head_len);
+            head: mut out,
+        } = answer;
+        log.status = status;
+        upstream.buf.advance(head_len);
         // The body: what came with the head goes out with it, the rest as it
         // arrives, each read within the app's timeout of the one before.
         let timeout = app.timeout();
         let mut body = BodyCursor::new(framing);
-        let mut sent_head = false;
         loop {
             let take = body.take(&upstream.buf);
             out.extend_from_slice(&upstream.buf[..take]);
             upstream.buf.advance(take);
             log.bytes += take as u64;
-            if !out.is_empty() || !sent_head {
+            if !out.is_empty() {
                 if self.write_client(client, &out).await.is_err() {
                     return None;
                 }
-                sent_head = true;
                 out.clear();
             }
             if body.done() {
@@ -675,7 +684,7 @@ impl Conn<'_> {
                 }
             }
         }
-        if answer.reusable && upstream.buf.is_empty() {
+        if reusable && upstream.buf.is_empty() {
             if self.kept.len() >= MAX_KEPT {
                 self.kept.remove(0);
             }
@@ -718,21 +727,37 @@ enum Framing {
     UntilClose,
 }
 
-/// An instance's answer head, parsed.
+/// An instance's answer head, parsed, and the head the client gets.
+#[derive(Debug)]
 struct Answer {
     head_len: usize,
     status: u16,
+    /// How the body that follows ends (nothing for `HEAD`, 204 and 304).
     framing: Framing,
     /// The instance keeps the connection open after this answer.
     reusable: bool,
+    /// The client's connection ends after this answer.
+    close: bool,
+    /// The head as the client gets it (empty for an interim answer):
+    /// hop-by-hop fields and those the `Connection` field names left out,
+    /// the gateway's request id and, when the connection ends after this
+    /// answer, `Connection: close`.
+    head: Vec<u8>,
 }
 
 impl Answer {
-    fn parse(buf: &[u8]) -> io::Result<Option<Answer>> {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut fields);
+    /// The answer head at the start of `buf` (to the request `how`
+    /// describes), if it is all there.
+    fn parse(buf: &[u8], how: How, request_id: &HeaderValue) -> io::Result<Option<Answer>> {
+        let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
+        let mut res = httparse::Response::new(&mut []);
         let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
-        let head_len = match res.parse(buf) {
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut res,
+            buf,
+            &mut fields,
+        );
+        let head_len = match parsed {
             Ok(httparse::Status::Complete(n)) => n,
             Ok(httparse::Status::Partial) if buf.len() < 64 * 1024 => return Ok(None),
             Ok(httparse::Status::Partial) => return Err(bad("the answer's head is too large")),
@@ -743,14 +768,14 @@ impl Answer {
         let tokens = connection_tokens(fields);
         let mut reusable =
             res.version == Some(1) && !tokens.iter().any(|t| t.eq_ignore_ascii_case("close"));
-        let chunked = fields
+        let coding = fields
             .iter()
             .filter(|h| h.name.eq_ignore_ascii_case("transfer-encoding"))
             .filter_map(|h| std::str::from_utf8(h.value).ok())
             .flat_map(|v| v.split(','))
             .map(str::trim)
             .next_back();
-        let framing = match chunked {
+        let sent = match coding {
             Some(last) if last.eq_ignore_ascii_case("chunked") => Framing::Chunked,
             Some(_) => Framing::UntilClose,
             None => {
@@ -775,55 +800,57 @@ impl Answer {
                 }
             }
         };
+        let framing = if how.head || status < 200 || status == 204 || status == 304 {
+            Framing::Length(0)
+        } else {
+            sent
+        };
         if matches!(framing, Framing::UntilClose) {
             reusable = false;
+        }
+        let close = how.close || matches!(framing, Framing::UntilClose);
+        let mut head = Vec::new();
+        if status >= 200 {
+            head.reserve(head_len + 64);
+            let reason = match res.reason {
+                Some(r) if !r.is_empty() => r,
+                _ => http::StatusCode::from_u16(status)
+                    .ok()
+                    .and_then(|s| s.canonical_reason())
+                    .unwrap_or(""),
+            };
+            head.extend_from_slice(b"HTTP/1.1 ");
+            head.extend_from_slice(status.to_string().as_bytes());
+            head.push(b' ');
+            head.extend_from_slice(reason.as_bytes());
+            head.extend_from_slice(b"\r\n");
+            for field in fields {
+                let name = field.name;
+                if is_named(name, &NOT_FORWARDED) || is_named(name, &tokens) {
+                    continue;
+                }
+                if framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
+                    continue;
+                }
+                push_field(&mut head, name.as_bytes(), field.value);
+            }
+            if framing == Framing::Chunked {
+                push_field(&mut head, b"transfer-encoding", b"chunked");
+            }
+            push_field(&mut head, b"x-request-id", request_id.as_bytes());
+            if close {
+                push_field(&mut head, b"connection", b"close");
+            }
+            head.extend_from_slice(b"\r\n");
         }
         Ok(Some(Answer {
             head_len,
             status,
             framing,
             reusable,
+            close,
+            head,
         }))
-    }
-
-    /// The head as the client gets it: hop-by-hop fields and those the
-    /// `Connection` field names left out, the gateway's request id and, when
-    /// the connection ends after this answer, `Connection: close`.
-    fn write_head(&self, raw: &[u8], out: &mut Vec<u8>, request_id: &HeaderValue, close: bool) {
-        let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-        let mut res = httparse::Response::new(&mut fields);
-        // Parsed whole before (`Answer::parse`).
-        let _ = res.parse(raw);
-        let status = http::StatusCode::from_u16(self.status).ok();
-        let reason = match res.reason {
-            Some(r) if !r.is_empty() => r,
-            _ => status.and_then(|s| s.canonical_reason()).unwrap_or(""),
-        };
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(self.status.to_string().as_bytes());
-        out.push(b' ');
-        out.extend_from_slice(reason.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        let fields: &[httparse::Header<'_>] = res.headers;
-        let tokens = connection_tokens(fields);
-        for field in fields.iter() {
-            let name = field.name;
-            if is_named(name, &NOT_FORWARDED) || is_named(name, &tokens) {
-                continue;
-            }
-            if self.framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
-                continue;
-            }
-            push_field(out, name.as_bytes(), field.value);
-        }
-        if self.framing == Framing::Chunked {
-            push_field(out, b"transfer-encoding", b"chunked");
-        }
-        push_field(out, b"x-request-id", request_id.as_bytes());
-        if close {
-            push_field(out, b"connection", b"close");
-        }
-        out.extend_from_slice(b"\r\n");
     }
 }
 
@@ -983,17 +1010,26 @@ mod tests {
         assert_eq!(through(Framing::UntilClose, &[b"ab", b"cd"]), (4, false));
     }
 
+    fn how(head: bool, close: bool) -> How {
+        How {
+            head,
+            close,
+            repeatable: true,
+            idempotent: true,
+        }
+    }
+
     #[test]
     fn answer_heads_are_framed_and_cleaned() {
-        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nX-Request-Id: theirs\r\nX-Kept: 1\r\n\r\nok";
-        let answer = Answer::parse(raw).unwrap().unwrap();
-        assert_eq!(answer.framing, Framing::Length(2));
-        assert!(answer.reusable);
-        let mut out = Vec::new();
         let id = HeaderValue::from_static("ours");
-        answer.write_head(&raw[..answer.head_len], &mut out, &id, true);
-        let text = String::from_utf8(out).unwrap().to_ascii_lowercase();
+        let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nX-Request-Id: theirs\r\nX-Kept: 1\r\n\r\nok";
+        let answer = Answer::parse(raw, how(false, true), &id).unwrap().unwrap();
+        assert_eq!(answer.framing, Framing::Length(2));
+        assert!(answer.reusable && answer.close);
+        assert_eq!(answer.head_len, raw.len() - 2);
+        let text = String::from_utf8(answer.head).unwrap().to_ascii_lowercase();
         assert!(text.starts_with("http/1.1 200 ok\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\n"), "{text}");
         assert!(text.contains("content-length: 2\r\n"));
         assert!(text.contains("x-kept: 1\r\n"));
         assert!(text.contains("x-request-id: ours\r\n"));
@@ -1002,26 +1038,44 @@ mod tests {
         assert!(!text.contains("theirs"), "{text}");
         assert!(!text.contains("keep-alive"), "{text}");
 
+        // A HEAD request's answer has no body, whatever its fields say.
+        let answer = Answer::parse(raw, how(true, false), &id).unwrap().unwrap();
+        assert_eq!(answer.framing, Framing::Length(0));
+        assert!(!answer.close);
+
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
-        let answer = Answer::parse(chunked).unwrap().unwrap();
+        let answer = Answer::parse(chunked, how(false, false), &id)
+            .unwrap()
+            .unwrap();
         assert_eq!(answer.framing, Framing::Chunked);
-        let mut out = Vec::new();
-        answer.write_head(chunked, &mut out, &id, false);
-        let text = String::from_utf8(out).unwrap();
+        let text = String::from_utf8(answer.head).unwrap();
         assert!(text.contains("transfer-encoding: chunked\r\n"));
         assert!(
             !text.to_ascii_lowercase().contains("content-length"),
             "{text}"
         );
+        assert!(!text.contains("connection: close"), "{text}");
 
+        // No length: the body runs to the end of the connection, which then
+        // ends on the client's side too.
         let until_close = b"HTTP/1.0 200 OK\r\n\r\n";
-        let answer = Answer::parse(until_close).unwrap().unwrap();
+        let answer = Answer::parse(until_close, how(false, false), &id)
+            .unwrap()
+            .unwrap();
         assert_eq!(answer.framing, Framing::UntilClose);
-        assert!(!answer.reusable);
+        assert!(!answer.reusable && answer.close);
+
+        let interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
+        let answer = Answer::parse(interim, how(false, false), &id)
+            .unwrap()
+            .unwrap();
+        assert_eq!((answer.status, answer.head_len), (103, interim.len()));
+        assert!(answer.head.is_empty());
 
         let disagree = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
-        assert!(Answer::parse(disagree).is_err());
-        assert!(Answer::parse(b"HTTP/1.1 200 OK\r\nContent-")
+        assert!(Answer::parse(disagree, how(false, false), &id).is_err());
+        let partial = b"HTTP/1.1 200 OK\r\nContent-";
+        assert!(Answer::parse(partial, how(false, false), &id)
             .unwrap()
             .is_none());
     }

@@ -13,7 +13,7 @@ use std::{
     net::SocketAddr,
     num::NonZeroU32,
     sync::{
-        atomic::{AtomicUsize, Ordering},
+        atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc, Mutex, RwLock,
     },
     time::{Duration, Instant},
@@ -349,6 +349,8 @@ impl Table {
 pub struct Routes {
     table: Arc<RwLock<Arc<Table>>>,
     version: Arc<watch::Sender<u64>>,
+    /// The version again, readable without a lock (after the table it counts).
+    changes: Arc<AtomicU64>,
     /// False until the first snapshot arrived.
     synced: Arc<watch::Sender<bool>>,
 }
@@ -358,6 +360,7 @@ impl Default for Routes {
         Self {
             table: Arc::default(),
             version: Arc::new(watch::channel(0).0),
+            changes: Arc::default(),
             synced: Arc::new(watch::channel(false).0),
         }
     }
@@ -366,6 +369,17 @@ impl Default for Routes {
 impl Routes {
     pub fn current(&self) -> Arc<Table> {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// The current table, kept in `cache` (one per connection) until the
+    /// table changes: no lock taken and no count shared between threads
+    /// touched per request.
+    pub fn cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Table>)>) -> &'c Arc<Table> {
+        let version = self.changes.load(Ordering::Acquire);
+        if cache.as_ref().is_none_or(|(seen, _)| *seen != version) {
+            *cache = Some((version, self.current()));
+        }
+        &cache.as_ref().expect("just set").1
     }
 
     /// Notified after every change.
@@ -475,6 +489,7 @@ impl Routes {
         }
         table.keys = keys;
         *self.table.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(table);
+        self.changes.fetch_add(1, Ordering::Release);
         self.version.send_modify(|v| *v += 1);
         if update.snapshot {
             self.synced.send_replace(true);
