@@ -75,6 +75,9 @@ pub async fn serve(
         kept: Vec::new(),
     };
     let mut first = true;
+    // Made once: registering with the token on every wait would take its lock.
+    let cancelled = shutdown.cancelled();
+    tokio::pin!(cancelled);
     loop {
         // The next head: at first within the header read timeout, on a kept
         // connection within the idle timeout, then whole within the header
@@ -87,7 +90,7 @@ pub async fn serve(
         first = false;
         if conn.buf.is_empty() {
             let read = tokio::select! {
-                _ = shutdown.cancelled() => return Ended::Closed,
+                _ = &mut cancelled => return Ended::Closed,
                 read = timeout_at(Deadline::now() + wait, read_more(client, &mut conn.buf)) => read,
             };
             match read {
@@ -282,10 +285,17 @@ impl Conn<'_> {
             return Parsed::Hyper;
         };
         let host_value = fields.field("host").unwrap_or_default();
-        let host = std::str::from_utf8(host_value)
+        let authority = std::str::from_utf8(host_value)
             .ok()
-            .and_then(|h| h.parse::<http::uri::Authority>().ok())
-            .map(|a| a.host().to_ascii_lowercase());
+            .and_then(|h| h.parse::<http::uri::Authority>().ok());
+        let host = authority.as_ref().map(|a| {
+            let host = a.host();
+            if host.bytes().any(|b| b.is_ascii_uppercase()) {
+                std::borrow::Cow::Owned(host.to_ascii_lowercase())
+            } else {
+                std::borrow::Cow::Borrowed(host)
+            }
+        });
         let table = self.gateway.routes.cached(&mut self.table);
         let Some(target) = proxied_target(table, host.as_deref(), uri.path(), uri.query()) else {
             return Parsed::Hyper;

@@ -118,6 +118,7 @@ pub async fn serve(
                     .build()
                     .expect("a gateway thread's runtime");
                 runtime.block_on(async move {
+                    keep_next_timer_near();
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             server::serve(
@@ -137,4 +138,24 @@ pub async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// How often each gateway thread's runtime wakes with nothing to do.
+const TICK: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Keeps a timer due within [`TICK`] on this thread's runtime. A deadline
+/// set earlier than the runtime's next timer wakes the event loop through
+/// its eventfd (timers may be set from any thread); with a timer always due
+/// this soon, a request's deadlines (header reads, answers from the app)
+/// never come before it, and the wake-up is saved: a `write` and an
+/// `epoll_wait` for every other request at a low rate, four wake-ups a
+/// second instead.
+fn keep_next_timer_near() {
+    tokio::spawn(async {
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tick.tick().await;
+        }
+    });
 }

@@ -609,12 +609,20 @@ pub(crate) fn proxied_target(
     path: &str,
     query: Option<&str>,
 ) -> Option<Result<(Arc<App>, String), ApiError>> {
-    let with_query = |path: &str| match query {
-        Some(q) => format!("{path}?{q}"),
-        None => path.to_owned(),
+    // `prefix` + `path` + `?query`, in one allocation.
+    let with_query = |prefix: &str, path: &str| {
+        let mut out =
+            String::with_capacity(prefix.len() + path.len() + query.map_or(0, |q| q.len() + 1));
+        out.push_str(prefix);
+        out.push_str(path);
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
     };
     if let Some(app) = host.and_then(|h| table.app_by_host(h)) {
-        return Some(check_path(path).map(|()| (app, with_query(path))));
+        return Some(check_path(path).map(|()| (app, with_query("", path))));
     }
     let rest = path.strip_prefix("/run/")?;
     let (id, rest) = rest.split_once('/').unwrap_or((rest, ""));
@@ -624,21 +632,33 @@ pub(crate) fn proxied_target(
             .get(id)
             .cloned()
             .ok_or_else(|| ApiError::not_found(format!("no app {id:?}")))?;
-        Ok((app, with_query(&format!("/{rest}"))))
+        Ok((app, with_query("/", rest)))
     }))
 }
 
 /// Refuses dot segments, plain or percent-encoded (`..`, `%2e%2e`, `.%2E`).
 fn check_path(path: &str) -> Result<(), ApiError> {
-    for segment in path.split('/') {
-        let decoded = segment.to_ascii_lowercase().replace("%2e", ".");
-        if decoded == "." || decoded == ".." {
-            return Err(ApiError::bad_request(
-                "paths with . or .. segments are refused",
-            ));
-        }
+    if path.split('/').any(is_dot_segment) {
+        return Err(ApiError::bad_request(
+            "paths with . or .. segments are refused",
+        ));
     }
     Ok(())
+}
+
+/// `.` or `..`, each dot plain or as `%2e`/`%2E`.
+fn is_dot_segment(segment: &str) -> bool {
+    let mut rest = segment.as_bytes();
+    let mut dots = 0;
+    while !rest.is_empty() {
+        rest = match rest {
+            [b'.', after @ ..] => after,
+            [b'%', b'2', b'e' | b'E', after @ ..] => after,
+            _ => return false,
+        };
+        dots += 1;
+    }
+    dots == 1 || dots == 2
 }
 
 /// The known key a request carries: `401` when it carries none or an unknown one.
@@ -647,7 +667,7 @@ pub(crate) fn authenticate(
     headers: &(impl Fields + ?Sized),
 ) -> Result<Arc<Key>, ApiError> {
     let presented = presented_key(headers)?;
-    table.key(&presented).ok_or_else(|| {
+    table.key(presented).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_key",
@@ -676,7 +696,7 @@ pub(crate) fn admit(key: &Key, metrics: &Metrics) -> Result<(), ApiError> {
 }
 
 /// The API key from `X-Berth-Key` or `Authorization: Bearer`.
-pub(crate) fn presented_key(headers: &(impl Fields + ?Sized)) -> Result<String, ApiError> {
+pub(crate) fn presented_key(headers: &(impl Fields + ?Sized)) -> Result<&str, ApiError> {
     let missing = || {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
@@ -686,7 +706,7 @@ pub(crate) fn presented_key(headers: &(impl Fields + ?Sized)) -> Result<String, 
     };
     if let Some(value) = headers.field("x-berth-key") {
         return std::str::from_utf8(value)
-            .map(|v| v.trim().to_owned())
+            .map(str::trim)
             .map_err(|_| missing());
     }
     let value = headers.field("authorization").ok_or_else(missing)?;
@@ -695,7 +715,7 @@ pub(crate) fn presented_key(headers: &(impl Fields + ?Sized)) -> Result<String, 
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(missing());
     }
-    Ok(key.trim().to_owned())
+    Ok(key.trim())
 }
 
 fn content_length(headers: &(impl Fields + ?Sized)) -> Option<u64> {
