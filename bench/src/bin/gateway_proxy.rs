@@ -40,6 +40,10 @@ struct Args {
     /// Requests per second for the fixed-rate runs.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
+    /// Event-loop threads of the gateway (`--gateway-threads`); 1 matches
+    /// nginx's one worker process.
+    #[arg(long, default_value_t = 1)]
+    gateway_threads: usize,
     /// Concurrent 1 GiB uploads through the gateway (0 skips the phase).
     #[arg(long, default_value_t = 4)]
     uploads: usize,
@@ -143,6 +147,7 @@ fn start_gateway(
     bin: &PathBuf,
     dir: &std::path::Path,
     upstream: SocketAddr,
+    threads: usize,
 ) -> anyhow::Result<Proxy> {
     let port = free_port()?;
     let routes = serde_json::json!({
@@ -155,6 +160,8 @@ fn start_gateway(
         .args([
             "--gateway-addr",
             &format!("127.0.0.1:{port}"),
+            "--gateway-threads",
+            &threads.to_string(),
             "--static-routes",
         ])
         .arg(&file)
@@ -381,7 +388,12 @@ async fn main() -> anyhow::Result<()> {
         child: None,
     };
     let nginx = start_nginx(dir.path(), upstream)?;
-    let gateway = start_gateway(&args.gateway_bin, dir.path(), upstream)?;
+    let gateway = start_gateway(
+        &args.gateway_bin,
+        dir.path(),
+        upstream,
+        args.gateway_threads,
+    )?;
     for p in [&direct, &nginx, &gateway] {
         wait_up(p.addr).await?;
     }
@@ -427,6 +439,10 @@ async fn main() -> anyhow::Result<()> {
         .iter()
         .map(|t| t.pid().map_or(0, |pid| status_kib(pid, "VmHWM")))
         .collect();
+    println!(
+        "\nberth-gateway with {} event-loop thread(s); nginx with one worker process.",
+        args.gateway_threads
+    );
     println!(
         "\n### Fixed concurrency ({} connections, wrk, median of {} rounds of {:?})\n",
         args.connections, args.rounds, args.duration
