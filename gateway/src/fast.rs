@@ -30,13 +30,14 @@ use std::{
     io,
     mem::MaybeUninit,
     net::SocketAddr,
+    pin::Pin,
     sync::{atomic::Ordering, Arc},
     time::Instant,
 };
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::TcpStream,
-    time::{timeout_at, Instant as Deadline},
+    time::{timeout_at, Instant as Deadline, Sleep},
 };
 use tokio_util::sync::CancellationToken;
 
@@ -73,6 +74,8 @@ pub async fn serve(
         table: None,
         buf: BytesMut::with_capacity(READ_SIZE),
         kept: Vec::new(),
+        head_by: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
+        answer_by: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
     };
     let mut first = true;
     // Made once: registering with the token on every wait would take its lock.
@@ -89,23 +92,37 @@ pub async fn serve(
         };
         first = false;
         if conn.buf.is_empty() {
+            conn.head_by.as_mut().reset(Deadline::now() + wait);
             let read = tokio::select! {
+                biased;
+                read = read_more(client, &mut conn.buf) => read,
                 _ = &mut cancelled => return Ended::Closed,
-                read = timeout_at(Deadline::now() + wait, read_more(client, &mut conn.buf)) => read,
+                _ = conn.head_by.as_mut() => return Ended::Closed,
             };
             match read {
-                Ok(Ok(n)) if n > 0 => {}
+                Ok(n) if n > 0 => {}
                 _ => return Ended::Closed,
             }
         }
-        let deadline = Deadline::now() + limits.header_read_timeout;
+        let mut head_deadline_set = false;
         let request = loop {
             match conn.prepare() {
                 Parsed::Request(request) => break request,
                 Parsed::Hyper => return Ended::ToHyper(conn.buf),
                 Parsed::Partial => {
-                    match timeout_at(deadline, read_more(client, &mut conn.buf)).await {
-                        Ok(Ok(n)) if n > 0 => {}
+                    if !head_deadline_set {
+                        conn.head_by
+                            .as_mut()
+                            .reset(Deadline::now() + limits.header_read_timeout);
+                        head_deadline_set = true;
+                    }
+                    let read = tokio::select! {
+                        biased;
+                        read = read_more(client, &mut conn.buf) => read,
+                        _ = conn.head_by.as_mut() => return Ended::Closed,
+                    };
+                    match read {
+                        Ok(n) if n > 0 => {}
                         _ => return Ended::Closed,
                     }
                 }
@@ -119,6 +136,15 @@ pub async fn serve(
             }
             None => return Ended::Closed,
         }
+    }
+}
+
+/// Writes what the socket takes now, without waiting: usually all of it.
+fn try_write(stream: &TcpStream, bytes: &[u8]) -> io::Result<usize> {
+    match stream.try_write(bytes) {
+        Ok(n) => Ok(n),
+        Err(err) if err.kind() == io::ErrorKind::WouldBlock => Ok(0),
+        Err(err) => Err(err),
     }
 }
 
@@ -140,6 +166,11 @@ struct Conn<'a> {
     buf: BytesMut,
     /// Open connections to instances, by instance id, most recent last.
     kept: Vec<Upstream>,
+    /// When the next head must have come (reset per request: moving a
+    /// registered timer later costs no timer-wheel work).
+    head_by: Pin<Box<Sleep>>,
+    /// When the app must have answered, likewise.
+    answer_by: Pin<Box<Sleep>>,
 }
 
 struct Upstream {
@@ -430,7 +461,12 @@ impl Conn<'_> {
     }
 
     async fn write_client(&self, client: &mut TcpStream, bytes: &[u8]) -> io::Result<()> {
-        match tokio::time::timeout(self.limits.idle_timeout, client.write_all(bytes)).await {
+        let written = try_write(client, bytes)?;
+        if written == bytes.len() {
+            return Ok(());
+        }
+        let rest = client.write_all(&bytes[written..]);
+        match tokio::time::timeout(self.limits.idle_timeout, rest).await {
             Ok(written) => written,
             Err(_) => Err(io::ErrorKind::TimedOut.into()),
         }
@@ -599,7 +635,10 @@ impl Conn<'_> {
             }
         };
         let read = async {
-            upstream.stream.write_all(out).await?;
+            let written = try_write(&upstream.stream, out)?;
+            if written < out.len() {
+                upstream.stream.write_all(&out[written..]).await?;
+            }
             loop {
                 if let Some(answer) = Answer::parse(&upstream.buf, how, request_id)? {
                     if answer.status >= 200 || answer.status == 101 {
@@ -617,8 +656,14 @@ impl Conn<'_> {
                 }
             }
         };
-        match timeout_at(deadline, read).await {
-            Err(_) => Err(Exchange::TimedOut),
+        self.answer_by.as_mut().reset(deadline);
+        let read = tokio::select! {
+            biased;
+            read = read => Ok(read),
+            _ = self.answer_by.as_mut() => Err(()),
+        };
+        match read {
+            Err(()) => Err(Exchange::TimedOut),
             Ok(Ok(answer)) if answer.status == 101 => Err(Exchange::Failed(UpstreamError::Io(
                 io::Error::other("the instance switched protocols unasked"),
             ))),
