@@ -114,7 +114,10 @@ pub async fn serve(
             .name(format!("gateway-{i}"))
             .spawn(move || {
                 let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    // Sockets and timers only: no signal or child-process
+                    // driver to look after on every turn of the loop.
+                    .enable_io()
+                    .enable_time()
                     .build()
                     .expect("a gateway thread's runtime");
                 runtime.block_on(async move {
