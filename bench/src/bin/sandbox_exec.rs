@@ -227,6 +227,7 @@ async fn main() -> anyhow::Result<()> {
     let chosen = CASES.iter().filter(|case| {
         args.languages.is_empty() || args.languages.iter().any(|l| l == case.language)
     });
+    let mut handoffs = Vec::new();
     for case in chosen {
         let work = dir.path().join(format!("work-{}", case.language));
         std::fs::create_dir_all(&work)?;
@@ -252,17 +253,26 @@ async fn main() -> anyhow::Result<()> {
             "{}: {warm:?}",
             case.language
         );
-        let (mut b, mut w, mut s) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut b, mut w, mut s, mut h) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for _ in 0..args.runs {
             b.push(time_command(bare(&work, case))?);
             w.push(time_command(bwrap(&work, case))?);
             // In a task, as the agent runs it (not on the main thread,
-            // which each of the run's pipe events would have to wake);
-            // timed with the task's start and end.
-            let started = Instant::now();
+            // which each of the run's pipe events would have to wake),
+            // timed from the driver's call to its return, as the peers
+            // are timed around their one call; and apart from that, from
+            // the task's spawn to its join (the runtime's two hand-offs
+            // between threads, which the peers' runs do not have).
+            let handed = Instant::now();
             let task = sandbox.clone();
-            let outcome = tokio::spawn(async move { task.run(run_of(case)).await }).await?;
-            s.push(started.elapsed());
+            let (outcome, took) = tokio::spawn(async move {
+                let started = Instant::now();
+                let outcome = task.run(run_of(case)).await;
+                (outcome, started.elapsed())
+            })
+            .await?;
+            h.push(handed.elapsed());
+            s.push(took);
             // Berth's clean-up and next helper, done after answering, do
             // not run into the peers' next runs.
             sandbox.quiet().await;
@@ -273,6 +283,7 @@ async fn main() -> anyhow::Result<()> {
             );
         }
         let (b, w, s) = (median(b), median(w), median(s));
+        handoffs.push((case.language, median(h), b));
         println!(
             "| {} | {} | {} | {} | {:.2}× | {:.2}× |",
             case.language,
@@ -281,6 +292,14 @@ async fn main() -> anyhow::Result<()> {
             ms(s),
             s.as_secs_f64() / b.as_secs_f64(),
             s.as_secs_f64() / w.as_secs_f64()
+        );
+    }
+
+    for (language, with_handoffs, bare) in handoffs {
+        println!(
+            "\n{language}, timed from the task's spawn to its join instead: {} ({:.2}× bare)",
+            ms(with_handoffs),
+            with_handoffs.as_secs_f64() / bare.as_secs_f64()
         );
     }
 
