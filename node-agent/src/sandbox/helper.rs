@@ -65,6 +65,10 @@ pub struct Spec {
     pub cpu_seconds: u64,
 }
 
+/// The byte the agent writes after the spec once the run's files are in
+/// place: the program's process, ready by then, reads it and starts.
+pub const GO: u8 = b'>';
+
 /// The largest spec the helper reads.
 pub const MAX_SPEC_BYTES: usize = 256 * 1024;
 
@@ -595,6 +599,19 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], ignored: &[i32])
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::close_range(3, u32::MAX, 0);
+    }
+    // Everything above overlapped the writing of the run's files; the go
+    // byte says they are in place. The program's input follows it.
+    let mut go = [0u8; 1];
+    loop {
+        let n = unsafe { libc::read(0, go.as_mut_ptr().cast(), 1) };
+        if n == 1 && go[0] == GO {
+            break;
+        }
+        if n < 0 && std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
+            continue;
+        }
+        return "the run's files never came (stdin ended before the go byte)".into();
     }
     let err = exec_when_unwritten(&argv[0], argv, env);
     fail(&format!("exec {:?}", argv[0]), err)

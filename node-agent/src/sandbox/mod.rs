@@ -637,10 +637,6 @@ impl Sandbox {
             Ok(warm) => warm,
             Err(err) => return failed(err),
         };
-        if let Err(err) = self.fill(&warm.job.join("work"), &step.files) {
-            self.retire(warm);
-            return failed(format!("the run's files: {err}"));
-        }
         let spec = Spec {
             argv: step.argv.iter().map(|a| (*a).to_owned()).collect(),
             env: step.env,
@@ -650,10 +646,29 @@ impl Sandbox {
             open_files: 256,
             cpu_seconds: step.wall.as_secs().max(1) + 1,
         };
+        // The spec first: the helper reads it and makes the program's
+        // process ready (its limits, identity, signals, descriptors) while
+        // the run's files are written here; the process starts at the go
+        // byte that comes with the program's input.
+        let mut stdin = warm.helper.stdin.take().expect("piped");
+        let framed = spec.encode();
+        let sent = match stdin.try_write(&framed) {
+            Ok(n) => n,
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => 0,
+            // The helper is gone; its missing report will say so.
+            Err(_) => framed.len(),
+        };
+        if sent < framed.len() {
+            let _ = stdin.write_all(&framed[sent..]).await;
+        }
+        if let Err(err) = self.fill(&warm.job.join("work"), &step.files) {
+            self.retire(warm);
+            return failed(format!("the run's files: {err}"));
+        }
         tracing::debug!(took = ?phase.elapsed(), "sandbox: helper and files");
         let started = Instant::now();
-        let mut stdin = warm.helper.stdin.take().expect("piped");
-        let mut input = spec.encode();
+        let mut input = Vec::with_capacity(1 + step.stdin.len());
+        input.push(helper::GO);
         input.extend_from_slice(step.stdin);
         // What the pipe takes now is written here (usually all of it: no
         // hand-off to another task, and stdin closes at once); the rest by
