@@ -67,23 +67,33 @@ impl Fixture {
     /// no cgroup.
     async fn assert_clean(&self) {
         self.sandbox.settle().await;
-        let runs = self.dir.path().join("sandbox/runs");
-        let left: Vec<_> = std::fs::read_dir(&runs)
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        assert!(left.is_empty(), "run dirs left behind: {left:?}");
-        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
-        assert!(
-            !mounts.contains(runs.to_str().unwrap()),
-            "mounts left behind under {}",
-            runs.display()
-        );
+        self.no_mounts_on_the_host();
         let groups = self.groups();
         assert!(groups.is_empty(), "cgroups left behind: {groups:?}");
         let memory = self.memory_groups();
         assert!(memory.is_empty(), "memory cgroups left behind: {memory:?}");
+    }
+
+    /// The host's mount table has nothing of this sandbox's (its root and
+    /// its runs' tmpfs are mounted in their own namespaces only), and its
+    /// directory nothing but what it was made with.
+    fn no_mounts_on_the_host(&self) {
+        let dir = self.dir.path().join("sandbox");
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        assert!(
+            !mounts.contains(dir.to_str().unwrap()),
+            "mounts under {} on the host: {mounts}",
+            dir.display()
+        );
+        let mut left: Vec<String> = std::fs::read_dir(&dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["cache", "etc", "layout.json", "root"], "in {}", dir.display());
+        let root: Vec<_> = std::fs::read_dir(dir.join("root")).unwrap().collect();
+        assert!(root.is_empty(), "the root's mount point on the host: {root:?}");
     }
 
     /// On cgroup v1, this sandbox's memory groups (the memory controller
@@ -429,11 +439,7 @@ async fn what_a_dead_agent_left_is_swept_when_it_starts_again() {
     let again = Sandbox::new(config).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     no_sandbox_processes(uid);
-    let runs = f.dir.path().join("sandbox/runs");
-    assert_eq!(std::fs::read_dir(&runs).unwrap().count(), 0);
-    assert!(!std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .contains(runs.to_str().unwrap()));
+    f.no_mounts_on_the_host();
     let outcome = again.run(run("python", "print('after')")).await;
     assert_eq!(text(&outcome.stdout), "after\n");
 }

@@ -348,12 +348,21 @@ impl Cgroup {
     /// alone spares the kernel the host-wide lock a whole process's move
     /// takes (and the RCU grace period that lock waits for), during which
     /// every fork and exit on the host would wait.
-    pub fn procs_files(&self) -> Vec<PathBuf> {
+    pub fn procs_files(&self) -> io::Result<Vec<std::fs::File>> {
         let file = match self.hierarchy {
             Hierarchy::V2 => "cgroup.procs",
             Hierarchy::V1 => "tasks",
         };
-        self.dirs.iter().map(|d| d.join(file)).collect()
+        self.dirs
+            .iter()
+            .map(|d| {
+                let path = d.join(file);
+                std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+            })
+            .collect()
     }
 
     /// Processes in the group now.
@@ -548,8 +557,10 @@ mod tests {
             .stdin(std::process::Stdio::piped())
             .spawn()
             .expect("python3");
-        for procs in group.procs_files() {
-            std::fs::write(&procs, child.id().to_string()).expect("joining the group");
+        for mut procs in group.procs_files().expect("the group's files") {
+            procs
+                .write_all(child.id().to_string().as_bytes())
+                .expect("joining the group");
         }
         child.stdin.take().unwrap().write_all(b"go").unwrap();
         assert!(child.wait().unwrap().success());

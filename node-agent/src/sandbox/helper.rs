@@ -1,12 +1,16 @@
 //! The sandbox helper: a small, single-threaded process the zygote
 //! ([`super::zygote`], the `berth-sandbox` program) forks ahead of every
-//! run, into a new pid namespace whose init (pid 1) it is. It joins the
-//! run's cgroup, enters the network namespace the agent leased to the run
-//! (loopback only), makes new mount, IPC and UTS namespaces, builds a root
-//! of read-only binds with the run's scratch dir at `/work`, a size-limited
-//! `/tmp`, a minimal `/dev` and a fresh `/proc`, pivots into it, drops the
-//! old root and installs the seccomp filter on itself — all before the run
-//! is known. Then it waits for the run's [`Spec`] on stdin and starts the
+//! run, into a new pid namespace whose init (pid 1) it is. The zygote lives
+//! in a mount namespace of its own whose root is the sandbox's root, built
+//! once ([`build_root`]): read-only binds of the system's programs and
+//! libraries, the `/etc` template and a minimal `/dev`, and nothing of the
+//! host besides. A helper joins the run's cgroup, enters the network
+//! namespace the agent leased to the run (loopback only), makes new mount
+//! (a copy of that small root), IPC and UTS namespaces, moves the run's
+//! scratch tmpfs (made by the agent, mounted nowhere on the host) to
+//! `/work`, mounts a size-limited `/tmp`, `/dev/shm` and a fresh `/proc`,
+//! and installs the seccomp filter on itself — all before the run is
+//! known. Then it waits for the run's [`Spec`] on stdin and starts the
 //! program, which takes an unprivileged uid with no_new_privs and rlimits
 //! before `execve`, and lets go of its own copies of stdin, stdout and
 //! stderr. When the program exits, the helper writes the outcome to the
@@ -33,21 +37,22 @@ use serde::{Deserialize, Serialize};
 use std::{
     ffi::CString,
     io::{Read, Write},
-    os::fd::{FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
 };
 
-/// What every run's root holds: set once per sandbox, read by each helper
-/// when it starts (before any run is known).
+/// What every run's root holds: set once per sandbox, read by the zygote,
+/// which builds the root from it ([`build_root`]).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Layout {
-    /// An empty directory each helper mounts its new root on (in its own
-    /// mount namespace, so one directory serves them all).
+    /// An empty directory the zygote mounts the root on (in its own mount
+    /// namespace: on the host it stays empty).
     pub root: PathBuf,
     /// `(host path, path in the new root)` bound read-only.
     pub binds: Vec<(PathBuf, PathBuf)>,
     /// `(link, target)` symlinks made in the new root.
     pub symlinks: Vec<(PathBuf, PathBuf)>,
+    /// Size of `/tmp` (and at most 8 MiB of `/dev/shm`).
     pub tmp_bytes: u64,
 }
 
@@ -125,33 +130,39 @@ pub fn main(args: &[String]) -> i32 {
     super::zygote::serve(&layout)
 }
 
-/// One helper, forked by the zygote into a new pid namespace (it is that
-/// namespace's init, pid 1) with the run's pipes at fds 0, 1 and 2 and the
-/// report pipe at fd 3. It joins the run's cgroup through `procs` (the
-/// slow part on cgroup v1), makes its mount, IPC and UTS namespaces and
-/// builds the sandbox around `job/work` (the run's scratch tmpfs the agent
-/// mounted) in the network namespace `netns` (loopback only, leased to this
-/// run alone), then waits for the spec on stdin: the agent keeps helpers
-/// waiting ready. `ignored` are the signals it ignores, which the
+/// Where a helper finds what the zygote passed it: stdin, stdout and
+/// stderr at 0, 1 and 2, then these.
+pub const REPORT_FD: RawFd = 3;
+/// The network namespace leased to the run.
+pub const NETNS_FD: RawFd = 4;
+/// The run's scratch tmpfs, mounted nowhere yet: the run's `/work`.
+pub const WORK_FD: RawFd = 5;
+/// The first of the cgroup files the helper writes itself into.
+pub const PROCS_FD: RawFd = 6;
+
+/// One helper, forked by the zygote (in the sandbox's root, see
+/// [`build_root`]) into a new pid namespace (it is that namespace's init,
+/// pid 1) with the descriptors above. It joins the run's cgroup through
+/// the `procs` files from [`PROCS_FD`] on (the slow part on cgroup v1),
+/// makes its mount, IPC and UTS namespaces and finishes the sandbox around
+/// the run's scratch tmpfs in the network namespace the agent leased to
+/// this run alone, then waits for the spec on stdin: the agent keeps
+/// helpers waiting ready. `ignored` are the signals it ignores, which the
 /// program's start resets. Returns the exit code; after a run it does not
 /// return (see [`stay`]).
-pub fn helper(
-    layout: &Layout,
-    job: &Path,
-    netns: &Path,
-    procs: &[PathBuf],
-    ignored: &[i32],
-) -> i32 {
+pub fn helper(layout: &Layout, procs: usize, ignored: &[i32]) -> i32 {
     // `0`: the writer itself (one thread: this process has no other).
-    for procs in procs {
-        if let Err(err) = std::fs::write(procs, "0") {
-            eprintln!("berth-sandbox: joining {}: {err}", procs.display());
+    for fd in PROCS_FD..PROCS_FD + procs as RawFd {
+        let file = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+        if let Err(err) = write_all(file, b"0") {
+            eprintln!("berth-sandbox: joining the run's cgroup: {err}");
             return 2;
         }
     }
-    // Nothing of the agent's beyond stdin, stdout, stderr and the report.
-    unsafe { libc::close_range(REPORT_FD as u32 + 1, u32::MAX, 0) };
-    match init(layout, &job.join("work"), netns, ignored) {
+    // Nothing of the agent's beyond stdin, stdout, stderr, the report and
+    // what the sandbox is made of.
+    unsafe { libc::close_range(WORK_FD as u32 + 1, u32::MAX, 0) };
+    match init(layout, ignored) {
         // Let go without a run: nothing to say.
         Ok(None) => 0,
         Ok(Some(report)) => {
@@ -161,6 +172,18 @@ pub fn helper(
         // The sandbox could not be made or the program not started: the
         // agent reads why.
         Err(err) => finish(Err(err)),
+    }
+}
+
+/// `bytes` written to `fd` in one `write`.
+fn write_all(fd: std::os::fd::BorrowedFd<'_>, bytes: &[u8]) -> std::io::Result<()> {
+    loop {
+        match nix::unistd::write(fd, bytes) {
+            Ok(n) if n == bytes.len() => return Ok(()),
+            Ok(_) => return Err(std::io::Error::other("written short")),
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(err) => return Err(err.into()),
+        }
     }
 }
 
@@ -180,9 +203,6 @@ fn stay() -> ! {
         unsafe { libc::pause() };
     }
 }
-
-/// Where the helper writes the [`Report`].
-const REPORT_FD: RawFd = 3;
 
 /// The longest report line (newline included): within `PIPE_BUF`, so
 /// that it is written at once, whatever the agent is doing.
@@ -222,14 +242,7 @@ fn write_report(pipe: std::os::fd::BorrowedFd<'_>, report: &Report) -> std::io::
             _ => break line,
         }
     };
-    loop {
-        match nix::unistd::write(pipe, &line) {
-            Ok(n) if n == line.len() => return Ok(()),
-            Ok(_) => return Err(std::io::Error::other("report cut short")),
-            Err(nix::errno::Errno::EINTR) => continue,
-            Err(err) => return Err(err.into()),
-        }
-    }
+    write_all(pipe, &line)
 }
 
 /// Fills `buf` from fd 0, which stays open (it is the program's stdin; a
@@ -316,15 +329,8 @@ fn bind_ro(source: &Path, target: &Path) -> Result<(), String> {
 
 /// Init of the new pid namespace (pid 1): builds the sandbox, waits for
 /// the run, starts the program, reports how it ended.
-fn init(
-    layout: &Layout,
-    work: &Path,
-    netns: &Path,
-    ignored: &[i32],
-) -> Result<Option<Report>, String> {
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| fail("namespaces", e))?;
-    prepare(layout, work, netns)?;
+fn init(layout: &Layout, ignored: &[i32]) -> Result<Option<Report>, String> {
+    prepare(layout)?;
     // What every program's process gets, whatever the run: set on the
     // init, which the program's process copies.
     for (resource, value) in [
@@ -392,15 +398,13 @@ fn init(
     }))
 }
 
-/// Everything before the run is known, in the helper's new mount, IPC
-/// and UTS namespaces: the run's network namespace, the root with its
-/// binds, the scratch dir at `/work`, `/tmp`, `/dev`, `/proc`, the pivot
-/// (the host out of reach), the hostname, and the seccomp filters (on the
-/// init itself: the program inherits them).
-fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
-    let net = std::fs::File::open(netns).map_err(|e| fail("network namespace", e))?;
-    nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| fail("network namespace", e))?;
-    drop(net);
+/// The sandbox's root, built once by the zygote in a mount namespace of
+/// its own, which it then lives in (every helper's mount namespace is a
+/// copy of it): a small tmpfs, read-only, with the layout's binds and
+/// symlinks, a minimal `/dev` and the mount points each run fills in. The
+/// host's other mounts are out of reach, and no run copies them.
+pub fn build_root(layout: &Layout) -> Result<(), String> {
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| fail("mount namespace", e))?;
     mount(
         None::<&str>,
         "/",
@@ -428,31 +432,12 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
         std::os::unix::fs::symlink(target, inside(link))
             .map_err(|e| fail(&format!("symlink {}", link.display()), e))?;
     }
-    // The run's scratch space, writable.
-    let inside_work = root.join("work");
-    mkdir_p(&inside_work)?;
-    mount(
-        Some(work),
-        &inside_work,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| fail("bind /work", e))?;
-    let tmp = root.join("tmp");
-    mkdir_p(&tmp)?;
-    mount(
-        Some("tmpfs"),
-        &tmp,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes).as_str()),
-    )
-    .map_err(|e| fail("/tmp", e))?;
+    for dir in ["work", "tmp", "proc", "dev/shm"] {
+        mkdir_p(&root.join(dir))?;
+    }
     // /dev: the harmless devices only, bound onto files of the root's own
     // tmpfs (read-only with it; a device stays writable on a read-only mount).
     let dev = root.join("dev");
-    mkdir_p(&dev)?;
     for name in ["null", "zero", "random", "urandom"] {
         let target = dev.join(name);
         std::fs::write(&target, b"").map_err(|e| fail("/dev node", e))?;
@@ -465,22 +450,6 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
         )
         .map_err(|e| fail(&format!("/dev/{name}"), e))?;
     }
-    let shm = dev.join("shm");
-    mkdir_p(&shm)?;
-    mount(
-        Some("tmpfs"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(
-            format!(
-                "size={},nr_inodes=1024,mode=1777",
-                layout.tmp_bytes.min(8 << 20)
-            )
-            .as_str(),
-        ),
-    )
-    .map_err(|e| fail("/dev/shm", e))?;
     for (name, target) in [
         ("fd", "/proc/self/fd"),
         ("stdin", "/proc/self/fd/0"),
@@ -489,16 +458,6 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
     ] {
         std::os::unix::fs::symlink(target, dev.join(name)).map_err(|e| fail("/dev link", e))?;
     }
-    let proc_dir = root.join("proc");
-    mkdir_p(&proc_dir)?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| fail("/proc", e))?;
     // The new root over the old one, then the old one (stacked on top,
     // where this process's directory is) detached: no directory for it.
     chdir(root).map_err(|e| fail("chdir to the new root", e))?;
@@ -513,7 +472,63 @@ fn prepare(layout: &Layout, work: &Path, netns: &Path) -> Result<(), String> {
         MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         None::<&str>,
     )
-    .map_err(|e| fail("read-only root", e))?;
+    .map_err(|e| fail("read-only root", e))
+}
+
+/// Everything of a run's sandbox before the run is known: the run's
+/// network namespace, new mount (a copy of the zygote's, the sandbox's
+/// root), IPC and UTS namespaces, the run's scratch tmpfs at `/work`,
+/// `/tmp`, `/dev/shm`, `/proc`, the hostname, and the seccomp filters (on
+/// the init itself: the program inherits them).
+fn prepare(layout: &Layout) -> Result<(), String> {
+    let net = unsafe { OwnedFd::from_raw_fd(NETNS_FD) };
+    nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| fail("network namespace", e))?;
+    drop(net);
+    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
+        .map_err(|e| fail("namespaces", e))?;
+    // The agent's tmpfs for the run (it keeps a descriptor of its own, to
+    // put the run's files in): mounted here alone, gone with this
+    // namespace and that descriptor.
+    let work = unsafe { OwnedFd::from_raw_fd(WORK_FD) };
+    rustix::mount::move_mount(
+        work.as_fd(),
+        "",
+        rustix::fs::CWD,
+        "/work",
+        rustix::mount::MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH,
+    )
+    .map_err(|e| fail("/work", e))?;
+    drop(work);
+    mount(
+        Some("tmpfs"),
+        "/tmp",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
+        Some(format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes).as_str()),
+    )
+    .map_err(|e| fail("/tmp", e))?;
+    mount(
+        Some("tmpfs"),
+        "/dev/shm",
+        Some("tmpfs"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        Some(
+            format!(
+                "size={},nr_inodes=1024,mode=1777",
+                layout.tmp_bytes.min(8 << 20)
+            )
+            .as_str(),
+        ),
+    )
+    .map_err(|e| fail("/dev/shm", e))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("/proc", e))?;
     let _ = sethostname("sandbox");
     seccompiler::apply_filter(&seccomp::filter()).map_err(|e| fail("seccomp", e))
 }

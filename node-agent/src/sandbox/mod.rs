@@ -18,9 +18,9 @@ pub mod zygote;
 use cgroup::{Cgroup, Hierarchy, Limits};
 use helper::{Ending, Layout, Report, Spec};
 use languages::Language;
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use std::{
     io,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     path::{Path, PathBuf},
     sync::atomic::{AtomicU64, Ordering},
     time::{Duration, Instant},
@@ -190,18 +190,12 @@ pub struct Shared {
     spares: cgroup::Spares,
     /// Network namespaces, each leased to one helper at a time.
     networks: std::sync::Arc<netns::Pool>,
-    /// Empty directories in `runs/` a run's tmpfs is mounted on, kept for
-    /// the next run (making a directory on the host's disk costs more
-    /// than the mount).
-    mount_points: MountPoints,
     /// Forks the helpers.
     zygote: zygote::Zygote,
     /// The memory limit of the latest step: the next waiting helpers get
     /// it, so that a caller's runs of one size need no cgroup writes.
     latest_memory_bytes: AtomicU64,
 }
-
-type MountPoints = std::sync::Arc<std::sync::Mutex<Vec<PathBuf>>>;
 
 /// Where the [`helper::Layout`] every helper reads is, in the sandbox dir.
 const LAYOUT_FILE: &str = "layout.json";
@@ -249,7 +243,7 @@ impl Sandbox {
         config.dir = std::path::absolute(&config.dir)?;
         config.helper = std::path::absolute(&config.helper)?;
         let hierarchy = Hierarchy::detect()?;
-        for dir in ["runs", "cache", "root"] {
+        for dir in ["cache", "root"] {
             std::fs::create_dir_all(config.dir.join(dir))?;
         }
         if !config.helper.is_file() {
@@ -273,7 +267,6 @@ impl Sandbox {
                 refilling: Default::default(),
                 spares: Default::default(),
                 networks: Default::default(),
-                mount_points: Default::default(),
                 zygote,
                 latest_memory_bytes: AtomicU64::new(DEFAULT_MEMORY_BYTES),
             }),
@@ -296,24 +289,12 @@ impl Sandbox {
     }
 
     /// Kills and removes what runs of an earlier agent with this directory
-    /// left: processes and cgroups, mounts, directories.
+    /// left: processes and cgroups. (Their mounts were in their own
+    /// namespaces, gone with their processes.)
     fn sweep(&self) {
         let groups = cgroup::sweep(&self.hierarchy, &format!("{}-", self.prefix));
-        let mut runs = 0;
-        for entry in std::fs::read_dir(self.config.dir.join("runs"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            clean(&entry.path());
-            runs += 1;
-        }
-        if groups + runs > 0 {
-            tracing::warn!(
-                groups,
-                runs,
-                "removed what earlier sandbox runs left behind"
-            );
+        if groups > 0 {
+            tracing::warn!(groups, "removed what earlier sandbox runs left behind");
         }
     }
 
@@ -412,16 +393,7 @@ impl Sandbox {
         let _ = tokio::time::timeout(Duration::from_secs(30), self.retiring.wait()).await;
         self.retiring.reopen();
         self.release_waiting();
-        self.remove_mount_points();
         self.spares.release();
-    }
-
-    fn remove_mount_points(&self) {
-        let dirs: Vec<PathBuf> =
-            std::mem::take(&mut *self.mount_points.lock().unwrap_or_else(|p| p.into_inner()));
-        for dir in dirs {
-            clean(&dir);
-        }
     }
 
     fn release_waiting(&self) {
@@ -661,7 +633,7 @@ impl Sandbox {
         if sent < framed.len() {
             let _ = stdin.write_all(&framed[sent..]).await;
         }
-        if let Err(err) = self.fill(&warm.job.join("work"), &step.files) {
+        if let Err(err) = self.fill(warm.work.as_fd(), &step.files) {
             self.retire(warm);
             return failed(format!("the run's files: {err}"));
         }
@@ -737,9 +709,7 @@ impl Sandbox {
             && !cancelled
             && matches!(report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)));
         let keep_error = match step.keep {
-            Some((artifacts, cache)) if succeeded => {
-                keep(&warm.job.join("work"), artifacts, cache).err()
-            }
+            Some((artifacts, cache)) if succeeded => keep(warm.work.as_fd(), artifacts, cache).err(),
             _ => None,
         };
         // The next helper once this run's cgroup is read (a helper's start
@@ -763,22 +733,19 @@ impl Sandbox {
         }
     }
 
-    /// Puts a step's files in its `/work`, owned by the sandbox user.
-    fn fill(&self, work: &Path, files: &[(&str, Content<'_>)]) -> io::Result<()> {
-        use std::os::unix::fs::OpenOptionsExt;
+    /// Puts a step's files in its `/work` (the tmpfs `work`), owned by the
+    /// sandbox user.
+    fn fill(&self, work: BorrowedFd<'_>, files: &[(&str, Content<'_>)]) -> io::Result<()> {
         for (name, content) in files {
-            let target = work.join(name);
             let file = match content {
                 Content::Text(text) => {
-                    let mut file = std::fs::OpenOptions::new()
-                        .write(true)
-                        .create_new(true)
-                        .mode(0o644)
-                        .open(&target)?;
+                    let mut file = create_in(work, name, 0o644)?;
                     io::Write::write_all(&mut file, text.as_bytes())?;
                     file
                 }
-                Content::Copy(source) => copy_plain(source, &target)?,
+                Content::Copy(source) => {
+                    copy_plain(std::fs::File::open(source)?, |mode| create_in(work, name, mode))?
+                }
             };
             std::os::unix::fs::fchown(&file, Some(self.config.uid), Some(self.config.gid))?;
         }
@@ -796,29 +763,53 @@ impl Sandbox {
 /// has been killed.
 const AFTER_KILL: Duration = Duration::from_secs(2);
 
-/// Copies `source` to `target` (a new file) as an ordinary file: its
-/// permission bits without setuid, setgid, sticky or write for group and
-/// others (the cache is root's), and nothing written through a link.
-fn copy_plain(source: &Path, target: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
-    let mut source = std::fs::File::open(source)?;
-    let mode = source.metadata()?.mode() & 0o755;
-    let mut file = std::fs::OpenOptions::new()
+/// A new file `name` in the directory `dir` with `mode`, nothing written
+/// through a link.
+fn create_in(dir: BorrowedFd<'_>, name: &str, mode: u32) -> io::Result<std::fs::File> {
+    use rustix::fs::{Mode, OFlags};
+    let flags = OFlags::WRONLY | OFlags::CREATE | OFlags::EXCL | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    Ok(rustix::fs::openat(dir, name, flags, Mode::from_raw_mode(mode))?.into())
+}
+
+/// A new file at `path` with `mode`, nothing written through a link.
+fn create_at(path: &Path, mode: u32) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(mode)
-        .open(target)?;
+        .open(path)
+}
+
+/// Copies `source`, an ordinary file, into the new file `create` makes
+/// with its permission bits less setuid, setgid, sticky and write for
+/// group and others (the cache is root's).
+fn copy_plain(
+    mut source: std::fs::File,
+    create: impl FnOnce(u32) -> io::Result<std::fs::File>,
+) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = source.metadata()?;
+    if !meta.is_file() {
+        return Err(io::Error::other("not an ordinary file"));
+    }
+    let mut file = create(meta.mode() & 0o755)?;
     io::copy(&mut source, &mut file)?;
     Ok(file)
 }
 
-/// Copies `artifacts` from `work` into the cache entry `cache` (whole or
-/// not at all; no setuid or setgid bit a compile step left comes along).
-fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
+/// Copies `artifacts` from `work` (a run's `/work`, which its program
+/// could write to: no link followed, no FIFO waited on) into the cache
+/// entry `cache` (whole or not at all; no setuid or setgid bit a compile
+/// step left comes along).
+fn keep(work: BorrowedFd<'_>, artifacts: &[&str], cache: &Path) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
     let partial = cache.with_extension(format!("partial-{}", next_id()));
     let saved = std::fs::create_dir_all(&partial).and_then(|_| {
         for artifact in artifacts {
-            copy_plain(&work.join(artifact), &partial.join(artifact))?;
+            let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
+            let source = rustix::fs::openat(work, *artifact, flags, Mode::empty())?;
+            copy_plain(source.into(), |mode| create_at(&partial.join(artifact), mode))?;
         }
         match std::fs::rename(&partial, cache) {
             // Another run of the same code kept it first.
@@ -833,48 +824,50 @@ fn keep(work: &Path, artifacts: &[&str], cache: &Path) -> io::Result<()> {
 }
 
 /// A helper started ahead, already in its own cgroup, its sandbox built
-/// around its own scratch dir, waiting on stdin for a run. Dropping it
-/// kills what it runs and removes its cgroup, mount and directory.
+/// around its own scratch tmpfs, waiting on stdin for a run. Dropping it
+/// kills what it runs and removes its cgroup; its mounts go with its
+/// namespaces and the descriptor below.
 struct Warm {
     helper: zygote::Helper,
     group: Cgroup,
-    /// `runs/NAME`, the run's tmpfs: its `work` is the run's `/work`.
-    job: PathBuf,
+    /// The run's `/work`: a tmpfs mounted nowhere on the host (the helper
+    /// moved it to `/work` in its own namespace); the run's files go in
+    /// through this descriptor.
+    work: OwnedFd,
     /// Back to the pool once everything above is gone (fields drop in order).
     _network: netns::Lease,
-    /// Where `job`, emptied, goes back to.
-    mount_points: MountPoints,
 }
 
 impl Drop for Warm {
     fn drop(&mut self) {
         self.helper.kill();
         self.group.kill_all();
-        let unmounted = umount2(&self.job, MntFlags::MNT_DETACH).is_ok();
-        let empty = std::fs::read_dir(&self.job).is_ok_and(|mut d| d.next().is_none());
-        if unmounted && empty {
-            self.mount_points
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .push(std::mem::take(&mut self.job));
-        } else {
-            clean(&self.job);
-        }
     }
 }
 
-/// Unmounts a run's tmpfs and removes its directory.
-fn clean(job: &Path) {
-    if let Err(err) = umount2(job, MntFlags::MNT_DETACH) {
-        if err != nix::errno::Errno::EINVAL && err != nix::errno::Errno::ENOENT {
-            tracing::warn!(%err, path = %job.display(), "unmounting a run's tmpfs");
-        }
+/// A size- and inode-limited tmpfs owned by `uid`, mounted nowhere (the
+/// new mount API): a run's `/work`.
+fn scratch(bytes: u64, uid: u32, gid: u32) -> io::Result<OwnedFd> {
+    use rustix::mount::{
+        fsconfig_create, fsconfig_set_string, fsmount, fsopen, FsMountFlags, FsOpenFlags,
+        MountAttrFlags,
+    };
+    let fs = fsopen("tmpfs", FsOpenFlags::FSOPEN_CLOEXEC)?;
+    for (key, value) in [
+        ("size", bytes.to_string()),
+        ("nr_inodes", "4096".into()),
+        ("mode", "0755".into()),
+        ("uid", uid.to_string()),
+        ("gid", gid.to_string()),
+    ] {
+        fsconfig_set_string(fs.as_fd(), key, value)?;
     }
-    if let Err(err) = std::fs::remove_dir_all(job) {
-        if err.kind() != io::ErrorKind::NotFound {
-            tracing::warn!(%err, path = %job.display(), "removing a run's dir");
-        }
-    }
+    fsconfig_create(fs.as_fd())?;
+    Ok(fsmount(
+        fs.as_fd(),
+        FsMountFlags::FSMOUNT_CLOEXEC,
+        MountAttrFlags::MOUNT_ATTR_NOSUID | MountAttrFlags::MOUNT_ATTR_NODEV,
+    )?)
 }
 
 impl Shared {
@@ -884,66 +877,28 @@ impl Shared {
         let name = format!("{}-{}", self.prefix, next_id());
         let group = Cgroup::create(&self.hierarchy, &name, limits, &self.spares)
             .map_err(|e| format!("cgroup: {e}"))?;
-        let reused = self
-            .mount_points
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .pop();
-        let job = reused.unwrap_or_else(|| self.config.dir.join("runs").join(&name));
-        // A size-limited tmpfs of root's holding the run's `/work` (the
-        // sandbox user's).
-        let work = job.join("work");
-        let scratch = std::fs::create_dir_all(&job).and_then(|_| {
-            mount(
-                Some("tmpfs"),
-                &job,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-                Some(
-                    format!(
-                        "size={},nr_inodes=4096,mode=0755",
-                        self.config.scratch_bytes
-                    )
-                    .as_str(),
-                ),
-            )?;
-            std::fs::create_dir(&work)?;
-            nix::unistd::chown(
-                &work,
-                Some(self.config.uid.into()),
-                Some(self.config.gid.into()),
-            )?;
-            Ok(())
-        });
-        if let Err(err) = scratch {
-            clean(&job);
-            return Err(format!("scratch dir: {err}"));
-        }
-        let network = match self.networks.lease() {
-            Ok(network) => network,
-            Err(err) => {
-                clean(&job);
-                return Err(format!("network namespace: {err}"));
-            }
-        };
+        let work = scratch(self.config.scratch_bytes, self.config.uid, self.config.gid)
+            .map_err(|e| format!("scratch dir: {e}"))?;
+        let procs = group.procs_files().map_err(|e| format!("cgroup: {e}"))?;
+        let network = self
+            .networks
+            .lease()
+            .map_err(|e| format!("network namespace: {e}"))?;
         let request = zygote::Request {
-            job: job.clone(),
-            netns: network.path(),
-            procs: group.procs_files(),
+            netns: network.fd(),
+            work: work.as_fd(),
+            procs: &procs,
         };
-        match self.zygote.helper(&request) {
-            Ok(helper) => Ok(Warm {
-                helper,
-                group,
-                job,
-                _network: network,
-                mount_points: self.mount_points.clone(),
-            }),
-            Err(err) => {
-                clean(&job);
-                Err(format!("starting a helper: {err}"))
-            }
-        }
+        let helper = self
+            .zygote
+            .helper(&request)
+            .map_err(|e| format!("starting a helper: {e}"))?;
+        Ok(Warm {
+            helper,
+            group,
+            work,
+            _network: network,
+        })
     }
 }
 
@@ -1033,7 +988,6 @@ impl Shared {
 impl Drop for Sandbox {
     fn drop(&mut self) {
         self.release_waiting();
-        self.remove_mount_points();
         self.spares.release();
     }
 }
@@ -1172,24 +1126,38 @@ mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
 
-    /// What a compile step left setuid reaches the cache and the next run
-    /// as an ordinary file; a link planted at the target is not followed.
+    /// What a compile step left setuid reaches the cache as an ordinary
+    /// file; a link or FIFO left in `/work` instead is not followed or
+    /// waited on, and a link planted where a file is made is not written
+    /// through.
     #[test]
-    fn copies_drop_setuid_and_do_not_follow_links() {
+    fn copies_drop_setuid_and_follow_no_links() {
         let dir = tempfile::tempdir().unwrap();
-        let source = dir.path().join("main");
-        std::fs::write(&source, b"program").unwrap();
-        std::fs::set_permissions(&source, std::fs::Permissions::from_mode(0o6777)).unwrap();
-        let target = dir.path().join("copy");
-        copy_plain(&source, &target).unwrap();
-        let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o7777;
+        let work = dir.path().join("work");
+        let cache = dir.path().join("cache");
+        std::fs::create_dir_all(&work).unwrap();
+        let work_fd: OwnedFd = std::fs::File::open(&work).unwrap().into();
+        std::fs::write(work.join("main"), b"program").unwrap();
+        std::fs::set_permissions(work.join("main"), std::fs::Permissions::from_mode(0o6777))
+            .unwrap();
+        keep(work_fd.as_fd(), &["main"], &cache.join("entry")).unwrap();
+        let kept = cache.join("entry/main");
+        let mode = std::fs::metadata(&kept).unwrap().permissions().mode() & 0o7777;
         assert_eq!(mode & 0o7022, 0, "mode {mode:o}");
         assert_eq!(mode & 0o755, 0o755, "mode {mode:o}");
-        assert_eq!(std::fs::read(&target).unwrap(), b"program");
+        assert_eq!(std::fs::read(&kept).unwrap(), b"program");
+
+        let secret = dir.path().join("secret");
+        std::fs::write(&secret, b"host file").unwrap();
+        std::os::unix::fs::symlink(&secret, work.join("linked")).unwrap();
+        assert!(keep(work_fd.as_fd(), &["linked"], &cache.join("linked")).is_err());
+        assert!(!cache.join("linked").exists());
+        nix::unistd::mkfifo(&work.join("fifo"), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        assert!(keep(work_fd.as_fd(), &["fifo"], &cache.join("fifo")).is_err());
+
         let elsewhere = dir.path().join("elsewhere");
-        let planted = dir.path().join("planted");
-        std::os::unix::fs::symlink(&elsewhere, &planted).unwrap();
-        assert!(copy_plain(&source, &planted).is_err());
+        std::os::unix::fs::symlink(&elsewhere, work.join("planted")).unwrap();
+        assert!(create_in(work_fd.as_fd(), "planted", 0o644).is_err());
         assert!(!elsewhere.exists());
     }
 }

@@ -10,8 +10,7 @@
 
 use std::{
     io,
-    os::fd::{AsRawFd, OwnedFd},
-    path::PathBuf,
+    os::fd::{AsFd, BorrowedFd, OwnedFd},
     sync::{Arc, Mutex},
 };
 
@@ -48,11 +47,9 @@ impl Pool {
 }
 
 impl Lease {
-    /// A path the helper opens to enter the namespace (this process's
-    /// descriptor of it, through `/proc`).
-    pub fn path(&self) -> PathBuf {
-        let fd = self.fd.as_ref().expect("held until dropped").as_raw_fd();
-        PathBuf::from(format!("/proc/{}/fd/{fd}", std::process::id()))
+    /// The namespace, which the helper enters.
+    pub fn fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_ref().expect("held until dropped").as_fd()
     }
 }
 

@@ -4,15 +4,21 @@
 //! its dynamic loading (under `berth up` the helper is the whole `berth`
 //! program).
 //!
+//! At its start the zygote builds the sandbox's root in a mount namespace
+//! of its own and moves into it ([`super::helper::build_root`]), so each
+//! helper's mount namespace is a copy of that small tree, not of the
+//! host's.
+//!
 //! The agent and its zygote share a `SOCK_SEQPACKET` socket pair (the
 //! zygote's stdin). The agent sends one [`Request`] per helper with the
-//! helper's stdin, stdout and stderr and the write end of its report pipe
+//! helper's stdin, stdout and stderr, the write end of its report pipe,
+//! the run's network namespace, its scratch tmpfs and its cgroup files
 //! attached (`SCM_RIGHTS`); the zygote forks the child into a new pid
 //! namespace (as that namespace's init), and the child puts those at fds
-//! 0, 1, 2 and 3 and becomes the helper
-//! ([`super::helper::helper`]), and the zygote answers with a pidfd of
-//! the child, through which the agent sees it end and kills it.
-//! The zygote ignores `SIGCHLD`, so the kernel reaps its children.
+//! 0 and up and becomes the helper ([`super::helper::helper`]), and the
+//! zygote answers with a pidfd of the child, through which the agent sees
+//! it end and kills it. The zygote ignores `SIGCHLD`, so the kernel reaps
+//! its children.
 //!
 //! The zygote ends when the agent's end of the socket closes (the agent
 //! exited or let the sandbox go); a zygote that died is started again at
@@ -26,22 +32,28 @@ use nix::sys::socket::{
 use serde::{Deserialize, Serialize};
 use std::{
     io::{self, IoSlice, IoSliceMut},
-    os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd},
+    os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd},
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::{Arc, Mutex},
 };
 use tokio::net::unix::pipe;
 
-/// What one helper needs to know besides the [`Layout`].
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Request {
-    /// `runs/NAME`: the run's scratch tmpfs (its `work` is the run's `/work`).
-    pub job: PathBuf,
+/// What one helper is made of besides the [`Layout`]: descriptors, sent
+/// with the request.
+pub struct Request<'a> {
     /// The network namespace leased to the run.
-    pub netns: PathBuf,
-    /// The cgroup files the helper writes itself into.
-    pub procs: Vec<PathBuf>,
+    pub netns: BorrowedFd<'a>,
+    /// The run's scratch tmpfs, mounted nowhere ([`super::helper::WORK_FD`]).
+    pub work: BorrowedFd<'a>,
+    /// The cgroup files the helper writes itself into, open for writing.
+    pub procs: &'a [std::fs::File],
+}
+
+/// The request's message: how many of its descriptors are cgroup files.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+struct Header {
+    procs: usize,
 }
 
 /// The largest request or answer on the socket.
@@ -187,7 +199,7 @@ impl Zygote {
 
     /// A new helper for `request`, its stdin, stdout, stderr and report
     /// piped to this process (call within a tokio runtime).
-    pub fn helper(&self, request: &Request) -> io::Result<Helper> {
+    pub fn helper(&self, request: &Request<'_>) -> io::Result<Helper> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
         for _ in 0..2 {
@@ -215,20 +227,29 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
 }
 
 /// One request and its answer.
-fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
+fn ask(zygote: &Arc<Running>, request: &Request<'_>) -> Result<Helper, Failure> {
     let socket = &zygote.socket;
     let refused = Failure::Refused;
     let (stdin_theirs, stdin_ours) = pipe().map_err(refused)?;
     let (stdout_ours, stdout_theirs) = pipe().map_err(refused)?;
     let (stderr_ours, stderr_theirs) = pipe().map_err(refused)?;
     let (report_ours, report_theirs) = pipe().map_err(refused)?;
-    let body = serde_json::to_vec(request).expect("a request serializes");
-    let fds = [
+    if request.procs.len() > MAX_FDS - FIXED_FDS {
+        return Err(refused(io::Error::other("too many cgroup files")));
+    }
+    let header = Header {
+        procs: request.procs.len(),
+    };
+    let body = serde_json::to_vec(&header).expect("a request serializes");
+    let mut fds = vec![
         stdin_theirs.as_raw_fd(),
         stdout_theirs.as_raw_fd(),
         stderr_theirs.as_raw_fd(),
         report_theirs.as_raw_fd(),
+        request.netns.as_raw_fd(),
+        request.work.as_raw_fd(),
     ];
+    fds.extend(request.procs.iter().map(|f| f.as_raw_fd()));
     let gone = |e: nix::errno::Errno| Failure::Zygote(e.into());
     send(socket.as_raw_fd(), &body, &fds).map_err(gone)?;
     // Only the helper holds these ends now.
@@ -266,11 +287,15 @@ fn ask(zygote: &Arc<Running>, request: &Request) -> Result<Helper, Failure> {
     }
 }
 
-/// The descriptors a request carries: the helper's stdin, stdout, stderr
-/// and report pipe.
-const REQUEST_FDS: usize = 4;
+/// The descriptors every request carries: the helper's stdin, stdout,
+/// stderr and report pipe, the network namespace and the scratch tmpfs
+/// (the cgroup files follow).
+const FIXED_FDS: usize = 6;
 
-/// One message with up to [`REQUEST_FDS`] descriptors.
+/// The most descriptors a message carries.
+const MAX_FDS: usize = 16;
+
+/// One message with up to [`MAX_FDS`] descriptors.
 struct Received {
     len: usize,
     fds: Vec<OwnedFd>,
@@ -281,7 +306,7 @@ struct Received {
 /// Receives one message on `socket` (retried when a signal interrupts);
 /// the descriptors close on exec.
 fn receive(socket: RawFd, buf: &mut [u8]) -> Result<Received, nix::errno::Errno> {
-    let mut space = nix::cmsg_space!([RawFd; REQUEST_FDS]);
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut iov = [IoSliceMut::new(buf)];
     let message = loop {
         match recvmsg::<()>(
@@ -335,8 +360,8 @@ fn send(socket: RawFd, body: &[u8], fds: &[RawFd]) -> Result<(), nix::errno::Err
 }
 
 /// The zygote's loop (`berth-sandbox LAYOUT_FILE`, the socket on stdin):
-/// a helper forked per request, until the agent's end closes. Returns the
-/// exit code.
+/// the sandbox's root built, then a helper forked per request, until the
+/// agent's end closes. Returns the exit code.
 pub fn serve(layout: &Layout) -> i32 {
     use nix::sys::signal::{signal, SigHandler, Signal};
     // What the helpers ignore: this process's dispositions, as they are
@@ -360,6 +385,12 @@ pub fn serve(layout: &Layout) -> i32 {
         eprintln!("berth-sandbox: own pid namespace: {err}");
         return 2;
     }
+    // From here on this process sees the sandbox's root alone. A root that
+    // could not be built is every request's answer.
+    let root = super::helper::build_root(layout).map_err(|e| format!("the sandbox's root: {e}"));
+    if let Err(err) = &root {
+        eprintln!("berth-sandbox: {err}");
+    }
     let mut buf = vec![0u8; MAX_MESSAGE_BYTES];
     loop {
         // Nothing but the socket, /dev/null, stderr and the pid namespace
@@ -381,18 +412,19 @@ pub fn serve(layout: &Layout) -> i32 {
             // The agent let go.
             return 0;
         }
-        let request = if truncated {
+        let header = if truncated {
             Err("request too large".to_owned())
         } else {
-            serde_json::from_slice::<Request>(&buf[..len]).map_err(|e| format!("request: {e}"))
+            serde_json::from_slice::<Header>(&buf[..len]).map_err(|e| format!("request: {e}"))
         };
-        let answer = match (request, <[OwnedFd; REQUEST_FDS]>::try_from(fds)) {
-            (Ok(request), Ok(fds)) => fork_helper(layout, &request, fds, &ignored),
-            (Err(err), _) => Err(err),
-            (_, Err(fds)) => Err(format!(
-                "{} descriptors instead of {REQUEST_FDS}",
-                fds.len()
+        let answer = match (&root, &header) {
+            (Err(err), _) | (_, Err(err)) => Err(err.clone()),
+            (Ok(()), Ok(header)) if fds.len() != FIXED_FDS + header.procs => Err(format!(
+                "{} descriptors instead of {}",
+                fds.len(),
+                FIXED_FDS + header.procs
             )),
+            (Ok(()), Ok(header)) => fork_helper(layout, header.procs, fds, &ignored),
         };
         let sent = match answer {
             Ok(pidfd) => send(0, b"ok", &[pidfd.as_raw_fd()]),
@@ -409,11 +441,12 @@ pub fn serve(layout: &Layout) -> i32 {
 const PID_NS_FD: RawFd = 3;
 
 /// Forks one helper, the init of a new pid namespace, with `fds` as its
-/// stdin, stdout, stderr and report pipe (fds 0 to 3); a pidfd of it.
+/// fds 0 and up (see [`super::helper::helper`]), `procs` of them cgroup
+/// files; a pidfd of it.
 fn fork_helper(
     layout: &Layout,
-    request: &Request,
-    fds: [OwnedFd; REQUEST_FDS],
+    procs: usize,
+    fds: Vec<OwnedFd>,
     ignored: &[i32],
 ) -> Result<OwnedFd, String> {
     use nix::sched::{setns, unshare, CloneFlags};
@@ -447,20 +480,22 @@ fn fork_helper(
                 if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
                     return 2;
                 }
-                // The received descriptors are above 3: none is overwritten
-                // before it is copied.
-                for (fd, target) in fds.iter().zip(0..) {
-                    if unsafe { libc::dup2(fd.as_raw_fd(), target) } < 0 {
+                // Copied out of the way first, so that none is overwritten
+                // before it is in place.
+                let mut high = Vec::with_capacity(fds.len());
+                for fd in &fds {
+                    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 64) };
+                    if copy < 0 {
+                        return 2;
+                    }
+                    high.push(copy);
+                }
+                for (fd, target) in high.into_iter().zip(0..) {
+                    if unsafe { libc::dup2(fd, target) } < 0 {
                         return 2;
                     }
                 }
-                super::helper::helper(
-                    layout,
-                    &request.job,
-                    &request.netns,
-                    &request.procs,
-                    ignored,
-                )
+                super::helper::helper(layout, procs, ignored)
             })();
             unsafe { libc::_exit(code) }
         }
