@@ -325,21 +325,24 @@ async fn throughput(sandbox: &Arc<Sandbox>, work: &Path, args: &Args) -> anyhow:
     let (mut bare_busy, mut bare_idle) = (Duration::ZERO, Duration::ZERO);
     let (mut berth_busy, mut berth_idle) = (Duration::ZERO, Duration::ZERO);
     let mut in_groups = Duration::ZERO;
+    let (mut bare_calls, mut berth_calls, mut berth_walls) =
+        (Duration::ZERO, Duration::ZERO, Duration::ZERO);
     for _ in 0..ROUNDS {
         let started = Instant::now();
         let cpu = MachineCpu::now();
         let mut handles = Vec::new();
         for _ in 0..args.concurrency {
             let work = work.clone();
-            handles.push(std::thread::spawn(move || -> anyhow::Result<()> {
+            handles.push(std::thread::spawn(move || -> anyhow::Result<Duration> {
+                let mut call = Duration::ZERO;
                 for _ in 0..per {
-                    time_command(bare(&work, python))?;
+                    call += time_command(bare(&work, python))?;
                 }
-                Ok(())
+                Ok(call)
             }));
         }
         for h in handles {
-            h.join().expect("a bare worker")?;
+            bare_calls += h.join().expect("a bare worker")?;
         }
         bare_time += started.elapsed();
         let (busy, idle) = cpu.since();
@@ -353,18 +356,25 @@ async fn throughput(sandbox: &Arc<Sandbox>, work: &Path, args: &Args) -> anyhow:
             let sandbox = sandbox.clone();
             tasks.push(tokio::spawn(async move {
                 let mut cpu = Duration::ZERO;
+                let (mut call, mut wall) = (Duration::ZERO, Duration::ZERO);
                 for _ in 0..per {
+                    let t = Instant::now();
                     let outcome = sandbox.run(run_of(python)).await;
+                    call += t.elapsed();
+                    wall += outcome.wall;
                     if outcome.status != Status::Succeeded {
                         return Err(anyhow::anyhow!("{outcome:?}"));
                     }
                     cpu += outcome.cpu;
                 }
-                Ok(cpu)
+                Ok((cpu, call, wall))
             }));
         }
         for t in tasks {
-            in_groups += t.await??;
+            let (cpu, call, wall) = t.await??;
+            in_groups += cpu;
+            berth_calls += call;
+            berth_walls += wall;
         }
         berth_time += started.elapsed();
         let (busy, idle) = cpu.since();
@@ -390,6 +400,12 @@ async fn throughput(sandbox: &Arc<Sandbox>, work: &Path, args: &Args) -> anyhow:
     println!(
         "of Berth's, in the run's cgroup (helper after joining, init, program): {}",
         ms(in_groups / n)
+    );
+    println!(
+        "one run as its caller waits for it: bare {}, Berth {} (from the go byte to the end: {})",
+        ms(bare_calls / n),
+        ms(berth_calls / n),
+        ms(berth_walls / n)
     );
     Ok(())
 }

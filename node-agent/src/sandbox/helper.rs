@@ -167,6 +167,12 @@ pub fn helper(layout: &Layout, procs: usize, ignored: &[i32]) -> i32 {
         Ok(None) => 0,
         Ok(Some(report)) => {
             finish(Ok(report));
+            // The outputs end once the program and what it started let go:
+            // for a program that left nothing behind, now. Their end and
+            // the report reach the agent from this process, one wake-up
+            // from the CPU the program ended on, rather than one at the
+            // program's exit and another at the report.
+            unsafe { libc::close_range(1, 2, 0) };
             stay()
         }
         // The sandbox could not be made or the program not started: the
@@ -375,8 +381,9 @@ fn init(layout: &Layout, ignored: &[i32]) -> Result<Option<Report>, String> {
     }
     .map_err(|e| fail("starting the program", e))?;
     // The program has its copies now (or has written why it did not
-    // start): the outputs end when the program and what it started let go.
-    unsafe { libc::close_range(0, 2, 0) };
+    // start). This process keeps its copies of stdout and stderr until
+    // the report is written (see [`helper`]).
+    unsafe { libc::close(0) };
     // Reap everything; report when the program itself ends.
     let ending = loop {
         match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::__WALL)) {
