@@ -12,12 +12,12 @@
 //! and installs the seccomp filter on itself — all before the run is
 //! known. Then it waits for the run's [`Spec`] on stdin and starts the
 //! program, which takes an unprivileged uid with no_new_privs and rlimits
-//! before `execve`, and lets go of its own copies of stdin, stdout and
-//! stderr. When the program exits, the helper writes the outcome to the
-//! report pipe (fd 3, one line of JSON) and kills whatever is left in its
-//! pid namespace. The agent has the run's end once it has the report and
-//! the end of both outputs: for a program that leaves nothing behind, as
-//! soon as it exits. The helper then waits to be killed, so that the
+//! before `execve`, and lets go of its own copy of stdin. When the
+//! program exits, the helper writes the outcome to the report pipe (fd 3,
+//! one line of JSON), lets go of its copies of stdout and stderr and
+//! kills whatever is left in its pid namespace. The agent has the run's
+//! end once it has the report and the end of both outputs: for a program
+//! that leaves nothing behind, as soon as the helper has reported. The helper then waits to be killed, so that the
 //! namespaces' teardown comes after the answer.
 //!
 //! Runs in a fresh fork of the single-threaded zygote: plain blocking

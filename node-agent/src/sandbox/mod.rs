@@ -663,7 +663,7 @@ impl Sandbox {
         let report = read_report(warm.helper.report.take().expect("piped"));
         // The report and the end of both outputs are the end of the run.
         // The helper (its pid namespace's init) writes the report when the
-        // program ends, having let go of its own copies of the outputs;
+        // program ends and then lets go of its own copies of the outputs;
         // their last copies close when the program and what it started are
         // gone, at the latest when the helper kills what is left right after
         // the report (its own exit, which tears the namespaces down, comes
@@ -714,11 +714,15 @@ impl Sandbox {
         };
         // The next helper once this run's cgroup is read (a helper's start
         // makes a cgroup and moves into it, which holds the host's cgroup
-        // locks for a moment).
-        if !refilled {
-            self.refill_later();
-        }
-        self.retire(warm);
+        // locks for a moment), then this one's clean-up: one task, one
+        // thread woken.
+        let shared = self.shared.clone();
+        self.retiring.spawn_blocking(move || {
+            if !refilled {
+                shared.refill_unless_under_way();
+            }
+            drop(warm);
+        });
         StepResult {
             report,
             stdout,
@@ -841,9 +845,17 @@ struct Warm {
 impl Drop for Warm {
     fn drop(&mut self) {
         self.helper.kill();
+        // Its end (one wake-up) is the end of its pid namespace, and so of
+        // every process the run started: the cgroup is then empty, and its
+        // kill below a check that finds nothing, with no polling.
+        self.helper.wait_ended(HELPER_END_WAIT);
         self.group.kill_all();
     }
 }
+
+/// How long a killed helper's end is waited for before its cgroup is
+/// killed anyway.
+const HELPER_END_WAIT: Duration = Duration::from_secs(2);
 
 /// A size- and inode-limited tmpfs owned by `uid`, mounted nowhere (the
 /// new mount API): a run's `/work`.
@@ -952,18 +964,21 @@ impl Sandbox {
 
     /// Tops the pool of waiting helpers up, in the background.
     fn refill_later(&self) {
-        if self.refilling.swap(true, Ordering::AcqRel) {
-            return;
-        }
         let shared = self.shared.clone();
-        self.retiring.spawn_blocking(move || {
-            shared.refill();
-            shared.refilling.store(false, Ordering::Release);
-        });
+        self.retiring
+            .spawn_blocking(move || shared.refill_unless_under_way());
     }
 }
 
 impl Shared {
+    /// Tops the pool up, unless another thread is doing so.
+    fn refill_unless_under_way(&self) {
+        if !self.refilling.swap(true, Ordering::AcqRel) {
+            self.refill();
+            self.refilling.store(false, Ordering::Release);
+        }
+    }
+
     fn refill(&self) {
         while self.pool.lock().unwrap_or_else(|p| p.into_inner()).len() < self.config.warm_helpers {
             match self.start_warm(Limits {

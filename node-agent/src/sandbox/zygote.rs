@@ -120,6 +120,27 @@ impl Helper {
         (unsafe { libc::poll(&mut poll, 1, 0) }) == 0 && !self.zygote.has_exited()
     }
 
+    /// Waits up to `timeout` for the helper to have ended: its pidfd
+    /// readable, which for the init of a pid namespace comes once every
+    /// other process of the namespace is gone as well. Whether it ended.
+    pub fn wait_ended(&self, timeout: std::time::Duration) -> bool {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            let mut poll = libc::pollfd {
+                fd: self.pidfd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            let millis = left.as_millis().min(i32::MAX as u128) as i32;
+            match unsafe { libc::poll(&mut poll, 1, millis) } {
+                1 => return true,
+                -1 if io::Error::last_os_error().kind() == io::ErrorKind::Interrupted => {}
+                _ => return false,
+            }
+        }
+    }
+
     /// SIGKILL, by pidfd: never another process that took the pid over.
     pub fn kill(&self) {
         unsafe {
