@@ -1027,3 +1027,25 @@ async fn programs_start_with_default_signals() {
         "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
     );
 }
+
+/// A zygote that cannot build the sandbox's root answers every run with
+/// why, and nothing of the run is left behind.
+#[tokio::test]
+async fn a_root_that_cannot_be_built_fails_runs_with_the_reason() {
+    let f = fixture_with(61017, 0);
+    // The zygote starts with the first run and reads the layout then.
+    let layout = f.dir.path().join("sandbox/layout.json");
+    let mut value: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&layout).unwrap()).unwrap();
+    value["root"] = serde_json::json!(f.dir.path().join("no-such-root"));
+    std::fs::write(&layout, serde_json::to_vec(&value).unwrap()).unwrap();
+    let outcome = f.go(run("python", "print('never')")).await;
+    assert_eq!(outcome.status, Status::Failed, "{outcome:?}");
+    assert!(
+        outcome.error.contains("the sandbox's root"),
+        "{}",
+        outcome.error
+    );
+    assert!(outcome.stdout.is_empty());
+    no_sandbox_processes(61017);
+}
