@@ -17,8 +17,9 @@
 //! one line of JSON), lets go of its copies of stdout and stderr and
 //! kills whatever is left in its pid namespace. The agent has the run's
 //! end once it has the report and the end of both outputs: for a program
-//! that leaves nothing behind, as soon as the helper has reported. The helper then waits to be killed, so that the
-//! namespaces' teardown comes after the answer.
+//! that leaves nothing behind, as soon as the helper has reported. The
+//! helper then waits to be killed, so that the namespaces' teardown comes
+//! after the answer.
 //!
 //! Runs in a fresh fork of the single-threaded zygote: plain blocking
 //! calls, no threads.
@@ -161,7 +162,12 @@ pub fn helper(layout: &Layout, procs: usize, ignored: &[i32]) -> i32 {
     }
     // Nothing of the agent's beyond stdin, stdout, stderr, the report and
     // what the sandbox is made of.
-    unsafe { libc::close_range(WORK_FD as u32 + 1, u32::MAX, 0) };
+    if unsafe { libc::close_range(WORK_FD as u32 + 1, u32::MAX, 0) } != 0 {
+        return finish(Err(fail(
+            "closing inherited descriptors",
+            std::io::Error::last_os_error(),
+        )));
+    }
     match init(layout, ignored) {
         // Let go without a run: nothing to say.
         Ok(None) => 0,
@@ -620,7 +626,9 @@ fn exec_program(spec: &Spec, argv: &[CString], env: &[CString], ignored: &[i32])
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);
         libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
-        libc::close_range(3, u32::MAX, 0);
+        if libc::close_range(3, u32::MAX, 0) != 0 {
+            return fail("closing descriptors", std::io::Error::last_os_error());
+        }
     }
     // Everything above overlapped the writing of the run's files; the go
     // byte says they are in place. The program's input follows it.

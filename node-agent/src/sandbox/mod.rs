@@ -1,6 +1,6 @@
 //! Code executions in language sandboxes: every run in fresh namespaces,
 //! its own cgroup, rlimits, a seccomp filter, an unprivileged uid and a
-//! scratch directory that is gone afterwards.
+//! scratch tmpfs that is gone afterwards.
 //!
 //! - [`zygote`]: the long-lived `berth-sandbox` process that forks helpers.
 //! - [`helper`]: a forked helper, which builds the sandbox around one run.
@@ -141,8 +141,8 @@ impl Outcome {
     }
 }
 
-/// Numbers runs and steps uniquely within this process (cgroup and
-/// directory names), whatever number of sandboxes it has.
+/// Numbers runs and steps uniquely within this process (cgroup names
+/// and the cache's partial entries), whatever number of sandboxes it has.
 static NEXT: AtomicU64 = AtomicU64::new(0);
 
 fn next_id() -> String {
@@ -290,11 +290,23 @@ impl Sandbox {
 
     /// Kills and removes what runs of an earlier agent with this directory
     /// left: processes and cgroups. (Their mounts were in their own
-    /// namespaces, gone with their processes.)
+    /// namespaces, gone with their processes; an agent from before that
+    /// mounted runs' tmpfs in `runs/` on the host, which goes too.)
     fn sweep(&self) {
         let groups = cgroup::sweep(&self.hierarchy, &format!("{}-", self.prefix));
-        if groups > 0 {
-            tracing::warn!(groups, "removed what earlier sandbox runs left behind");
+        let legacy = self.config.dir.join("runs");
+        let mut runs = 0;
+        for entry in std::fs::read_dir(&legacy).into_iter().flatten().flatten() {
+            let _ = nix::mount::umount2(&entry.path(), nix::mount::MntFlags::MNT_DETACH);
+            runs += 1;
+        }
+        if legacy.exists() {
+            if let Err(err) = std::fs::remove_dir_all(&legacy) {
+                tracing::warn!(%err, path = %legacy.display(), "removing the old runs dir");
+            }
+        }
+        if groups + runs > 0 {
+            tracing::warn!(groups, runs, "removed what earlier sandbox runs left behind");
         }
     }
 
@@ -392,14 +404,12 @@ impl Sandbox {
         self.retiring.close();
         let _ = tokio::time::timeout(Duration::from_secs(30), self.retiring.wait()).await;
         self.retiring.reopen();
-        self.release_waiting();
+        // Each waits for its helper's end: blocking work.
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || shared.release_waiting()).await;
         self.spares.release();
     }
 
-    fn release_waiting(&self) {
-        let waiting = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
-        drop(waiting);
-    }
 
     fn env(&self, language: &Language) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
@@ -756,11 +766,19 @@ impl Sandbox {
         Ok(())
     }
 
-    /// Cleans up after a helper (processes, cgroup, mount, directory) off
+    /// Cleans up after a helper (processes, tmpfs, cgroup) off
     /// the request's path; [`Sandbox::settle`] waits for it.
     fn retire(&self, warm: Warm) {
         self.retiring.spawn_blocking(move || drop(warm));
     }
+}
+
+/// Why a helper did not start.
+enum Start {
+    Failed(String),
+    /// The zygote took the request and was lost: what the request carried
+    /// may still be used by a helper it forks.
+    Lost(String),
 }
 
 /// How long a run's outputs may take to end once everything of the run
@@ -833,13 +851,15 @@ fn keep(work: BorrowedFd<'_>, artifacts: &[&str], cache: &Path) -> io::Result<()
 /// namespaces and the descriptor below.
 struct Warm {
     helper: zygote::Helper,
-    group: Cgroup,
     /// The run's `/work`: a tmpfs mounted nowhere on the host (the helper
     /// moved it to `/work` in its own namespace); the run's files go in
-    /// through this descriptor.
+    /// through this descriptor. Freed before the cgroup its pages are
+    /// charged to is removed (fields drop in order).
     work: OwnedFd,
-    /// Back to the pool once everything above is gone (fields drop in order).
-    _network: netns::Lease,
+    group: Cgroup,
+    /// Back to the pool once everything above is gone; kept out of it
+    /// when a process of the run outlived every kill.
+    network: Option<netns::Lease>,
 }
 
 impl Drop for Warm {
@@ -848,8 +868,14 @@ impl Drop for Warm {
         // Its end (one wake-up) is the end of its pid namespace, and so of
         // every process the run started: the cgroup is then empty, and its
         // kill below a check that finds nothing, with no polling.
-        self.helper.wait_ended(HELPER_END_WAIT);
+        let ended = self.helper.wait_ended(HELPER_END_WAIT);
         self.group.kill_all();
+        if !ended && !self.group.pids().is_empty() {
+            // Its sockets could still be open there: the namespace serves
+            // no other run.
+            tracing::warn!("a sandbox run's processes outlived every kill; its network namespace is not reused");
+            std::mem::forget(self.network.take());
+        }
     }
 }
 
@@ -883,34 +909,56 @@ fn scratch(bytes: u64, uid: u32, gid: u32) -> io::Result<OwnedFd> {
 }
 
 impl Shared {
-    /// Starts a helper in a fresh cgroup with a fresh scratch dir; it
+    /// Starts a helper in a fresh cgroup with a fresh scratch tmpfs; it
     /// builds its sandbox and waits for its spec.
     fn start_warm(&self, limits: Limits) -> Result<Warm, String> {
+        match self.try_start_warm(limits) {
+            Ok(warm) => Ok(warm),
+            Err(Start::Failed(why)) => Err(why),
+            // Once more, with a new cgroup, tmpfs and network namespace.
+            Err(Start::Lost(why)) => {
+                tracing::warn!(%why, "asking a new sandbox zygote");
+                self.try_start_warm(limits).map_err(|e| match e {
+                    Start::Failed(why) | Start::Lost(why) => why,
+                })
+            }
+        }
+    }
+
+    /// [`Shared::start_warm`], once.
+    fn try_start_warm(&self, limits: Limits) -> Result<Warm, Start> {
         let name = format!("{}-{}", self.prefix, next_id());
         let group = Cgroup::create(&self.hierarchy, &name, limits, &self.spares)
-            .map_err(|e| format!("cgroup: {e}"))?;
+            .map_err(|e| Start::Failed(format!("cgroup: {e}")))?;
         let work = scratch(self.config.scratch_bytes, self.config.uid, self.config.gid)
-            .map_err(|e| format!("scratch dir: {e}"))?;
-        let procs = group.procs_files().map_err(|e| format!("cgroup: {e}"))?;
+            .map_err(|e| Start::Failed(format!("scratch tmpfs: {e}")))?;
+        let procs = group
+            .procs_files()
+            .map_err(|e| Start::Failed(format!("cgroup: {e}")))?;
         let network = self
             .networks
             .lease()
-            .map_err(|e| format!("network namespace: {e}"))?;
+            .map_err(|e| Start::Failed(format!("network namespace: {e}")))?;
         let request = zygote::Request {
             netns: network.fd(),
             work: work.as_fd(),
             procs: &procs,
         };
-        let helper = self
-            .zygote
-            .helper(&request)
-            .map_err(|e| format!("starting a helper: {e}"))?;
-        Ok(Warm {
-            helper,
-            group,
-            work,
-            _network: network,
-        })
+        match self.zygote.helper(&request) {
+            Ok(helper) => Ok(Warm {
+                helper,
+                work,
+                group,
+                network: Some(network),
+            }),
+            Err(err) if err.kind() == io::ErrorKind::ConnectionAborted => {
+                // A helper the lost zygote may still fork enters this
+                // namespace: it serves no other run.
+                std::mem::forget(network);
+                Err(Start::Lost(format!("starting a helper: {err}")))
+            }
+            Err(err) => Err(Start::Failed(format!("starting a helper: {err}"))),
+        }
     }
 }
 
@@ -971,6 +1019,11 @@ impl Sandbox {
 }
 
 impl Shared {
+    fn release_waiting(&self) {
+        let waiting = std::mem::take(&mut *self.pool.lock().unwrap_or_else(|p| p.into_inner()));
+        drop(waiting);
+    }
+
     /// Tops the pool up, unless another thread is doing so.
     fn refill_unless_under_way(&self) {
         if !self.refilling.swap(true, Ordering::AcqRel) {

@@ -165,6 +165,10 @@ impl Drop for Helper {
 enum Failure {
     /// The zygote is gone or talks nonsense: start a new one.
     Zygote(io::Error),
+    /// Likewise, but after it was sent the request: it may still fork a
+    /// helper with the request's descriptors (its cgroup, tmpfs, network
+    /// namespace), so they serve no second attempt.
+    Lost(io::Error),
     /// The zygote could not fork this helper.
     Refused(io::Error),
 }
@@ -219,7 +223,10 @@ impl Zygote {
     }
 
     /// A new helper for `request`, its stdin, stdout, stderr and report
-    /// piped to this process (call within a tokio runtime).
+    /// piped to this process (call within a tokio runtime). An error of
+    /// kind `ConnectionAborted`: the zygote took the request and was lost
+    /// (it is replaced at the next call); a helper it may still fork uses
+    /// the request's descriptors, so a new attempt needs new ones.
     pub fn helper(&self, request: &Request<'_>) -> io::Result<Helper> {
         let mut running = self.running.lock().unwrap_or_else(|p| p.into_inner());
         let mut last = None;
@@ -231,6 +238,11 @@ impl Zygote {
             match ask(zygote, request) {
                 Ok(helper) => return Ok(helper),
                 Err(Failure::Refused(err)) => return Err(err),
+                Err(Failure::Lost(err)) => {
+                    tracing::warn!(%err, "the sandbox zygote did not answer; starting another");
+                    *running = None;
+                    return Err(io::Error::new(io::ErrorKind::ConnectionAborted, err));
+                }
                 Err(Failure::Zygote(err)) => {
                     // Killed once its last helper is done.
                     tracing::warn!(%err, "the sandbox zygote is gone; starting another");
@@ -276,10 +288,11 @@ fn ask(zygote: &Arc<Running>, request: &Request<'_>) -> Result<Helper, Failure> 
     // Only the helper holds these ends now.
     drop((stdin_theirs, stdout_theirs, stderr_theirs, report_theirs));
     let mut answer = vec![0u8; MAX_MESSAGE_BYTES];
-    let received = receive(socket.as_raw_fd(), &mut answer).map_err(gone)?;
+    let lost = |e: nix::errno::Errno| Failure::Lost(e.into());
+    let received = receive(socket.as_raw_fd(), &mut answer).map_err(lost)?;
     let (len, pidfd) = (received.len, received.fds.into_iter().next());
     if len == 0 {
-        return Err(Failure::Zygote(io::Error::other(
+        return Err(Failure::Lost(io::Error::other(
             "the zygote closed its socket",
         )));
     }
@@ -301,7 +314,7 @@ fn ask(zygote: &Arc<Running>, request: &Request<'_>) -> Result<Helper, Failure> 
             helper.report = Some(pipe::Receiver::from_owned_fd(report_ours).map_err(refused)?);
             Ok(helper)
         }
-        (Some(_), None) => Err(Failure::Zygote(io::Error::other(
+        (Some(_), None) => Err(Failure::Lost(io::Error::other(
             "the zygote answered without a pidfd",
         ))),
         (None, _) => Err(refused(io::Error::other(format!("zygote: {answer}")))),
@@ -455,6 +468,11 @@ pub fn serve(layout: &Layout) -> i32 {
             eprintln!("berth-sandbox: zygote socket: {err}");
             return 2;
         }
+        // A root that could not be built may build the next time: the
+        // agent starts another zygote at its next helper.
+        if root.is_err() {
+            return 2;
+        }
     }
 }
 
@@ -501,11 +519,13 @@ fn fork_helper(
                 if unsafe { signal(Signal::SIGCHLD, SigHandler::SigDfl) }.is_err() {
                     return 2;
                 }
-                // Copied out of the way first, so that none is overwritten
-                // before it is in place.
+                // Copied out of the way first (above every target), so that
+                // none is overwritten before it is in place; the copies
+                // close on exec whatever happens to them.
                 let mut high = Vec::with_capacity(fds.len());
                 for fd in &fds {
-                    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD, 64) };
+                    let floor = fds.len() as libc::c_int;
+                    let copy = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, floor) };
                     if copy < 0 {
                         return 2;
                     }
