@@ -512,36 +512,22 @@ fn prepare(layout: &Layout) -> Result<(), String> {
     )
     .map_err(|e| fail("/work", e))?;
     drop(work);
-    mount(
-        Some("tmpfs"),
-        "/tmp",
-        Some("tmpfs"),
+    let tmp = format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes);
+    let shm = format!(
+        "size={},nr_inodes=1024,mode=1777",
+        layout.tmp_bytes.min(8 << 20)
+    );
+    let (plain, noexec) = (
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some(format!("size={},nr_inodes=4096,mode=1777", layout.tmp_bytes).as_str()),
-    )
-    .map_err(|e| fail("/tmp", e))?;
-    mount(
-        Some("tmpfs"),
-        "/dev/shm",
-        Some("tmpfs"),
         MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some(
-            format!(
-                "size={},nr_inodes=1024,mode=1777",
-                layout.tmp_bytes.min(8 << 20)
-            )
-            .as_str(),
-        ),
-    )
-    .map_err(|e| fail("/dev/shm", e))?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| fail("/proc", e))?;
+    );
+    for (fs, target, flags, options) in [
+        ("tmpfs", "/tmp", plain, Some(tmp.as_str())),
+        ("tmpfs", "/dev/shm", noexec, Some(shm.as_str())),
+        ("proc", "/proc", noexec, None),
+    ] {
+        mount(Some(fs), target, Some(fs), flags, options).map_err(|e| fail(target, e))?;
+    }
     let _ = sethostname("sandbox");
     seccompiler::apply_filter(&seccomp::filter()).map_err(|e| fail("seccomp", e))
 }
