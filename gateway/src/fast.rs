@@ -4,23 +4,25 @@
 //! plain-text connections. For those, one loop per client connection parses
 //! each request head with `httparse`, decides as the request path does (the
 //! route, the key, its rate, the body's size, a ready instance; the same
-//! functions), writes the request to the client connection's own upstream
-//! connection and copies the answer back: no `Request` or `HeaderMap` is
-//! built, and no other task is woken in between.
+//! functions), writes the request to an idle connection to the instance
+//! (the thread's most recently used one) and copies the answer back: no
+//! `Request` or `HeaderMap` is built, and no other task is woken in between.
 //!
 //! Everything else goes, with the bytes read so far, to hyper, which serves
 //! the rest of the connection as before: a head that does not parse, is
 //! larger than the limit or has more than [`MAX_HEADERS`] fields; HTTP/1.0;
 //! `Transfer-Encoding`, `Expect` or `Upgrade`; more than one `Host` or
 //! `Content-Length`; a body over [`FAST_BODY`]; a request target that is not
-//! a path; the gateway's own paths (health, metrics, the management API);
+//! a path of plain URI characters (RFC 3986's path and query characters:
+//! no fragment, nothing to decode first); a `Host` that is not a plain name
+//! or address with an optional port; the gateway's own paths (health, metrics, the management API);
 //! the h2c preface.
 
 use crate::{
     error::ApiError,
     headers::{self, Fields},
-    proxy::{error_chain, no_instance, proxied_target, AccessLog, Gateway, MAX_ATTEMPTS},
-    routes::{App, Backend},
+    proxy::{error_chain, no_instance, proxied_target, AccessLog, Gateway, Tried, MAX_ATTEMPTS},
+    routes::{App, Backend, KeyMemo},
     server::ConnLimits,
     upstream::{UpstreamError, CONNECT_TIMEOUT},
 };
@@ -47,8 +49,11 @@ pub const MAX_HEADERS: usize = 100;
 pub const FAST_BODY: usize = 64 * 1024;
 /// How much is read from a socket at a time.
 const READ_SIZE: usize = 16 * 1024;
-/// Upstream connections one client connection keeps open.
-const MAX_KEPT: usize = 4;
+/// Idle connections kept per instance on one gateway thread.
+const MAX_IDLE: usize = 64;
+/// Every so many returned connections, the idle ones the instances closed
+/// are let go (they are also dropped when next taken).
+const SWEEP_EVERY: u32 = 1024;
 
 /// How a connection left the fast path.
 pub enum Ended {
@@ -73,9 +78,11 @@ pub async fn serve(
         limits,
         table: None,
         buf: BytesMut::with_capacity(READ_SIZE),
-        kept: Vec::new(),
         head_by: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
         answer_by: Box::pin(tokio::time::sleep(limits.header_read_timeout)),
+        key: KeyMemo::default(),
+        spare_out: Vec::new(),
+        spare_head: Vec::new(),
     };
     let mut first = true;
     // Made once: registering with the token on every wait would take its lock.
@@ -164,16 +171,79 @@ struct Conn<'a> {
     table: Option<(u64, Arc<crate::routes::Table>)>,
     /// What was read from the client and not yet used.
     buf: BytesMut,
-    /// Open connections to instances, by instance id, most recent last.
-    kept: Vec<Upstream>,
     /// When the next head must have come (reset per request: moving a
     /// registered timer later costs no timer-wheel work).
     head_by: Pin<Box<Sleep>>,
     /// When the app must have answered, likewise.
     answer_by: Pin<Box<Sleep>>,
+    /// The key this connection presented last.
+    key: KeyMemo,
+    /// The buffers of the last request as the app got it and of the last
+    /// answer head, kept for the next ones (no allocation per request).
+    spare_out: Vec<u8>,
+    spare_head: Vec<u8>,
 }
 
-struct Upstream {
+/// Idle connections to instances, shared by the fast path's client
+/// connections on one gateway thread (each thread has a gateway of its
+/// own, so the lock is never contended). The most recently used is taken
+/// first: a light load keeps reusing the same few connections, warm in
+/// every cache, and a heavy load has as many as it has requests in flight,
+/// up to [`MAX_IDLE`] idle per instance.
+#[derive(Default)]
+pub(crate) struct IdleUpstreams {
+    state: std::sync::Mutex<Idle>,
+}
+
+#[derive(Default)]
+struct Idle {
+    by_instance: std::collections::HashMap<String, Vec<Upstream>>,
+    returned: u32,
+}
+
+impl IdleUpstreams {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Idle> {
+        self.state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The most recently returned open connection to `instance`.
+    fn take(&self, instance: &str) -> Option<Upstream> {
+        let mut idle = self.lock();
+        let kept = idle.by_instance.get_mut(instance)?;
+        while let Some(upstream) = kept.pop() {
+            if !upstream.closed() {
+                return Some(upstream);
+            }
+        }
+        None
+    }
+
+    fn put(&self, upstream: Upstream) {
+        let mut idle = self.lock();
+        idle.returned = idle.returned.wrapping_add(1);
+        if idle.returned.is_multiple_of(SWEEP_EVERY) {
+            idle.by_instance.retain(|_, kept| {
+                kept.retain(|u| !u.closed());
+                !kept.is_empty()
+            });
+        }
+        let kept = match idle.by_instance.get_mut(&upstream.instance) {
+            Some(kept) => kept,
+            None => idle
+                .by_instance
+                .entry(upstream.instance.clone())
+                .or_default(),
+        };
+        if kept.len() >= MAX_IDLE {
+            kept.remove(0);
+        }
+        kept.push(upstream);
+    }
+}
+
+pub(crate) struct Upstream {
     instance: String,
     stream: TcpStream,
     buf: BytesMut,
@@ -242,6 +312,52 @@ const NOT_FORWARDED: [&str; 14] = [
 fn is_named(name: &str, list: &[&str]) -> bool {
     list.iter().any(|n| n.eq_ignore_ascii_case(name))
 }
+
+/// An origin-form request target of plain URI characters (RFC 3986's
+/// `pchar`, `/` and `?`) as its path and query; `None` for anything else
+/// (a fragment, spaces or other bytes, an absolute form), which hyper judges.
+fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
+    let bytes = target.as_bytes();
+    if bytes.first() != Some(&b'/') || !bytes.iter().all(|&b| URI_CHAR[usize::from(b)]) {
+        return None;
+    }
+    Some(match bytes.iter().position(|&b| b == b'?') {
+        Some(at) => (&target[..at], Some(&target[at + 1..])),
+        None => (target, None),
+    })
+}
+
+/// The host of a `Host` field that is a plain name or IPv4 address with an
+/// optional port (empty for an empty field); `None` for anything else (an
+/// IPv6 literal, user info, other bytes), which hyper judges.
+fn host_name(value: &[u8]) -> Option<&str> {
+    let (host, port) = match value.iter().position(|&b| b == b':') {
+        Some(at) => (&value[..at], Some(&value[at + 1..])),
+        None => (value, None),
+    };
+    let name = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_');
+    let port_ok = port.is_none_or(|p| p.len() <= 5 && p.iter().all(u8::is_ascii_digit));
+    let plain = host.iter().all(name) && port_ok && !(host.is_empty() && port.is_some());
+    // ASCII only, checked just above.
+    plain.then(|| std::str::from_utf8(host).ok()).flatten()
+}
+
+/// The bytes [`split_target`] takes: letters, digits, `-._~!$&'()*+,;=:@/?%`.
+static URI_CHAR: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        table[b] = (b as u8).is_ascii_alphanumeric();
+        b += 1;
+    }
+    let more = b"-._~!$&'()*+,;=:@/?%";
+    let mut i = 0;
+    while i < more.len() {
+        table[more[i] as usize] = true;
+        i += 1;
+    }
+    table
+};
 
 /// The comma-separated tokens of every `Connection` field.
 fn connection_tokens<'h>(fields: &'h [httparse::Header<'_>]) -> Vec<&'h str> {
@@ -312,23 +428,22 @@ impl Conn<'_> {
         if method == Method::CONNECT {
             return Parsed::Hyper;
         }
-        let Ok(uri) = http::uri::PathAndQuery::try_from(target) else {
+        let Some((path, query)) = split_target(target) else {
             return Parsed::Hyper;
         };
         let host_value = fields.field("host").unwrap_or_default();
-        let authority = std::str::from_utf8(host_value)
-            .ok()
-            .and_then(|h| h.parse::<http::uri::Authority>().ok());
-        let host = authority.as_ref().map(|a| {
-            let host = a.host();
+        let Some(host) = host_name(host_value) else {
+            return Parsed::Hyper;
+        };
+        let host = (!host.is_empty()).then(|| {
             if host.bytes().any(|b| b.is_ascii_uppercase()) {
                 std::borrow::Cow::Owned(host.to_ascii_lowercase())
             } else {
                 std::borrow::Cow::Borrowed(host)
             }
         });
-        let table = self.gateway.routes.cached(&mut self.table);
-        let Some(target) = proxied_target(table, host.as_deref(), uri.path(), uri.query()) else {
+        let (version, table) = self.gateway.routes.cached(&mut self.table);
+        let Some(target) = proxied_target(table, host.as_deref(), path, query) else {
             return Parsed::Hyper;
         };
         // The body too, before anything is decided (it goes on in one write).
@@ -345,7 +460,7 @@ impl Conn<'_> {
         let mut log = AccessLog {
             request_id: request_id.clone(),
             method: method.clone(),
-            path: uri.path().to_owned(),
+            path: path.to_owned(),
             app: None,
             app_metrics: None,
             status: 0,
@@ -357,8 +472,12 @@ impl Conn<'_> {
         let step = target.and_then(|(app, path)| {
             log.app = Some(app.route.app_id.clone());
             let app = routed.insert(app);
-            let key_from_header = self.gateway.admit_call(table, app, fields)?;
-            let mut out = Vec::with_capacity(head_len + body_len + 256);
+            let key_from_header =
+                self.gateway
+                    .admit_call(table, app, fields, Some((version, &mut self.key)))?;
+            let mut out = std::mem::take(&mut self.spare_out);
+            out.clear();
+            out.reserve(head_len + body_len + 256);
             out.extend_from_slice(method.as_str().as_bytes());
             out.push(b' ');
             out.extend_from_slice(path.as_bytes());
@@ -432,8 +551,11 @@ impl Conn<'_> {
         };
         let result = match (step, &app) {
             (Ok(out), Some(app)) => {
-                self.ready_and_forward(client, app.clone(), &out, how, &mut log)
-                    .await
+                let result = self
+                    .ready_and_forward(client, app.clone(), &out, how, &mut log)
+                    .await;
+                self.spare_out = out;
+                result
             }
             (Err(err), _) => Err(err),
             (Ok(_), None) => unreachable!("a request is forwarded only to an app"),
@@ -514,12 +636,12 @@ impl Conn<'_> {
     ) -> Result<Option<bool>, (ApiError, bool)> {
         let gateway = self.gateway;
         let app_id = app.route.app_id.as_str();
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut last_error = None;
         let mut stale_retried = false;
         let mut all_refused = true;
         while tried.len() < MAX_ATTEMPTS {
-            let Some((index, admission)) = app.pick(&tried, Instant::now()) else {
+            let Some((index, admission)) = app.pick(tried.as_slice(), Instant::now()) else {
                 break;
             };
             tried.push(index);
@@ -601,12 +723,7 @@ impl Conn<'_> {
         request_id: &HeaderValue,
         deadline: Deadline,
     ) -> Result<(Upstream, Answer), Exchange> {
-        let kept = self
-            .kept
-            .iter()
-            .position(|u| u.instance == backend.instance_id)
-            .map(|i| self.kept.remove(i))
-            .filter(|u| !u.closed());
+        let kept = self.gateway.idle.take(&backend.instance_id);
         let reused = kept.is_some();
         let mut upstream = match kept {
             Some(upstream) => upstream,
@@ -634,13 +751,14 @@ impl Conn<'_> {
                 }
             }
         };
+        let mut head = std::mem::take(&mut self.spare_head);
         let read = async {
             let written = try_write(&upstream.stream, out)?;
             if written < out.len() {
                 upstream.stream.write_all(&out[written..]).await?;
             }
             loop {
-                if let Some(answer) = Answer::parse(&upstream.buf, how, request_id)? {
+                if let Some(answer) = Answer::parse(&upstream.buf, how, request_id, &mut head)? {
                     if answer.status >= 200 || answer.status == 101 {
                         return Ok(answer);
                     }
@@ -662,6 +780,9 @@ impl Conn<'_> {
             read = read => Ok(read),
             _ = self.answer_by.as_mut() => Err(()),
         };
+        // What no answer took (an answer takes it to the client and gives
+        // it back), kept for the next one.
+        self.spare_head = head;
         match read {
             Err(()) => Err(Exchange::TimedOut),
             Ok(Ok(answer)) if answer.status == 101 => Err(Exchange::Failed(UpstreamError::Io(
@@ -740,11 +861,9 @@ impl Conn<'_> {
             }
         }
         if reusable && upstream.buf.is_empty() {
-            if self.kept.len() >= MAX_KEPT {
-                self.kept.remove(0);
-            }
-            self.kept.push(upstream);
+            self.gateway.idle.put(upstream);
         }
+        self.spare_head = out;
         Some(!close)
     }
 }
@@ -803,7 +922,14 @@ struct Answer {
 impl Answer {
     /// The answer head at the start of `buf` (to the request `how`
     /// describes), if it is all there.
-    fn parse(buf: &[u8], how: How, request_id: &HeaderValue) -> io::Result<Option<Answer>> {
+    /// The client's head is written into `spare`'s buffer, which the
+    /// answer takes.
+    fn parse(
+        buf: &[u8],
+        how: How,
+        request_id: &HeaderValue,
+        spare: &mut Vec<u8>,
+    ) -> io::Result<Option<Answer>> {
         let mut fields = [const { MaybeUninit::uninit() }; MAX_HEADERS];
         let mut res = httparse::Response::new(&mut []);
         let bad = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
@@ -864,7 +990,8 @@ impl Answer {
             reusable = false;
         }
         let close = how.close || matches!(framing, Framing::UntilClose);
-        let mut head = Vec::new();
+        let mut head = std::mem::take(spare);
+        head.clear();
         if status >= 200 {
             head.reserve(head_len + 64);
             let reason = match res.reason {
@@ -875,7 +1002,12 @@ impl Answer {
                     .unwrap_or(""),
             };
             head.extend_from_slice(b"HTTP/1.1 ");
-            head.extend_from_slice(status.to_string().as_bytes());
+            // Three digits (httparse takes no other status).
+            head.extend_from_slice(&[
+                b'0' + (status / 100 % 10) as u8,
+                b'0' + (status / 10 % 10) as u8,
+                b'0' + (status % 10) as u8,
+            ]);
             head.push(b' ');
             head.extend_from_slice(reason.as_bytes());
             head.extend_from_slice(b"\r\n");
@@ -1031,6 +1163,43 @@ fn error_response(err: &ApiError, request_id: &HeaderValue, close: bool) -> Vec<
 mod tests {
     use super::*;
 
+    #[test]
+    fn plain_targets_and_hosts_are_taken_and_the_rest_left_to_hyper() {
+        assert_eq!(
+            split_target("/run/a/x?y=1&z"),
+            Some(("/run/a/x", Some("y=1&z")))
+        );
+        assert_eq!(split_target("/a?b?c"), Some(("/a", Some("b?c"))));
+        assert_eq!(split_target("/%2e%2e/x"), Some(("/%2e%2e/x", None)));
+        for other in [
+            "/a#frag",
+            "*",
+            "http://h/a",
+            "/a b",
+            "/a\"b",
+            "/\u{e9}",
+            "/a{b}",
+            "",
+        ] {
+            assert_eq!(split_target(other), None, "{other:?}");
+        }
+        assert_eq!(host_name(b"app.example:8080"), Some("app.example"));
+        assert_eq!(host_name(b"App.Example"), Some("App.Example"));
+        assert_eq!(host_name(b"127.0.0.1"), Some("127.0.0.1"));
+        assert_eq!(host_name(b""), Some(""));
+        for other in [
+            &b"[::1]:80"[..],
+            b"user@host",
+            b"host:port",
+            b"h:123456",
+            b":80",
+            b"a b",
+            b"\xff",
+        ] {
+            assert_eq!(host_name(other), None, "{other:?}");
+        }
+    }
+
     fn through(framing: Framing, pieces: &[&[u8]]) -> (usize, bool) {
         let mut cursor = BodyCursor::new(framing);
         let mut used = 0;
@@ -1078,7 +1247,9 @@ mod tests {
     fn answer_heads_are_framed_and_cleaned() {
         let id = HeaderValue::from_static("ours");
         let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive, x-secret\r\nX-Secret: 1\r\nX-Request-Id: theirs\r\nX-Kept: 1\r\n\r\nok";
-        let answer = Answer::parse(raw, how(false, true), &id).unwrap().unwrap();
+        let answer = Answer::parse(raw, how(false, true), &id, &mut Vec::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(answer.framing, Framing::Length(2));
         assert!(answer.reusable && answer.close);
         assert_eq!(answer.head_len, raw.len() - 2);
@@ -1094,12 +1265,14 @@ mod tests {
         assert!(!text.contains("keep-alive"), "{text}");
 
         // A HEAD request's answer has no body, whatever its fields say.
-        let answer = Answer::parse(raw, how(true, false), &id).unwrap().unwrap();
+        let answer = Answer::parse(raw, how(true, false), &id, &mut Vec::new())
+            .unwrap()
+            .unwrap();
         assert_eq!(answer.framing, Framing::Length(0));
         assert!(!answer.close);
 
         let chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 9\r\n\r\n";
-        let answer = Answer::parse(chunked, how(false, false), &id)
+        let answer = Answer::parse(chunked, how(false, false), &id, &mut Vec::new())
             .unwrap()
             .unwrap();
         assert_eq!(answer.framing, Framing::Chunked);
@@ -1114,24 +1287,26 @@ mod tests {
         // No length: the body runs to the end of the connection, which then
         // ends on the client's side too.
         let until_close = b"HTTP/1.0 200 OK\r\n\r\n";
-        let answer = Answer::parse(until_close, how(false, false), &id)
+        let answer = Answer::parse(until_close, how(false, false), &id, &mut Vec::new())
             .unwrap()
             .unwrap();
         assert_eq!(answer.framing, Framing::UntilClose);
         assert!(!answer.reusable && answer.close);
 
         let interim = b"HTTP/1.1 103 Early Hints\r\nLink: </a>\r\n\r\n";
-        let answer = Answer::parse(interim, how(false, false), &id)
+        let answer = Answer::parse(interim, how(false, false), &id, &mut Vec::new())
             .unwrap()
             .unwrap();
         assert_eq!((answer.status, answer.head_len), (103, interim.len()));
         assert!(answer.head.is_empty());
 
         let disagree = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
-        assert!(Answer::parse(disagree, how(false, false), &id).is_err());
+        assert!(Answer::parse(disagree, how(false, false), &id, &mut Vec::new()).is_err());
         let partial = b"HTTP/1.1 200 OK\r\nContent-";
-        assert!(Answer::parse(partial, how(false, false), &id)
-            .unwrap()
-            .is_none());
+        assert!(
+            Answer::parse(partial, how(false, false), &id, &mut Vec::new())
+                .unwrap()
+                .is_none()
+        );
     }
 }

@@ -7,7 +7,7 @@ use crate::{
     headers::{self, Fields, X_BERTH_KEY, X_REQUEST_ID},
     link::{Link, WakeError},
     metrics::{Metrics, TenantLabel},
-    routes::{Admission, App, Backend, BreakerPolicy, Key, Routes, Table},
+    routes::{Admission, App, Backend, BreakerPolicy, Key, KeyMemo, Routes, Table},
 };
 use berth_common::metrics_http::SharedRegistry;
 use bytes::Bytes;
@@ -27,6 +27,33 @@ use std::{
 /// Attempts per request, each on a different instance.
 pub(crate) const MAX_ATTEMPTS: usize = 3;
 
+/// The instances one request was sent to, in order: at most
+/// [`MAX_ATTEMPTS`], kept on the stack.
+#[derive(Default)]
+pub(crate) struct Tried {
+    indexes: [usize; MAX_ATTEMPTS],
+    len: usize,
+}
+
+impl Tried {
+    pub(crate) fn as_slice(&self) -> &[usize] {
+        &self.indexes[..self.len]
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    pub(crate) fn push(&mut self, index: usize) {
+        self.indexes[self.len] = index;
+        self.len += 1;
+    }
+
+    pub(crate) fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+}
+
 /// Everything the request path needs, shared by all connections.
 pub struct Gateway {
     pub routes: Routes,
@@ -41,6 +68,8 @@ pub struct Gateway {
     /// `/execute` and friends need no API key.
     pub open_executions: bool,
     upstreams: crate::upstream::Upstreams,
+    /// The fast path's idle connections to instances.
+    pub(crate) idle: crate::fast::IdleUpstreams,
 }
 
 impl Gateway {
@@ -67,6 +96,7 @@ impl Gateway {
             https: config.https.is_some(),
             open_executions: config.open_executions,
             upstreams: crate::upstream::Upstreams::default(),
+            idle: crate::fast::IdleUpstreams::default(),
         }
     }
 
@@ -178,7 +208,7 @@ impl Gateway {
         };
         log.app = Some(app.route.app_id.clone());
         log.app_metrics = Some(app.metrics(&self.metrics).clone());
-        let key_from_header = self.admit_call(&table, &app, req.headers())?;
+        let key_from_header = self.admit_call(&table, &app, req.headers(), None)?;
         let limit = app.route.max_body_bytes;
         let app = self.ready_app(app).await?;
 
@@ -276,9 +306,15 @@ impl Gateway {
         table: &Table,
         app: &App,
         headers: &(impl Fields + ?Sized),
+        memo: Option<(u64, &mut KeyMemo)>,
     ) -> Result<bool, ApiError> {
         let key_from_header = headers.field("x-berth-key").is_some();
-        let key = authenticate(table, headers)?;
+        let key = match memo {
+            Some((version, memo)) => {
+                authenticate_with(headers, |key| table.key_memo(version, key, memo))
+            }
+            None => authenticate(table, headers),
+        }?;
         if !key.admin && key.tenant != app.route.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
@@ -368,14 +404,14 @@ impl Gateway {
                 | Method::DELETE
                 | Method::TRACE
         );
-        let mut tried: Vec<usize> = Vec::new();
+        let mut tried = Tried::default();
         let mut body = Some(body);
         let mut last_error: Option<ApiError> = None;
         let mut all_refused = true;
         let mut stale_retried = false;
         while tried.len() < MAX_ATTEMPTS {
             let now = Instant::now();
-            let Some((index, admission)) = app.pick(&tried, now) else {
+            let Some((index, admission)) = app.pick(tried.as_slice(), now) else {
                 break;
             };
             tried.push(index);
@@ -666,8 +702,16 @@ pub(crate) fn authenticate(
     table: &Table,
     headers: &(impl Fields + ?Sized),
 ) -> Result<Arc<Key>, ApiError> {
+    authenticate_with(headers, |key| table.key(key))
+}
+
+/// [`authenticate`] with the key looked up by `find`.
+fn authenticate_with(
+    headers: &(impl Fields + ?Sized),
+    find: impl FnOnce(&str) -> Option<Arc<Key>>,
+) -> Result<Arc<Key>, ApiError> {
     let presented = presented_key(headers)?;
-    table.key(presented).ok_or_else(|| {
+    find(presented).ok_or_else(|| {
         ApiError::new(
             StatusCode::UNAUTHORIZED,
             "invalid_key",

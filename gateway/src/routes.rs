@@ -20,6 +20,7 @@ use std::{
 };
 use subtle::ConstantTimeEq;
 use tokio::sync::watch;
+use zeroize::{Zeroize, Zeroizing};
 
 /// Breaker of one instance.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -208,23 +209,34 @@ impl App {
     /// Power of two choices on in-flight requests among the backends whose
     /// breaker admits traffic, skipping `tried`.
     pub fn pick(&self, tried: &[usize], now: Instant) -> Option<(usize, Admission)> {
-        let candidates: Vec<usize> = (0..self.backends.len())
-            .filter(|i| !tried.contains(i) && self.backends[*i].available(now))
-            .collect();
-        let chosen = match candidates.len() {
+        // Two of the candidates drawn evenly in one pass (a reservoir of
+        // two), nothing allocated; the less loaded one is taken.
+        let mut drawn = [usize::MAX; 2];
+        let mut seen = 0;
+        for i in 0..self.backends.len() {
+            if tried.contains(&i) || !self.backends[i].available(now) {
+                continue;
+            }
+            if seen < 2 {
+                drawn[seen] = i;
+            } else if fastrand::usize(..=seen) < 2 {
+                drawn[fastrand::usize(..2)] = i;
+            }
+            seen += 1;
+        }
+        let chosen = match seen {
             0 => return None,
-            1 => candidates[0],
-            n => {
-                let a = candidates[fastrand::usize(..n)];
-                let mut b = candidates[fastrand::usize(..n - 1)];
-                if b == a {
-                    b = candidates[n - 1];
+            1 => drawn[0],
+            _ => {
+                // The pair in random order, so that a tie goes either way.
+                if fastrand::bool() {
+                    drawn.swap(0, 1);
                 }
                 let load = |i: usize| self.backends[i].in_flight.load(Ordering::Relaxed);
-                if load(b) < load(a) {
-                    b
+                if load(drawn[1]) < load(drawn[0]) {
+                    drawn[1]
                 } else {
-                    a
+                    drawn[0]
                 }
             }
         };
@@ -338,10 +350,38 @@ impl Table {
         found
     }
 
+    /// [`Table::key`] through `memo`: the key a kept connection presented
+    /// last is not hashed again while the table is the same version.
+    pub fn key_memo(&self, version: u64, presented: &str, memo: &mut KeyMemo) -> Option<Arc<Key>> {
+        if let Some((seen, bytes, key)) = &memo.last {
+            if *seen == version
+                && bytes.len() == presented.len()
+                && bool::from(bytes.as_slice().ct_eq(presented.as_bytes()))
+            {
+                return Some(key.clone());
+            }
+        }
+        let key = self.key(presented)?;
+        let mut bytes = memo.last.take().map(|(_, b, _)| b).unwrap_or_default();
+        bytes.zeroize();
+        bytes.extend_from_slice(presented.as_bytes());
+        memo.last = Some((version, bytes, key.clone()));
+        Some(key)
+    }
+
     pub fn app_by_host(&self, host: &str) -> Option<Arc<App>> {
         let id = self.hosts.get(host)?;
         self.apps.get(id).cloned()
     }
+}
+
+/// The key one client connection presented last, with the version of the
+/// table it was found in (versions only grow: a revoked or changed key is
+/// in no later version as it was). The key's bytes are wiped when replaced
+/// or dropped.
+#[derive(Default)]
+pub struct KeyMemo {
+    last: Option<(u64, Zeroizing<Vec<u8>>, Arc<Key>)>,
 }
 
 /// The shared, updatable table plus a version that waiters watch.
@@ -371,15 +411,16 @@ impl Routes {
         self.table.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// The current table, kept in `cache` (one per connection) until the
-    /// table changes: no lock taken and no count shared between threads
-    /// touched per request.
-    pub fn cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Table>)>) -> &'c Arc<Table> {
+    /// The current table and its version, kept in `cache` (one per
+    /// connection) until the table changes: no lock taken and no count
+    /// shared between threads touched per request.
+    pub fn cached<'c>(&self, cache: &'c mut Option<(u64, Arc<Table>)>) -> (u64, &'c Table) {
         let version = self.changes.load(Ordering::Acquire);
         if cache.as_ref().is_none_or(|(seen, _)| *seen != version) {
             *cache = Some((version, self.current()));
         }
-        &cache.as_ref().expect("just set").1
+        let (version, table) = cache.as_ref().expect("just set");
+        (*version, table)
     }
 
     /// Notified after every change.
@@ -614,5 +655,86 @@ mod tests {
         assert!(found.check_rate().is_ok());
         let wait = found.check_rate().expect_err("burst of two spent");
         assert!(wait > Duration::ZERO && wait <= Duration::from_secs(1));
+    }
+
+    fn gateway_key(key: &str, id: &str) -> pb::GatewayKey {
+        pb::GatewayKey {
+            id: id.into(),
+            tenant: "t".into(),
+            prefix: key[..berth_proto::domain::API_KEY_SHOWN_LEN].into(),
+            key_hash: hash_key(key).iter().map(|b| format!("{b:02x}")).collect(),
+            rate_per_second: 100.0,
+            burst: 100,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_remembered_key_holds_for_its_table_version_only() {
+        let (one, two) = ("berth_0123456789abcdef", "berth_0123456789abcdee");
+        let routes = Routes::default();
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            keys: vec![gateway_key(one, "k1"), gateway_key(two, "k2")],
+            ..Default::default()
+        });
+        let mut cache = None;
+        let mut memo = KeyMemo::default();
+        let (version, table) = routes.cached(&mut cache);
+        assert_eq!(table.key_memo(version, one, &mut memo).unwrap().id, "k1");
+        assert_eq!(table.key_memo(version, one, &mut memo).unwrap().id, "k1");
+        // Another key on the same connection is looked up, not taken from
+        // the memo.
+        assert_eq!(table.key_memo(version, two, &mut memo).unwrap().id, "k2");
+        assert!(table
+            .key_memo(version, "berth_0123456789abcdeX", &mut memo)
+            .is_none());
+        assert_eq!(table.key_memo(version, two, &mut memo).unwrap().id, "k2");
+        // Revoked: the next version of the table does not know it, whatever
+        // the connection remembers.
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            keys: vec![gateway_key(one, "k1")],
+            ..Default::default()
+        });
+        let (later, table) = routes.cached(&mut cache);
+        assert!(later > version);
+        assert!(table.key_memo(later, two, &mut memo).is_none());
+        assert_eq!(table.key_memo(later, one, &mut memo).unwrap().id, "k1");
+    }
+
+    #[test]
+    fn picks_spread_over_every_available_instance_and_skip_tried_ones() {
+        let routes = Routes::default();
+        let backends = (0..5)
+            .map(|i| backend(&format!("i{i}"), 1000 + i))
+            .collect();
+        routes.apply(&pb::RouteUpdate {
+            snapshot: true,
+            apps: vec![route("a", backends)],
+            ..Default::default()
+        });
+        let app = routes.current().apps["a"].clone();
+        let now = Instant::now();
+        let mut chosen = [0u32; 5];
+        for _ in 0..2000 {
+            let (i, _) = app.pick(&[1], now).expect("four to choose from");
+            chosen[i] += 1;
+        }
+        assert_eq!(chosen[1], 0, "a tried instance is not chosen again");
+        for (i, n) in chosen.iter().enumerate().filter(|(i, _)| *i != 1) {
+            assert!(
+                *n > 300,
+                "instance {i} chosen {n} times of 2000: {chosen:?}"
+            );
+        }
+        // The less loaded of the two drawn: a busy instance is chosen only
+        // when drawn with another just as busy, never here.
+        app.backends[0].in_flight.store(10, Ordering::Relaxed);
+        for _ in 0..500 {
+            assert_ne!(app.pick(&[], now).unwrap().0, 0);
+        }
+        assert!(app.pick(&[0, 1, 2, 3, 4], now).is_none());
+        assert_eq!(app.pick(&[0, 1, 2, 4], now).unwrap().0, 3);
     }
 }

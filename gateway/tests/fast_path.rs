@@ -1,10 +1,12 @@
 //! The HTTP/1.1 fast path against real sockets: answers of every framing
 //! pass through whole, one connection moves to hyper midway, pipelined
-//! requests are answered in order, and a kept upstream connection the app
-//! closed is replaced before a request is lost on it.
+//! requests are answered in order, a kept upstream connection the app
+//! closed is replaced before a request is lost on it, and client
+//! connections share the idle upstream ones.
 
 mod support;
 
+use berth_gateway::LimitArgs;
 use http::{Request, StatusCode};
 use std::{
     net::SocketAddr,
@@ -289,4 +291,71 @@ async fn a_kept_upstream_connection_the_app_closed_is_replaced() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(accepted.load(Ordering::SeqCst), 4);
+}
+
+fn sized(_: &str) -> (Vec<u8>, bool) {
+    (
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok".to_vec(),
+        false,
+    )
+}
+
+/// One request on `stream` and its answer (`200`, `ok`).
+async fn ask(stream: &mut TcpStream, buf: &mut Vec<u8>) {
+    let request =
+        format!("GET /run/app1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let (head, body) = read_answer(stream, buf).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(body, b"ok");
+}
+
+#[tokio::test]
+async fn client_connections_share_idle_upstream_connections() {
+    let (addr, accepted) = scripted(sized).await;
+    let gw = gateway_with(LimitArgs {
+        threads: 1,
+        ..limits()
+    })
+    .await;
+    gw.set(
+        vec![app_route("app1", TENANT, vec![backend("i1", addr)])],
+        keys(),
+    );
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push((TcpStream::connect(gw.addr).await.unwrap(), Vec::new()));
+    }
+    // One request at a time, over every client connection in turn: the
+    // one upstream connection is reused throughout.
+    for round in 0..5 {
+        for (stream, buf) in clients.iter_mut() {
+            ask(stream, buf).await;
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 1, "round {round}");
+    }
+    // All eight at once need up to eight, and never more: the idle ones
+    // serve every later burst.
+    let burst = |clients: Vec<(TcpStream, Vec<u8>)>| async move {
+        let tasks: Vec<_> = clients
+            .into_iter()
+            .map(|(mut stream, mut buf)| {
+                tokio::spawn(async move {
+                    ask(&mut stream, &mut buf).await;
+                    (stream, buf)
+                })
+            })
+            .collect();
+        let mut back = Vec::new();
+        for task in tasks {
+            back.push(task.await.unwrap());
+        }
+        back
+    };
+    let mut clients = clients;
+    for round in 0..5 {
+        clients = burst(clients).await;
+        let opened = accepted.load(Ordering::SeqCst);
+        assert!(opened <= 8, "burst {round}: {opened} upstream connections");
+    }
 }

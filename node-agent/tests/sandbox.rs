@@ -91,9 +91,17 @@ impl Fixture {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         left.sort();
-        assert_eq!(left, ["cache", "etc", "layout.json", "root"], "in {}", dir.display());
+        assert_eq!(
+            left,
+            ["cache", "etc", "layout.json", "root"],
+            "in {}",
+            dir.display()
+        );
         let root: Vec<_> = std::fs::read_dir(dir.join("root")).unwrap().collect();
-        assert!(root.is_empty(), "the root's mount point on the host: {root:?}");
+        assert!(
+            root.is_empty(),
+            "the root's mount point on the host: {root:?}"
+        );
     }
 
     /// On cgroup v1, this sandbox's memory groups (the memory controller

@@ -2,8 +2,9 @@
 //! upstream, the same load, alternating rounds in one run.
 //!
 //! - fixed concurrency with `wrk` (req/s, p50/p99 latency);
-//! - a fixed rate from an open-loop generator here (p50/p99 from each
-//!   request's scheduled time, so a stall counts fully);
+//! - a fixed rate from an open-loop generator here on its own threads and
+//!   the kernel's high-resolution timers (p50/p99 from each request's
+//!   scheduled time, so a stall counts fully);
 //! - CPU per request and peak RSS of the proxy process (from /proc);
 //! - memory per concurrent 1 GiB upload through the gateway.
 //!
@@ -40,6 +41,10 @@ struct Args {
     /// Requests per second for the fixed-rate runs.
     #[arg(long, default_value_t = 2000)]
     rate: u64,
+    /// Kept connections of the fixed-rate generator (each carries one
+    /// request at a time).
+    #[arg(long, default_value_t = 64)]
+    rate_connections: usize,
     /// Event-loop threads of the gateway (`--gateway-threads`); 1 matches
     /// nginx's one worker process.
     #[arg(long, default_value_t = 1)]
@@ -123,7 +128,8 @@ fn start_nginx(dir: &std::path::Path, upstream: SocketAddr) -> anyhow::Result<Pr
          events {{ worker_connections 8192; }}\n\
          http {{\n  access_log off;\n  client_body_temp_path {d}/body;\n  proxy_temp_path {d}/proxy;\n  fastcgi_temp_path {d}/fastcgi;\n  uwsgi_temp_path {d}/uwsgi;\n  scgi_temp_path {d}/scgi;\n\
          client_max_body_size 0;\n  proxy_request_buffering off;\n  proxy_buffering off;\n\
-         upstream app {{ server {upstream}; keepalive 128; }}\n\
+         keepalive_requests 100000000;\n  keepalive_timeout 300s;\n\
+         upstream app {{ server {upstream}; keepalive 128; keepalive_requests 100000000; }}\n\
          server {{\n    listen 127.0.0.1:{port};\n    location / {{\n      proxy_pass http://app;\n      proxy_http_version 1.1;\n      proxy_set_header Connection \"\";\n    }}\n  }}\n}}\n"
     );
     let file = dir.join("nginx.conf");
@@ -270,65 +276,165 @@ fn wrk(proxy: &Proxy, args: &Args) -> anyhow::Result<Sample> {
     Ok(sample)
 }
 
-type Client = hyper_util::client::legacy::Client<
-    hyper_util::client::legacy::connect::HttpConnector,
-    Full<Bytes>,
->;
-
-/// Open loop at `rate` per second: latency from each request's scheduled time.
-async fn fixed_rate(
-    client: &Client,
+/// Open loop at `rate` per second, on threads of its own: one sender sleeps
+/// to each request's scheduled time on the kernel's high-resolution timers
+/// (tokio's timers tick in milliseconds, coarser than what is measured
+/// here) and writes the request on a kept connection that has nothing in
+/// flight; a reader thread per connection takes the answer. Latency runs
+/// from the scheduled time to the answer's last byte, so a stall of the
+/// proxy counts fully, and the generator's own timing is the same for
+/// every target.
+fn fixed_rate(
     proxy: &Proxy,
     rate: u64,
     duration: Duration,
+    connections: usize,
 ) -> anyhow::Result<Sample> {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+    struct Conn {
+        stream: std::net::TcpStream,
+        busy: AtomicBool,
+        /// Nanoseconds from the run's start to the request's scheduled time.
+        scheduled: AtomicU64,
+    }
+    let request = format!(
+        "GET /run/bench/ HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\r\n",
+        proxy.addr
+    );
+    let start = Instant::now();
+    let mut conns = Vec::with_capacity(connections);
+    let mut readers = Vec::with_capacity(connections);
+    for _ in 0..connections {
+        let stream = std::net::TcpStream::connect(proxy.addr)?;
+        stream.set_nodelay(true)?;
+        let conn = Arc::new(Conn {
+            stream: stream.try_clone()?,
+            busy: AtomicBool::new(false),
+            scheduled: AtomicU64::new(0),
+        });
+        let reader = conn.clone();
+        readers.push(std::thread::spawn(move || {
+            read_answers(stream, &reader.busy, &reader.scheduled, start)
+        }));
+        conns.push(conn);
+    }
+    // The sender's sleeps end within a microsecond of the deadline asked
+    // for, not within the default 50 µs of timer slack.
+    // SAFETY: PR_SET_TIMERSLACK only sets a value of the calling thread.
+    unsafe { libc::prctl(libc::PR_SET_TIMERSLACK, 1 as libc::c_ulong) };
     let cpu_before = proxy.pid().map(cpu_seconds);
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
-    let start = tokio::time::Instant::now();
-    let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let url: hyper::Uri = format!("http://{}/run/bench/", proxy.addr).parse()?;
-    let mut tasks = Vec::with_capacity(total as usize);
+    let interval = 1e9 / rate as f64;
     for i in 0..total {
-        let scheduled = start + interval * i as u32;
-        tokio::time::sleep_until(scheduled).await;
-        let client = client.clone();
-        let url = url.clone();
-        tasks.push(tokio::spawn(async move {
-            let req = Request::get(url)
-                .header("authorization", format!("Bearer {KEY}"))
-                .body(Full::new(Bytes::new()))
-                .expect("request");
-            let ok = match client.request(req).await {
-                Ok(r) => r.status().is_success() && r.into_body().collect().await.is_ok(),
-                Err(_) => false,
-            };
-            (ok, scheduled.elapsed())
-        }));
-    }
-    let mut latencies = Vec::with_capacity(tasks.len());
-    let mut failed = 0;
-    for task in tasks {
-        let (ok, latency) = task.await?;
-        if !ok {
-            failed += 1;
+        let due = (interval * i as f64) as u64;
+        let now = start.elapsed().as_nanos() as u64;
+        if due > now {
+            std::thread::sleep(Duration::from_nanos(due - now));
         }
-        latencies.push(latency.as_secs_f64() * 1000.0);
+        // A free connection; when all are in flight, wait for one: the wait
+        // counts in the latency.
+        let conn = loop {
+            let found = (0..connections)
+                .map(|k| &conns[(i as usize + k) % connections])
+                .find(|c| !c.busy.load(Ordering::Acquire));
+            match found {
+                Some(c) => break c,
+                None if start.elapsed() > duration * 2 => {
+                    bail!("no answer from {} in time", proxy.name)
+                }
+                None => std::thread::yield_now(),
+            }
+        };
+        conn.scheduled.store(due, Ordering::Relaxed);
+        conn.busy.store(true, Ordering::Release);
+        (&conn.stream).write_all(request.as_bytes())?;
     }
-    if failed > 0 {
-        bail!("{failed} requests failed against {}", proxy.name);
+    let sent = start.elapsed();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while conns.iter().any(|c| c.busy.load(Ordering::Acquire)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(1));
     }
-    latencies.sort_by(f64::total_cmp);
-    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
     let mut sample = Sample {
-        rps: total as f64 / start.elapsed().as_secs_f64(),
-        p50_ms: pick(0.50),
-        p99_ms: pick(0.99),
-        cpu_us: 0.0,
+        rps: total as f64 / sent.as_secs_f64(),
+        ..Sample::default()
     };
     if let (Some(before), Some(pid)) = (cpu_before, proxy.pid()) {
         sample.cpu_us = (cpu_seconds(pid) - before) / total as f64 * 1e6;
     }
+    for c in &conns {
+        let _ = c.stream.shutdown(std::net::Shutdown::Both);
+    }
+    let mut latencies = Vec::with_capacity(total as usize);
+    for reader in readers {
+        latencies.extend(
+            reader
+                .join()
+                .map_err(|_| anyhow::anyhow!("a reader panicked"))??,
+        );
+    }
+    if latencies.len() as u64 != total {
+        bail!(
+            "{} of {total} requests answered by {}",
+            latencies.len(),
+            proxy.name
+        );
+    }
+    latencies.sort_by(f64::total_cmp);
+    let pick = |q: f64| latencies[((latencies.len() as f64 - 1.0) * q) as usize];
+    sample.p50_ms = pick(0.50);
+    sample.p99_ms = pick(0.99);
     Ok(sample)
+}
+
+/// Reads `200` answers with a `Content-Length` off one connection until it
+/// is shut down (a proxy that never answers is shut down by the sender); returns each one's latency in milliseconds from its
+/// scheduled time.
+fn read_answers(
+    mut stream: std::net::TcpStream,
+    busy: &std::sync::atomic::AtomicBool,
+    scheduled: &std::sync::atomic::AtomicU64,
+    start: Instant,
+) -> anyhow::Result<Vec<f64>> {
+    use std::io::Read;
+    use std::sync::atomic::Ordering;
+    let mut latencies = Vec::new();
+    let mut buf = vec![0u8; 64 << 10];
+    let mut filled = 0;
+    loop {
+        let n = match stream.read(&mut buf[filled..]) {
+            Ok(0) if busy.load(Ordering::Acquire) => {
+                bail!("the proxy closed a connection with a request in flight")
+            }
+            Ok(0) => return Ok(latencies),
+            Ok(n) => n,
+            Err(err) => return Err(err.into()),
+        };
+        filled += n;
+        let mut headers = [httparse::EMPTY_HEADER; 32];
+        let mut head = httparse::Response::new(&mut headers);
+        let httparse::Status::Complete(head_len) = head.parse(&buf[..filled])? else {
+            continue;
+        };
+        if head.code != Some(200) {
+            bail!("answer {:?}", head.code);
+        }
+        let length: usize = head
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            .and_then(|h| std::str::from_utf8(h.value).ok()?.parse().ok())
+            .context("an answer without Content-Length")?;
+        if filled < head_len + length {
+            continue;
+        }
+        let done = start.elapsed().as_nanos() as u64;
+        latencies.push(done.saturating_sub(scheduled.load(Ordering::Relaxed)) as f64 / 1e6);
+        buf.copy_within(head_len + length..filled, 0);
+        filled -= head_len + length;
+        busy.store(false, Ordering::Release);
+    }
 }
 
 /// `n` concurrent 1 GiB uploads through `proxy`; returns KiB of peak RSS
@@ -403,9 +509,6 @@ async fn main() -> anyhow::Result<()> {
         wait_up(p.addr).await?;
     }
     let targets = [&direct, &nginx, &gateway];
-    let client: Client = hyper_util::client::legacy::Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(1024)
-        .build_http();
     // Warm-up of each.
     for t in targets {
         let short = Args {
@@ -423,7 +526,7 @@ async fn main() -> anyhow::Result<()> {
             closed[i].push(s);
         }
         for (i, t) in targets.iter().enumerate() {
-            let s = fixed_rate(&client, t, args.rate, args.duration).await?;
+            let s = fixed_rate(t, args.rate, args.duration, args.rate_connections)?;
             eprintln!("round {round} rate  {:<14} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {:.1} µs/req", t.name, s.rps, s.p50_ms, s.p99_ms, s.cpu_us);
             open[i].push(s);
         }
@@ -502,6 +605,30 @@ async fn main() -> anyhow::Result<()> {
         o[2].cpu_us / o[1].cpu_us,
         o[2].p99_ms - o[0].p99_ms,
         o[1].p99_ms - o[0].p99_ms,
+    );
+    // Round by round, each ratio from one round's side-by-side runs (the
+    // machine's speed drifts between rounds more than within one).
+    let ratios = |samples: &[Vec<Sample>], f: fn(&Sample, &Sample, &Sample) -> f64| {
+        let mut r: Vec<f64> = (0..samples[0].len())
+            .map(|i| f(&samples[0][i], &samples[1][i], &samples[2][i]))
+            .collect();
+        let listed = r
+            .iter()
+            .map(|v| format!("{v:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        format!("{listed} (median {:.2})", median(&mut r))
+    };
+    println!("\nRound by round, berth-gateway / nginx:");
+    println!(
+        "- fixed concurrency: throughput {}; CPU per request {}",
+        ratios(&closed, |_, n, g| g.rps / n.rps),
+        ratios(&closed, |_, n, g| g.cpu_us / n.cpu_us),
+    );
+    println!(
+        "- fixed rate: CPU per request {}; added p99 over direct, gateway minus nginx, in µs: {}",
+        ratios(&open, |_, n, g| g.cpu_us / n.cpu_us),
+        ratios(&open, |_, n, g| (g.p99_ms - n.p99_ms) * 1000.0),
     );
     if args.uploads > 0 {
         let per_gateway = uploads(&gateway, args.uploads).await?;

@@ -306,7 +306,11 @@ impl Sandbox {
             }
         }
         if groups + runs > 0 {
-            tracing::warn!(groups, runs, "removed what earlier sandbox runs left behind");
+            tracing::warn!(
+                groups,
+                runs,
+                "removed what earlier sandbox runs left behind"
+            );
         }
     }
 
@@ -409,7 +413,6 @@ impl Sandbox {
         let _ = tokio::task::spawn_blocking(move || shared.release_waiting()).await;
         self.spares.release();
     }
-
 
     fn env(&self, language: &Language) -> Vec<(String, String)> {
         let mut env: Vec<(String, String)> = [
@@ -719,7 +722,9 @@ impl Sandbox {
             && !cancelled
             && matches!(report.as_ref().map(|r| &r.ending), Some(Ending::Exited(0)));
         let keep_error = match step.keep {
-            Some((artifacts, cache)) if succeeded => keep(warm.work.as_fd(), artifacts, cache).err(),
+            Some((artifacts, cache)) if succeeded => {
+                keep(warm.work.as_fd(), artifacts, cache).err()
+            }
             _ => None,
         };
         // The next helper once this run's cgroup is read (a helper's start
@@ -757,9 +762,9 @@ impl Sandbox {
                     io::Write::write_all(&mut file, text.as_bytes())?;
                     file
                 }
-                Content::Copy(source) => {
-                    copy_plain(std::fs::File::open(source)?, |mode| create_in(work, name, mode))?
-                }
+                Content::Copy(source) => copy_plain(std::fs::File::open(source)?, |mode| {
+                    create_in(work, name, mode)
+                })?,
             };
             std::os::unix::fs::fchown(&file, Some(self.config.uid), Some(self.config.gid))?;
         }
@@ -831,7 +836,9 @@ fn keep(work: BorrowedFd<'_>, artifacts: &[&str], cache: &Path) -> io::Result<()
         for artifact in artifacts {
             let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC;
             let source = rustix::fs::openat(work, *artifact, flags, Mode::empty())?;
-            copy_plain(source.into(), |mode| create_at(&partial.join(artifact), mode))?;
+            copy_plain(source.into(), |mode| {
+                create_at(&partial.join(artifact), mode)
+            })?;
         }
         match std::fs::rename(&partial, cache) {
             // Another run of the same code kept it first.
