@@ -49,6 +49,9 @@ struct Args {
     /// nginx's one worker process.
     #[arg(long, default_value_t = 1)]
     gateway_threads: usize,
+    /// Only the fixed-rate runs (no `wrk`).
+    #[arg(long)]
+    no_wrk: bool,
     /// Concurrent 1 GiB uploads through the gateway (0 skips the phase).
     #[arg(long, default_value_t = 4)]
     uploads: usize,
@@ -520,7 +523,7 @@ async fn main() -> anyhow::Result<()> {
     let mut closed: Vec<Vec<Sample>> = vec![Vec::new(); 3];
     let mut open: Vec<Vec<Sample>> = vec![Vec::new(); 3];
     for round in 0..args.rounds {
-        for (i, t) in targets.iter().enumerate() {
+        for (i, t) in targets.iter().enumerate().filter(|_| !args.no_wrk) {
             let s = wrk(t, &args)?;
             eprintln!("round {round} wrk   {:<14} {:>9.0} req/s  p50 {:.3} ms  p99 {:.3} ms  cpu {:.1} µs/req", t.name, s.rps, s.p50_ms, s.p99_ms, s.cpu_us);
             closed[i].push(s);
@@ -551,37 +554,39 @@ async fn main() -> anyhow::Result<()> {
         "\nberth-gateway with {} event-loop thread(s); nginx with one worker process.",
         args.gateway_threads
     );
-    println!(
-        "\n### Fixed concurrency ({} connections, wrk, median of {} rounds of {:?})\n",
-        args.connections, args.rounds, args.duration
-    );
-    println!("| | req/s | p50 | p99 | CPU per request | peak RSS |");
-    println!("|---|---|---|---|---|---|");
-    let c: Vec<Sample> = closed.iter().map(summarize).collect();
-    for (i, t) in targets.iter().enumerate() {
-        let cpu = if i == 0 {
-            "—".to_owned()
-        } else {
-            format!("{:.1} µs", c[i].cpu_us)
-        };
-        let mem = if i == 0 {
-            "—".to_owned()
-        } else {
-            format!("{:.1} MiB", rss[i] as f64 / 1024.0)
-        };
+    if !args.no_wrk {
         println!(
-            "| {} | {:.0} | {:.3} ms | {:.3} ms | {cpu} | {mem} |",
-            t.name, c[i].rps, c[i].p50_ms, c[i].p99_ms
+            "\n### Fixed concurrency ({} connections, wrk, median of {} rounds of {:?})\n",
+            args.connections, args.rounds, args.duration
+        );
+        println!("| | req/s | p50 | p99 | CPU per request | peak RSS |");
+        println!("|---|---|---|---|---|---|");
+        let c: Vec<Sample> = closed.iter().map(summarize).collect();
+        for (i, t) in targets.iter().enumerate() {
+            let cpu = if i == 0 {
+                "—".to_owned()
+            } else {
+                format!("{:.1} µs", c[i].cpu_us)
+            };
+            let mem = if i == 0 {
+                "—".to_owned()
+            } else {
+                format!("{:.1} MiB", rss[i] as f64 / 1024.0)
+            };
+            println!(
+                "| {} | {:.0} | {:.3} ms | {:.3} ms | {cpu} | {mem} |",
+                t.name, c[i].rps, c[i].p50_ms, c[i].p99_ms
+            );
+        }
+        println!(
+            "\nberth-gateway / nginx: throughput {:.2}×, CPU per request {:.2}×, added p99 over direct {:.3} ms vs nginx's {:.3} ms; throughput vs direct {:.2}×",
+            c[2].rps / c[1].rps,
+            c[2].cpu_us / c[1].cpu_us,
+            c[2].p99_ms - c[0].p99_ms,
+            c[1].p99_ms - c[0].p99_ms,
+            c[2].rps / c[0].rps,
         );
     }
-    println!(
-        "\nberth-gateway / nginx: throughput {:.2}×, CPU per request {:.2}×, added p99 over direct {:.3} ms vs nginx's {:.3} ms; throughput vs direct {:.2}×",
-        c[2].rps / c[1].rps,
-        c[2].cpu_us / c[1].cpu_us,
-        c[2].p99_ms - c[0].p99_ms,
-        c[1].p99_ms - c[0].p99_ms,
-        c[2].rps / c[0].rps,
-    );
     let o: Vec<Sample> = open.iter().map(summarize).collect();
     println!(
         "\n### Fixed rate ({} req/s, open loop, median of {} rounds)\n",
@@ -620,11 +625,13 @@ async fn main() -> anyhow::Result<()> {
         format!("{listed} (median {:.2})", median(&mut r))
     };
     println!("\nRound by round, berth-gateway / nginx:");
-    println!(
-        "- fixed concurrency: throughput {}; CPU per request {}",
-        ratios(&closed, |_, n, g| g.rps / n.rps),
-        ratios(&closed, |_, n, g| g.cpu_us / n.cpu_us),
-    );
+    if !args.no_wrk {
+        println!(
+            "- fixed concurrency: throughput {}; CPU per request {}",
+            ratios(&closed, |_, n, g| g.rps / n.rps),
+            ratios(&closed, |_, n, g| g.cpu_us / n.cpu_us),
+        );
+    }
     println!(
         "- fixed rate: CPU per request {}; added p99 over direct, gateway minus nginx, in µs: {}",
         ratios(&open, |_, n, g| g.cpu_us / n.cpu_us),
