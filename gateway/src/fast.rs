@@ -197,7 +197,7 @@ pub(crate) struct IdleUpstreams {
 
 #[derive(Default)]
 struct Idle {
-    by_instance: std::collections::HashMap<String, Vec<Upstream>>,
+    by_instance: crate::routes::Map<String, Vec<Upstream>>,
     returned: u32,
 }
 
@@ -456,9 +456,8 @@ impl Conn<'_> {
         }
         // From here on the request is this path's to answer.
         let close = tokens.iter().any(|t| t.eq_ignore_ascii_case("close"));
-        let request_id = headers::request_id(fields);
         let mut log = AccessLog {
-            request_id: request_id.clone(),
+            request_id: headers::request_id(fields),
             method: method.clone(),
             path: path.to_owned(),
             app: None,
@@ -505,7 +504,7 @@ impl Conn<'_> {
             };
             push_field(&mut out, b"x-forwarded-proto", proto);
             push_field(&mut out, b"x-forwarded-host", host_value);
-            push_field(&mut out, b"x-request-id", request_id.as_bytes());
+            push_field(&mut out, b"x-request-id", log.request_id.as_bytes());
             out.extend_from_slice(b"\r\n");
             out.extend_from_slice(&self.buf[head_len..head_len + body_len]);
             Ok(out)

@@ -323,14 +323,19 @@ pub fn hash_key(key: &str) -> [u8; 32] {
     sha2::Sha256::digest(key.as_bytes()).into()
 }
 
+/// The maps looked up on every request: a fast hash with a seed of the
+/// process's own (std's SipHash costs several times as much for names this
+/// short).
+pub type Map<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One version of the table.
 #[derive(Debug, Default)]
 pub struct Table {
-    pub apps: HashMap<String, Arc<App>>,
+    pub apps: Map<String, Arc<App>>,
     /// Host name (lowercase) → app id.
-    pub hosts: HashMap<String, String>,
+    pub hosts: Map<String, String>,
     /// Shown prefix → keys with it.
-    pub keys_by_prefix: HashMap<String, Vec<Arc<Key>>>,
+    pub keys_by_prefix: Map<String, Vec<Arc<Key>>>,
     pub keys: HashMap<String, Arc<Key>>,
 }
 
