@@ -15,8 +15,8 @@
 //! `Content-Length`; a body over [`FAST_BODY`]; a request target that is not
 //! a path of plain URI characters (RFC 3986's path and query characters:
 //! no fragment, nothing to decode first); a `Host` that is not a plain name
-//! or address with an optional port; the gateway's own paths (health, metrics, the management API);
-//! the h2c preface.
+//! or address with an optional port; the gateway's own paths (health,
+//! metrics, the management API); the h2c preface.
 
 use crate::{
     error::ApiError,
