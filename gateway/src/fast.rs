@@ -52,8 +52,13 @@ const READ_SIZE: usize = 16 * 1024;
 /// Idle connections kept per instance on one gateway thread.
 const MAX_IDLE: usize = 64;
 /// Every so many returned connections, the idle ones the instances closed
-/// are let go (they are also dropped when next taken).
+/// are let go (they are also dropped when next taken, and swept every
+/// second by the thread's tick).
 const SWEEP_EVERY: u32 = 1024;
+/// How long a connection is kept idle.
+const MAX_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
+/// A reused buffer larger than this is given back after its request.
+const MAX_SPARE: usize = 16 * 1024;
 
 /// How a connection left the fast path.
 pub enum Ended {
@@ -208,26 +213,43 @@ impl IdleUpstreams {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The most recently returned open connection to `instance`.
-    fn take(&self, instance: &str) -> Option<Upstream> {
+    /// The most recently returned open connection to `backend`, at its
+    /// present address.
+    fn take(&self, backend: &Backend) -> Option<Upstream> {
         let mut idle = self.lock();
-        let kept = idle.by_instance.get_mut(instance)?;
+        let kept = idle.by_instance.get_mut(backend.instance_id.as_str())?;
         while let Some(upstream) = kept.pop() {
-            if !upstream.closed() {
+            if upstream.authority == backend.authority && !upstream.closed() {
                 return Some(upstream);
             }
         }
         None
     }
 
-    fn put(&self, upstream: Upstream) {
+    /// Lets go of every idle connection to `instance`.
+    fn forget(&self, instance: &str) {
+        self.lock().by_instance.remove(instance);
+    }
+
+    /// Lets go of idle connections the instances closed and of those idle
+    /// for longer than [`MAX_IDLE_FOR`] (an instance gone without a word,
+    /// or one no longer routed to).
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        self.lock().by_instance.retain(|_, kept| {
+            kept.retain(|u| now.duration_since(u.idle_since) < MAX_IDLE_FOR && !u.closed());
+            !kept.is_empty()
+        });
+    }
+
+    fn put(&self, mut upstream: Upstream) {
+        upstream.idle_since = Instant::now();
         let mut idle = self.lock();
         idle.returned = idle.returned.wrapping_add(1);
         if idle.returned.is_multiple_of(SWEEP_EVERY) {
-            idle.by_instance.retain(|_, kept| {
-                kept.retain(|u| !u.closed());
-                !kept.is_empty()
-            });
+            drop(idle);
+            self.sweep();
+            idle = self.lock();
         }
         let kept = match idle.by_instance.get_mut(&upstream.instance) {
             Some(kept) => kept,
@@ -245,6 +267,10 @@ impl IdleUpstreams {
 
 pub(crate) struct Upstream {
     instance: String,
+    /// The address it was made to (an instance's address may change).
+    authority: String,
+    /// When it was last given back, for [`IdleUpstreams::sweep`].
+    idle_since: Instant,
     stream: TcpStream,
     buf: BytesMut,
 }
@@ -318,7 +344,11 @@ fn is_named(name: &str, list: &[&str]) -> bool {
 /// (a fragment, spaces or other bytes, an absolute form), which hyper judges.
 fn split_target(target: &str) -> Option<(&str, Option<&str>)> {
     let bytes = target.as_bytes();
-    if bytes.first() != Some(&b'/') || !bytes.iter().all(|&b| URI_CHAR[usize::from(b)]) {
+    // Longer ones are refused by hyper (`414`), as the request path does.
+    if bytes.len() >= usize::from(u16::MAX)
+        || bytes.first() != Some(&b'/')
+        || !bytes.iter().all(|&b| URI_CHAR[usize::from(b)])
+    {
         return None;
     }
     Some(match bytes.iter().position(|&b| b == b'?') {
@@ -553,7 +583,9 @@ impl Conn<'_> {
                 let result = self
                     .ready_and_forward(client, app.clone(), &out, how, &mut log)
                     .await;
-                self.spare_out = out;
+                if out.capacity() <= MAX_SPARE {
+                    self.spare_out = out;
+                }
                 result
             }
             (Err(err), _) => Err(err),
@@ -649,7 +681,7 @@ impl Conn<'_> {
             gateway.metrics.in_flight.inc();
             let deadline = Deadline::now() + app.timeout();
             let exchanged = self
-                .exchange(backend, out, how, &log.request_id, deadline)
+                .exchange(backend, out, how, &log.request_id, deadline, stale_retried)
                 .await;
             backend.in_flight.fetch_sub(1, Ordering::Relaxed);
             gateway.metrics.in_flight.dec();
@@ -713,7 +745,8 @@ impl Conn<'_> {
         Err((error, unreached))
     }
 
-    /// Writes the request to `backend` and reads the answer's head.
+    /// Writes the request to `backend` (on a new connection when `fresh`)
+    /// and reads the answer's head.
     async fn exchange(
         &mut self,
         backend: &Backend,
@@ -721,8 +754,16 @@ impl Conn<'_> {
         how: How,
         request_id: &HeaderValue,
         deadline: Deadline,
+        fresh: bool,
     ) -> Result<(Upstream, Answer), Exchange> {
-        let kept = self.gateway.idle.take(&backend.instance_id);
+        // After a kept connection turned out closed, a new one: the others
+        // to that instance may have been closed with it (a restart).
+        let kept = if fresh {
+            self.gateway.idle.forget(&backend.instance_id);
+            None
+        } else {
+            self.gateway.idle.take(backend)
+        };
         let reused = kept.is_some();
         let mut upstream = match kept {
             Some(upstream) => upstream,
@@ -745,6 +786,8 @@ impl Conn<'_> {
                 let _ = stream.set_nodelay(true);
                 Upstream {
                     instance: backend.instance_id.clone(),
+                    authority: backend.authority.clone(),
+                    idle_since: Instant::now(),
                     stream,
                     buf: BytesMut::with_capacity(READ_SIZE),
                 }
@@ -763,6 +806,7 @@ impl Conn<'_> {
                     }
                     // 100 Continue and other interim answers are not passed on.
                     upstream.buf.advance(answer.head_len);
+                    head = answer.head;
                     continue;
                 }
                 if read_more(&mut upstream.stream, &mut upstream.buf).await? == 0 {
@@ -862,7 +906,9 @@ impl Conn<'_> {
         if reusable && upstream.buf.is_empty() {
             self.gateway.idle.put(upstream);
         }
-        self.spare_head = out;
+        if out.capacity() <= MAX_SPARE {
+            self.spare_head = out;
+        }
         Some(!close)
     }
 }
@@ -1170,6 +1216,10 @@ mod tests {
         );
         assert_eq!(split_target("/a?b?c"), Some(("/a", Some("b?c"))));
         assert_eq!(split_target("/%2e%2e/x"), Some(("/%2e%2e/x", None)));
+        // As long as hyper takes (`414` beyond), no longer.
+        let long = format!("/{}", "a".repeat(65533));
+        assert_eq!(split_target(&long).map(|(p, _)| p.len()), Some(65534));
+        assert_eq!(split_target(&format!("{long}a")), None);
         for other in [
             "/a#frag",
             "*",

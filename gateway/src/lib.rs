@@ -121,7 +121,7 @@ pub async fn serve(
                     .build()
                     .expect("a gateway thread's runtime");
                 runtime.block_on(async move {
-                    keep_next_timer_near();
+                    keep_next_timer_near(gateway.clone());
                     match TcpListener::from_std(listener) {
                         Ok(listener) => {
                             server::serve(
@@ -152,13 +152,17 @@ const TICK: std::time::Duration = std::time::Duration::from_millis(250);
 /// this soon, a request's deadlines (header reads, answers from the app)
 /// never come before it, and the wake-up is saved: a `write` and an
 /// `epoll_wait` for every other request at a low rate, four wake-ups a
-/// second instead.
-fn keep_next_timer_near() {
-    tokio::spawn(async {
+/// second instead. Every fourth tick also sweeps the thread's idle upstream
+/// connections.
+fn keep_next_timer_near(gateway: Arc<proxy::Gateway>) {
+    tokio::spawn(async move {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
+        for n in 0u64.. {
             tick.tick().await;
+            if n % 4 == 3 {
+                gateway.idle.sweep();
+            }
         }
     });
 }

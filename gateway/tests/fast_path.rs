@@ -359,3 +359,33 @@ async fn client_connections_share_idle_upstream_connections() {
         assert!(opened <= 8, "burst {round}: {opened} upstream connections");
     }
 }
+
+#[tokio::test]
+async fn a_connection_the_app_closed_is_not_handed_to_another_client() {
+    // The app closes after each answer without saying so: the connection
+    // client A's request went over is dead when client B's request comes.
+    let (addr, accepted) = scripted(once_then_close).await;
+    let gw = gateway_with(LimitArgs {
+        threads: 1,
+        ..limits()
+    })
+    .await;
+    gw.set(
+        vec![app_route("app1", TENANT, vec![backend("i1", addr)])],
+        keys(),
+    );
+    let mut a = (TcpStream::connect(gw.addr).await.unwrap(), Vec::new());
+    let mut b = (TcpStream::connect(gw.addr).await.unwrap(), Vec::new());
+    for n in 1..=6 {
+        let (stream, buf) = if n % 2 == 1 { &mut a } else { &mut b };
+        let post = format!(
+            "POST /run/app1/x HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer {KEY}\r\nContent-Length: 4\r\n\r\nonce"
+        );
+        stream.write_all(post.as_bytes()).await.unwrap();
+        let (head, body) = read_answer(stream, buf).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "request {n}: {head}");
+        assert_eq!(body, b"ok");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(accepted.load(Ordering::SeqCst), 6);
+}

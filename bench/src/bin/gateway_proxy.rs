@@ -299,15 +299,25 @@ fn fixed_rate(
     struct Conn {
         stream: std::net::TcpStream,
         busy: AtomicBool,
-        /// Nanoseconds from the run's start to the request's scheduled time.
+        /// Nanoseconds from `start` to the request's scheduled time.
         scheduled: AtomicU64,
+    }
+    /// The connections, shut down however the run ends (their readers
+    /// then end too).
+    struct Conns(Vec<Arc<Conn>>);
+    impl Drop for Conns {
+        fn drop(&mut self) {
+            for c in &self.0 {
+                let _ = c.stream.shutdown(std::net::Shutdown::Both);
+            }
+        }
     }
     let request = format!(
         "GET /run/bench/ HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {KEY}\r\n\r\n",
         proxy.addr
     );
     let start = Instant::now();
-    let mut conns = Vec::with_capacity(connections);
+    let mut conns = Conns(Vec::with_capacity(connections));
     let mut readers = Vec::with_capacity(connections);
     for _ in 0..connections {
         let stream = std::net::TcpStream::connect(proxy.addr)?;
@@ -321,8 +331,11 @@ fn fixed_rate(
         readers.push(std::thread::spawn(move || {
             read_answers(stream, &reader.busy, &reader.scheduled, start)
         }));
-        conns.push(conn);
+        conns.0.push(conn);
     }
+    let conns = &conns.0;
+    // The schedule starts once every connection is open.
+    let begin = start.elapsed().as_nanos() as u64;
     // The sender's sleeps end within a microsecond of the deadline asked
     // for, not within the default 50 µs of timer slack.
     // SAFETY: PR_SET_TIMERSLACK only sets a value of the calling thread.
@@ -331,7 +344,7 @@ fn fixed_rate(
     let total = (rate as f64 * duration.as_secs_f64()) as u64;
     let interval = 1e9 / rate as f64;
     for i in 0..total {
-        let due = (interval * i as f64) as u64;
+        let due = begin + (interval * i as f64) as u64;
         let now = start.elapsed().as_nanos() as u64;
         if due > now {
             std::thread::sleep(Duration::from_nanos(due - now));
@@ -347,14 +360,14 @@ fn fixed_rate(
                 None if start.elapsed() > duration * 2 => {
                     bail!("no answer from {} in time", proxy.name)
                 }
-                None => std::thread::yield_now(),
+                None => std::thread::sleep(Duration::from_micros(10)),
             }
         };
-        conn.scheduled.store(due, Ordering::Relaxed);
+        conn.scheduled.store(due, Ordering::Release);
         conn.busy.store(true, Ordering::Release);
         (&conn.stream).write_all(request.as_bytes())?;
     }
-    let sent = start.elapsed();
+    let sent = start.elapsed() - Duration::from_nanos(begin);
     let deadline = Instant::now() + Duration::from_secs(10);
     while conns.iter().any(|c| c.busy.load(Ordering::Acquire)) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(1));
@@ -366,7 +379,7 @@ fn fixed_rate(
     if let (Some(before), Some(pid)) = (cpu_before, proxy.pid()) {
         sample.cpu_us = (cpu_seconds(pid) - before) / total as f64 * 1e6;
     }
-    for c in &conns {
+    for c in conns {
         let _ = c.stream.shutdown(std::net::Shutdown::Both);
     }
     let mut latencies = Vec::with_capacity(total as usize);
@@ -433,7 +446,7 @@ fn read_answers(
             continue;
         }
         let done = start.elapsed().as_nanos() as u64;
-        latencies.push(done.saturating_sub(scheduled.load(Ordering::Relaxed)) as f64 / 1e6);
+        latencies.push(done.saturating_sub(scheduled.load(Ordering::Acquire)) as f64 / 1e6);
         buf.copy_within(head_len + length..filled, 0);
         filled -= head_len + length;
         busy.store(false, Ordering::Release);
