@@ -310,9 +310,9 @@ async fn ask(stream: &mut TcpStream, buf: &mut Vec<u8>) {
     assert_eq!(body, b"ok");
 }
 
-#[tokio::test]
-async fn client_connections_share_idle_upstream_connections() {
-    let (addr, accepted) = scripted(sized).await;
+/// A gateway on one thread (one pool of idle upstream connections) with
+/// `app1` on one instance at `addr`.
+async fn one_thread_gateway(addr: SocketAddr) -> Gateway {
     let gw = gateway_with(LimitArgs {
         threads: 1,
         ..limits()
@@ -322,6 +322,13 @@ async fn client_connections_share_idle_upstream_connections() {
         vec![app_route("app1", TENANT, vec![backend("i1", addr)])],
         keys(),
     );
+    gw
+}
+
+#[tokio::test]
+async fn client_connections_share_idle_upstream_connections() {
+    let (addr, accepted) = scripted(sized).await;
+    let gw = one_thread_gateway(addr).await;
     let mut clients = Vec::new();
     for _ in 0..8 {
         clients.push((TcpStream::connect(gw.addr).await.unwrap(), Vec::new()));
@@ -365,15 +372,7 @@ async fn a_connection_the_app_closed_is_not_handed_to_another_client() {
     // The app closes after each answer without saying so: the connection
     // client A's request went over is dead when client B's request comes.
     let (addr, accepted) = scripted(once_then_close).await;
-    let gw = gateway_with(LimitArgs {
-        threads: 1,
-        ..limits()
-    })
-    .await;
-    gw.set(
-        vec![app_route("app1", TENANT, vec![backend("i1", addr)])],
-        keys(),
-    );
+    let gw = one_thread_gateway(addr).await;
     let mut a = (TcpStream::connect(gw.addr).await.unwrap(), Vec::new());
     let mut b = (TcpStream::connect(gw.addr).await.unwrap(), Vec::new());
     for n in 1..=6 {
