@@ -51,10 +51,6 @@ pub const FAST_BODY: usize = 64 * 1024;
 const READ_SIZE: usize = 16 * 1024;
 /// Idle connections kept per instance on one gateway thread.
 const MAX_IDLE: usize = 64;
-/// Every so many returned connections, the idle ones the instances closed
-/// are let go (they are also dropped when next taken, and swept every
-/// second by the thread's tick).
-const SWEEP_EVERY: u32 = 1024;
 /// How long a connection is kept idle.
 const MAX_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(60);
 /// A reused buffer larger than this is given back after its request.
@@ -203,7 +199,6 @@ pub(crate) struct IdleUpstreams {
 #[derive(Default)]
 struct Idle {
     by_instance: crate::routes::Map<String, Vec<Upstream>>,
-    returned: u32,
 }
 
 impl IdleUpstreams {
@@ -233,7 +228,8 @@ impl IdleUpstreams {
 
     /// Lets go of idle connections the instances closed and of those idle
     /// for longer than [`MAX_IDLE_FOR`] (an instance gone without a word,
-    /// or one no longer routed to).
+    /// or one no longer routed to); called every second by the thread's
+    /// tick (a closed one is also dropped when next taken).
     pub(crate) fn sweep(&self) {
         let now = Instant::now();
         self.lock().by_instance.retain(|_, kept| {
@@ -245,12 +241,6 @@ impl IdleUpstreams {
     fn put(&self, mut upstream: Upstream) {
         upstream.idle_since = Instant::now();
         let mut idle = self.lock();
-        idle.returned = idle.returned.wrapping_add(1);
-        if idle.returned.is_multiple_of(SWEEP_EVERY) {
-            drop(idle);
-            self.sweep();
-            idle = self.lock();
-        }
         let kept = match idle.by_instance.get_mut(&upstream.instance) {
             Some(kept) => kept,
             None => idle
