@@ -15,6 +15,9 @@ pub struct Endpoints {
     pub grpc: String,
     pub gateway: String,
     pub metrics: String,
+    /// The gateway's own `/metrics` (not on its users' address).
+    #[serde(default)]
+    pub gateway_metrics: String,
 }
 
 impl Endpoints {

@@ -78,6 +78,8 @@ fn apps_create_get_logs_stats_and_delete_from_the_cli() {
             "127.0.0.1:0",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--gateway-metrics-addr",
+            "127.0.0.1:0",
         ])
         .args(["--node-name", "cli-node", "--no-bootstrap"])
         .stdout(Stdio::null())

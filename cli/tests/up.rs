@@ -82,6 +82,8 @@ fn berth_up_serves_one_ready_node_and_stops_on_sigterm() {
             "127.0.0.1:0",
             "--metrics-addr",
             "127.0.0.1:0",
+            "--gateway-metrics-addr",
+            "127.0.0.1:0",
         ])
         .args([
             "--node-name",

@@ -114,7 +114,7 @@ async fn keys_and_routes_reach_the_gateway_and_a_deployed_app_answers_through_it
         .into_inner();
     wait_running(&mut apps, &created.id, 1).await;
 
-    let (gateway, gateway_stop) = start_gateway(&cluster, &cp).await;
+    let (gateway, gateway_metrics, gateway_stop) = start_gateway_with_metrics(&cluster, &cp).await;
     let client = http_client();
     let run = |path: &str| format!("http://{gateway}/run/{}{path}", created.id);
 
@@ -223,7 +223,11 @@ async fn keys_and_routes_reach_the_gateway_and_a_deployed_app_answers_through_it
     .await;
     assert_eq!(body["error"]["code"], "app_stopped");
 
-    let (_, _, metrics) = call(&client, get(&format!("http://{gateway}/metrics"), None)).await;
+    let (_, _, metrics) = call(
+        &client,
+        get(&format!("http://{gateway_metrics}/metrics"), None),
+    )
+    .await;
     let metrics = metrics.as_str().unwrap_or_default().to_owned();
     delete_and_wait(&mut apps, &created.id).await;
     let ok_count = metrics

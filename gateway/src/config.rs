@@ -11,6 +11,13 @@ pub struct GatewayArgs {
     /// Address users' HTTP traffic arrives on.
     #[arg(long, env = "BERTH_GATEWAY_ADDR", default_value = "127.0.0.1:8080")]
     pub gateway_addr: SocketAddr,
+    /// Address of the gateway's Prometheus `/metrics` (plain HTTP; never the users' address).
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    pub gateway_metrics_addr: SocketAddr,
     /// Control plane gRPC endpoint (routes and keys come from it).
     #[arg(
         long,

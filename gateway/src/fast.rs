@@ -509,12 +509,22 @@ impl Conn<'_> {
             for field in fields {
                 let name = field.name;
                 if is_named(name, &NOT_FORWARDED)
+                    || name.eq_ignore_ascii_case("content-length")
                     || name.eq_ignore_ascii_case(key_field)
-                    || is_named(name, &tokens)
+                    || headers::named_by_connection(name, &tokens)
                 {
                     continue;
                 }
                 push_field(&mut out, name.as_bytes(), field.value);
+            }
+            // The framing of what goes on: the body below, whole.
+            if lengths == 1 {
+                let mut digits = itoa_buf();
+                push_field(
+                    &mut out,
+                    b"content-length",
+                    itoa(&mut digits, body_len as u64),
+                );
             }
             push_field(&mut out, b"x-forwarded-for", self.peer_ip.as_bytes());
             let proto: &[u8] = if self.gateway.https {
@@ -867,6 +877,14 @@ impl Conn<'_> {
         let mut body = BodyCursor::new(framing);
         loop {
             let take = body.take(&upstream.buf);
+            if body.broken() {
+                // What the client has of the answer cannot be framed: its
+                // connection ends, and the app's with it.
+                self.gateway
+                    .metrics
+                    .upstream_error(&app.route.app_id, "framing");
+                return None;
+            }
             out.extend_from_slice(&upstream.buf[..take]);
             upstream.buf.advance(take);
             log.bytes += take as u64;
@@ -900,6 +918,24 @@ impl Conn<'_> {
             self.spare_head = out;
         }
         Some(!close)
+    }
+}
+
+/// Room for a `u64` in decimal.
+fn itoa_buf() -> [u8; 20] {
+    [0; 20]
+}
+
+/// `n` in decimal, written at the end of `buf`.
+fn itoa(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
     }
 }
 
@@ -1048,16 +1084,26 @@ impl Answer {
             head.extend_from_slice(b"\r\n");
             for field in fields {
                 let name = field.name;
-                if is_named(name, &NOT_FORWARDED) || is_named(name, &tokens) {
-                    continue;
-                }
-                if framing == Framing::Chunked && name.eq_ignore_ascii_case("content-length") {
+                if is_named(name, &NOT_FORWARDED)
+                    || name.eq_ignore_ascii_case("content-length")
+                    || headers::named_by_connection(name, &tokens)
+                {
                     continue;
                 }
                 push_field(&mut head, name.as_bytes(), field.value);
             }
-            if framing == Framing::Chunked {
-                push_field(&mut head, b"transfer-encoding", b"chunked");
+            // The framing the client reads, written by the gateway from how
+            // it follows the body (for `HEAD` and 304, the length the app
+            // gave for the body it did not send).
+            match sent {
+                Framing::Chunked if framing == Framing::Chunked => {
+                    push_field(&mut head, b"transfer-encoding", b"chunked");
+                }
+                Framing::Length(n) if status != 204 => {
+                    let mut digits = itoa_buf();
+                    push_field(&mut head, b"content-length", itoa(&mut digits, n));
+                }
+                _ => {}
             }
             push_field(&mut head, b"x-request-id", request_id.as_bytes());
             if close {
@@ -1077,26 +1123,37 @@ impl Answer {
 }
 
 /// Where an answer's body ends, followed through the bytes as they pass.
+/// The client parses the same bytes, so anything the gateway would read
+/// differently from a strict HTTP/1.1 reader (a chunk not followed by CRLF,
+/// a bare LF, an over-long size line) breaks the body instead of being
+/// passed on: the client's connection then ends rather than desyncing.
 struct BodyCursor {
     state: Cursor,
 }
 
 enum Cursor {
-    /// Bytes left of a sized body, or of a chunk's data and its CRLF.
+    /// Bytes left of a sized body, or of a chunk's data.
     Remaining(u64, Then),
+    /// After a chunk's data: how much of its CRLF has passed (0 or 1).
+    ChunkEnd(u8),
     /// Reading a chunk-size line (its bytes so far, bounded).
     SizeLine(Vec<u8>),
     /// Reading trailer lines: the bytes of the current line so far.
     Trailers(Vec<u8>),
     UntilClose,
     Done,
+    /// The app broke the framing it announced.
+    Broken,
 }
 
 #[derive(Clone, Copy)]
 enum Then {
     Done,
-    SizeLine,
+    ChunkEnd,
 }
+
+/// The longest chunk-size or trailer line followed.
+const MAX_LINE: usize = 4096;
 
 impl BodyCursor {
     fn new(framing: Framing) -> Self {
@@ -1113,13 +1170,17 @@ impl BodyCursor {
         matches!(self.state, Cursor::Done)
     }
 
+    fn broken(&self) -> bool {
+        matches!(self.state, Cursor::Broken)
+    }
+
     /// How many bytes at the start of `buf` belong to the body (all of them
-    /// up to its end).
+    /// up to its end, or up to where its framing broke).
     fn take(&mut self, buf: &[u8]) -> usize {
         let mut used = 0;
         while used < buf.len() {
             match &mut self.state {
-                Cursor::Done => break,
+                Cursor::Done | Cursor::Broken => break,
                 Cursor::UntilClose => used = buf.len(),
                 Cursor::Remaining(left, then) => {
                     let n = (*left).min((buf.len() - used) as u64);
@@ -1128,32 +1189,52 @@ impl BodyCursor {
                     if *left == 0 {
                         self.state = match then {
                             Then::Done => Cursor::Done,
-                            Then::SizeLine => Cursor::SizeLine(Vec::new()),
+                            Then::ChunkEnd => Cursor::ChunkEnd(0),
                         };
                     }
                 }
+                Cursor::ChunkEnd(seen) => {
+                    let want = if *seen == 0 { b'\r' } else { b'\n' };
+                    if buf[used] != want {
+                        self.state = Cursor::Broken;
+                        break;
+                    }
+                    used += 1;
+                    self.state = if *seen == 0 {
+                        Cursor::ChunkEnd(1)
+                    } else {
+                        Cursor::SizeLine(Vec::new())
+                    };
+                }
                 Cursor::SizeLine(line) | Cursor::Trailers(line) => {
                     let byte = buf[used];
-                    used += 1;
                     line.push(byte);
                     if byte != b'\n' {
-                        if line.len() > 4096 {
-                            // Not a chunked body after all: pass the rest on
-                            // and end with the connection.
-                            self.state = Cursor::UntilClose;
+                        if line.len() > MAX_LINE {
+                            self.state = Cursor::Broken;
+                            break;
                         }
+                        used += 1;
                         continue;
                     }
+                    if !line.ends_with(b"\r\n") {
+                        // A bare LF: readers disagree on it.
+                        self.state = Cursor::Broken;
+                        break;
+                    }
+                    used += 1;
                     let line = std::mem::take(line);
                     self.state = match &self.state {
                         Cursor::SizeLine(_) => match httparse::parse_chunk_size(&line) {
-                            Ok(httparse::Status::Complete((_, 0))) => Cursor::Trailers(Vec::new()),
-                            Ok(httparse::Status::Complete((_, size))) => {
-                                Cursor::Remaining(size.saturating_add(2), Then::SizeLine)
+                            Ok(httparse::Status::Complete((n, 0))) if n == line.len() => {
+                                Cursor::Trailers(Vec::new())
                             }
-                            _ => Cursor::UntilClose,
+                            Ok(httparse::Status::Complete((n, size))) if n == line.len() => {
+                                Cursor::Remaining(size, Then::ChunkEnd)
+                            }
+                            _ => Cursor::Broken,
                         },
-                        _ if line == b"\r\n" || line == b"\n" => Cursor::Done,
+                        _ if line == b"\r\n" => Cursor::Done,
                         _ => Cursor::Trailers(Vec::new()),
                     };
                 }
@@ -1267,6 +1348,33 @@ mod tests {
     }
 
     #[test]
+    fn chunked_bodies_that_break_their_framing_are_not_followed() {
+        let broken = |body: &[u8]| {
+            let mut cursor = BodyCursor::new(Framing::Chunked);
+            let used = cursor.take(body);
+            assert!(cursor.broken(), "{}", String::from_utf8_lossy(body));
+            used
+        };
+        // Data running past its chunk's size: nothing after the size is taken.
+        assert_eq!(broken(b"2\r\nokHTTP/1.1 200 OK\r\n\r\n"), 5);
+        // Bare LF after a size, after data, after the last chunk.
+        broken(b"2\nok\r\n0\r\n\r\n");
+        broken(b"2\r\nok\n0\r\n\r\n");
+        broken(b"2\r\nok\r\n0\r\n\n");
+        // A size that is not hexadecimal, an endless size line.
+        broken(b"zz\r\n");
+        broken(&[b'1'; MAX_LINE + 2]);
+        // A byte at a time breaks at the same place.
+        let mut cursor = BodyCursor::new(Framing::Chunked);
+        let used: usize = b"2\r\nokXY"
+            .iter()
+            .map(|b| cursor.take(std::slice::from_ref(b)))
+            .sum();
+        assert!(cursor.broken());
+        assert_eq!(used, 5);
+    }
+
+    #[test]
     fn sized_bodies_end_at_their_length() {
         assert_eq!(through(Framing::Length(4), &[b"ab", b"cdef"]), (4, true));
         assert_eq!(through(Framing::Length(4), &[b"ab"]), (2, false));
@@ -1341,6 +1449,15 @@ mod tests {
 
         let disagree = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n";
         assert!(Answer::parse(disagree, how(false, false), &id, &mut Vec::new()).is_err());
+        // The app cannot have its length dropped: the gateway writes it.
+        let unframed =
+            b"HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n";
+        let answer = Answer::parse(unframed, how(false, false), &id, &mut Vec::new())
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.framing, Framing::Length(2));
+        let text = String::from_utf8(answer.head).unwrap();
+        assert_eq!(text.matches("content-length: 2\r\n").count(), 1, "{text}");
         let partial = b"HTTP/1.1 200 OK\r\nContent-";
         assert!(
             Answer::parse(partial, how(false, false), &id, &mut Vec::new())

@@ -28,6 +28,24 @@ fn hop_by_hop() -> [&'static HeaderName; 8] {
     ]
 }
 
+/// Fields that frame or route a message. A `Connection` token never removes
+/// them: RFC 9110 §7.6.1 lets a sender name only hop-by-hop fields there, and
+/// a proxy that obeyed `Connection: content-length` would forward a body it
+/// no longer frames — the rest of the bytes read as a request nobody checked.
+/// The gateway writes a message's framing itself from what it sends.
+const NEVER_NAMED: [&str; 3] = ["content-length", "transfer-encoding", "host"];
+
+/// Whether a `Connection` token naming `name` removes that field.
+pub fn connection_may_remove(name: &str) -> bool {
+    !NEVER_NAMED.iter().any(|n| n.eq_ignore_ascii_case(name))
+}
+
+/// Whether the field `name` goes because one of the `Connection` field's
+/// `tokens` names it (never a framing or routing field).
+pub fn named_by_connection(name: &str, tokens: &[&str]) -> bool {
+    connection_may_remove(name) && tokens.iter().any(|t| t.eq_ignore_ascii_case(name))
+}
+
 /// Whether the request asks to switch protocols (WebSocket and friends).
 pub fn wants_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -48,6 +66,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
+        .filter(|t| connection_may_remove(t.trim()))
         .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
         .collect();
     for name in named {
@@ -138,6 +157,26 @@ mod tests {
         strip_hop_by_hop(&mut h, false);
         assert_eq!(h.len(), 1, "{h:?}");
         assert!(h.contains_key("x-kept"));
+    }
+
+    #[test]
+    fn connection_tokens_never_remove_framing_or_routing_fields() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::CONNECTION,
+            "Content-Length, HOST, keep-alive".parse().unwrap(),
+        );
+        h.insert(header::CONTENT_LENGTH, "5".parse().unwrap());
+        h.insert(header::HOST, "app.example".parse().unwrap());
+        strip_hop_by_hop(&mut h, false);
+        assert_eq!(h[header::CONTENT_LENGTH], "5");
+        assert_eq!(h[header::HOST], "app.example");
+        assert!(named_by_connection("x-secret", &["X-Secret"]));
+        assert!(!named_by_connection("Content-Length", &["content-length"]));
+        assert!(!named_by_connection(
+            "transfer-encoding",
+            &["Transfer-Encoding"]
+        ));
     }
 
     #[test]

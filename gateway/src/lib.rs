@@ -24,17 +24,25 @@ pub mod upstream;
 
 pub use config::{Config, GatewayArgs, LimitArgs};
 
+/// The sockets the gateway serves on: users' traffic, and its Prometheus
+/// metrics — never on the users' port, where they would tell anyone which
+/// apps and tenants exist and how busy they are.
+pub struct Listeners {
+    pub users: TcpListener,
+    pub metrics: TcpListener,
+}
+
 use berth_pki::Role;
 use prometheus_client::registry::Registry;
 use std::sync::Arc;
 use tokio::{net::TcpListener, sync::RwLock};
 use tokio_util::sync::CancellationToken;
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled: routes
+/// Serves the gateway on `listeners` until `shutdown` is cancelled: routes
 /// come from the control plane named in `config`.
 pub async fn run(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
     let tls = config.tls.load()?;
@@ -52,13 +60,13 @@ pub async fn run(
         config.reconnect_max,
         shutdown.clone(),
     );
-    serve(config, listener, routes, Some(link), shutdown).await
+    serve(config, listeners, routes, Some(link), shutdown).await
 }
 
 /// Serves with a given route table and link (tests give their own table).
 pub async fn serve(
     config: Config,
-    listener: TcpListener,
+    listeners: Listeners,
     routes: routes::Routes,
     link: Option<link::Link>,
     shutdown: CancellationToken,
@@ -71,6 +79,20 @@ pub async fn serve(
     let mut registry = Registry::default();
     metrics.register(&mut registry);
     let registry = Arc::new(RwLock::new(registry));
+    let Listeners {
+        users: listener,
+        metrics: metrics_listener,
+    } = listeners;
+    tokio::spawn(berth_common::metrics_http::serve(
+        metrics_listener,
+        registry.clone(),
+        shutdown.clone(),
+    ));
+    tokio::spawn(count_routes(
+        routes.clone(),
+        metrics.clone(),
+        shutdown.clone(),
+    ));
     let limits = server::ConnLimits {
         max_connections: config.max_connections,
         max_header_bytes: config.max_header_bytes,
@@ -99,7 +121,6 @@ pub async fn serve(
             routes.clone(),
             link.clone(),
             metrics.clone(),
-            registry.clone(),
             &config,
         ));
         let (acceptor, limits, metrics, permits, shutdown) = (
@@ -141,6 +162,22 @@ pub async fn serve(
     }
     tracing::info!("gateway stopped");
     Ok(())
+}
+
+/// Keeps the `routes` gauge at the number of apps in the table.
+async fn count_routes(
+    routes: routes::Routes,
+    metrics: metrics::Metrics,
+    shutdown: CancellationToken,
+) {
+    let mut changed = routes.subscribe();
+    loop {
+        metrics.routes.set(routes.current().apps.len() as i64);
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            c = changed.changed() => if c.is_err() { return },
+        }
+    }
 }
 
 /// How often each gateway thread's runtime wakes with nothing to do.

@@ -9,7 +9,6 @@ use crate::{
     metrics::{Metrics, TenantLabel},
     routes::{Admission, App, Backend, BreakerPolicy, Key, KeyMemo, Routes, Table},
 };
-use berth_common::metrics_http::SharedRegistry;
 use bytes::Bytes;
 use http::{header, HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body, Frame, SizeHint};
@@ -59,7 +58,6 @@ pub struct Gateway {
     pub routes: Routes,
     pub link: Option<Link>,
     pub metrics: Metrics,
-    pub registry: SharedRegistry,
     pub policy: BreakerPolicy,
     pub eject_for: Duration,
     pub wake_timeout: Duration,
@@ -77,14 +75,12 @@ impl Gateway {
         routes: Routes,
         link: Option<Link>,
         metrics: Metrics,
-        registry: SharedRegistry,
         config: &crate::Config,
     ) -> Self {
         Self {
             routes,
             link,
             metrics,
-            registry,
             policy: BreakerPolicy {
                 failures: config.breaker_failures,
                 cooldown: Duration::from_secs(1),
@@ -187,7 +183,6 @@ impl Gateway {
             Some(target) => target?,
             None => match req.uri().path() {
                 "/healthz" => return Ok(self.health()),
-                "/metrics" => return Ok(self.render_metrics().await),
                 path if crate::rest::is_management(path) => {
                     let channel = self.link.as_ref().and_then(Link::channel);
                     return crate::rest::handle(
@@ -558,19 +553,6 @@ impl Gateway {
         response.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        );
-        response
-    }
-
-    async fn render_metrics(&self) -> Response<ProxyBody> {
-        self.metrics
-            .routes
-            .set(self.routes.current().apps.len() as i64);
-        let text = berth_common::metrics_http::render(&self.registry).await;
-        let mut response = Response::new(full(text));
-        response.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static(berth_common::metrics_http::CONTENT_TYPE),
         );
         response
     }

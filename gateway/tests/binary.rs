@@ -33,6 +33,7 @@ async fn start_binary(
     let child = std::process::Command::new(env!("CARGO_BIN_EXE_berth-gateway"))
         .arg("--gateway-addr")
         .arg(addr.to_string())
+        .args(["--gateway-metrics-addr", "127.0.0.1:0"])
         .arg("--static-routes")
         .arg(&file)
         .arg("--data-dir")

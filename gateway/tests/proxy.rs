@@ -220,7 +220,16 @@ async fn a_spent_rate_limit_answers_429_with_retry_after() {
         "one token per two seconds: retry after {retry}s"
     );
     assert_eq!(up.hits.load(Ordering::SeqCst), 3);
-    let (_, _, metrics) = get(&client, &gw.url("/metrics"), None).await;
+    // Metrics name apps and tenants: they are not on the users' port.
+    let (status, _, bytes) = get(&client, &gw.url("/metrics"), None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(error_code(&bytes), "not_found");
+    let (_, _, metrics) = get(
+        &client,
+        &format!("http://{}/metrics", gw.metrics_addr),
+        None,
+    )
+    .await;
     let metrics = String::from_utf8_lossy(&metrics);
     assert!(
         metrics.contains(r#"berth_gateway_rate_limited_total{tenant="acme"} 1"#),
@@ -291,7 +300,12 @@ async fn a_dead_instance_is_ejected_and_traffic_goes_on() {
         ha >= 5 && hb >= 5,
         "both live instances share the load: {ha} / {hb}"
     );
-    let (_, _, metrics) = get(&client, &gw.url("/metrics"), None).await;
+    let (_, _, metrics) = get(
+        &client,
+        &format!("http://{}/metrics", gw.metrics_addr),
+        None,
+    )
+    .await;
     assert!(String::from_utf8_lossy(&metrics)
         .contains(r#"berth_gateway_upstream_errors_total{app="app1",kind="connect"} 1"#));
 

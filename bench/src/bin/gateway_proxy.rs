@@ -169,6 +169,8 @@ fn start_gateway(
         .args([
             "--gateway-addr",
             &format!("127.0.0.1:{port}"),
+            "--gateway-metrics-addr",
+            "127.0.0.1:0",
             "--gateway-threads",
             &threads.to_string(),
             "--static-routes",

@@ -22,6 +22,13 @@ pub struct UpArgs {
     /// Control plane Prometheus metrics address.
     #[arg(long, env = "BERTH_METRICS_ADDR", default_value = "127.0.0.1:9464")]
     metrics_addr: SocketAddr,
+    /// Gateway Prometheus metrics address (never the users' address).
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_METRICS_ADDR",
+        default_value = "127.0.0.1:9465"
+    )]
+    gateway_metrics_addr: SocketAddr,
     /// PostgreSQL URL; SQLite in the data dir when unset.
     #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
     database_url: Option<String>,
@@ -170,10 +177,12 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     let grpc = bind(args.grpc_addr, "gRPC").await?;
     let gateway = bind(args.gateway_addr, "gateway").await?;
     let metrics = bind(args.metrics_addr, "metrics").await?;
+    let gateway_metrics = bind(args.gateway_metrics_addr, "gateway metrics").await?;
     let endpoints = Endpoints {
         grpc: local_url("https", grpc.local_addr()?),
         gateway: local_url("http", gateway.local_addr()?),
         metrics: local_url("http", metrics.local_addr()?),
+        gateway_metrics: local_url("http", gateway_metrics.local_addr()?),
     };
 
     let mut cp_config = berth_control_plane::Config::for_data_dir(data_dir.to_owned());
@@ -207,7 +216,10 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     .validate()?;
     let gateway_task = tokio::spawn(berth_gateway::run(
         gateway_config,
-        gateway,
+        berth_gateway::Listeners {
+            users: gateway,
+            metrics: gateway_metrics,
+        },
         shutdown.clone(),
     ));
     if !args.no_bootstrap {
@@ -225,6 +237,10 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     );
     println!("  gateway             {}", endpoints.gateway);
     println!("  metrics             {}/metrics", endpoints.metrics);
+    println!(
+        "  gateway metrics     {}/metrics",
+        endpoints.gateway_metrics
+    );
     println!("  node                {node_name}");
     println!("stop with Ctrl-C");
 

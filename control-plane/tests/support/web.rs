@@ -57,6 +57,15 @@ pub async fn start_gateway(
     cluster: &Cluster,
     cp: &ControlPlane,
 ) -> (SocketAddr, CancellationToken) {
+    let (addr, _, shutdown) = start_gateway_with_metrics(cluster, cp).await;
+    (addr, shutdown)
+}
+
+/// [`start_gateway`], with the address of the gateway's `/metrics` too.
+pub async fn start_gateway_with_metrics(
+    cluster: &Cluster,
+    cp: &ControlPlane,
+) -> (SocketAddr, SocketAddr, CancellationToken) {
     let files = cluster.pki.issue(Role::Gateway, "gateway");
     let mut config =
         berth_gateway::Config::new(cp.url(), files, berth_gateway::LimitArgs::default());
@@ -64,8 +73,14 @@ pub async fn start_gateway(
     let config = config.validate().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
     let shutdown = CancellationToken::new();
-    tokio::spawn(berth_gateway::run(config, listener, shutdown.clone()));
+    let listeners = berth_gateway::Listeners {
+        users: listener,
+        metrics,
+    };
+    tokio::spawn(berth_gateway::run(config, listeners, shutdown.clone()));
     let client = http_client();
     wait_for("the gateway to receive its routes", || {
         let client = client.clone();
@@ -75,7 +90,7 @@ pub async fn start_gateway(
         }
     })
     .await;
-    (addr, shutdown)
+    (addr, metrics_addr, shutdown)
 }
 
 pub async fn create_key(

@@ -215,6 +215,87 @@ async fn app(mut req: Request<Incoming>, me: SocketAddr) -> Response<Full<Bytes>
         .unwrap()
 }
 
+/// An upstream that reads each request head (and a `Content-Length` body)
+/// and writes the bytes `answer` gives for its path; `then_close` ends the
+/// connection after that answer.
+pub async fn scripted(answer: fn(&str) -> (Vec<u8>, bool)) -> (SocketAddr, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let accepted = Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut stream, _)) = listener.accept().await else {
+                return;
+            };
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let mut buf = Vec::new();
+                loop {
+                    let Some((head, body_len)) = read_head(&mut stream, &mut buf).await else {
+                        return;
+                    };
+                    while buf.len() < body_len {
+                        let mut chunk = [0u8; 4096];
+                        match stream.read(&mut chunk).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                        }
+                    }
+                    buf.drain(..body_len);
+                    let path = head.split(' ').nth(1).unwrap_or("/").to_owned();
+                    let (bytes, then_close) = answer(&path);
+                    if stream.write_all(&bytes).await.is_err() || then_close {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+/// Reads up to the end of a head; returns it and its `Content-Length`,
+/// leaving what follows in `buf`.
+pub async fn read_head(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<(String, usize)> {
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).into_owned();
+            buf.drain(..end + 4);
+            let length = head
+                .lines()
+                .find_map(|l| {
+                    let (name, value) = l.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().ok())?
+                })
+                .unwrap_or(0);
+            return Some((head, length));
+        }
+        let mut chunk = [0u8; 4096];
+        match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}
+
+/// Reads one answer with a `Content-Length` body: its head and body.
+pub async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> (String, Vec<u8>) {
+    let (head, length) = read_head(stream, buf).await.expect("an answer");
+    while buf.len() < length {
+        let mut chunk = [0u8; 4096];
+        let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut chunk))
+            .await
+            .expect("the body in time")
+            .unwrap();
+        assert!(n > 0, "the body was cut short after {head}");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    let body = buf.drain(..length).collect();
+    (head, body)
+}
+
 /// A port nothing listens on.
 pub async fn dead_addr() -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -320,6 +401,8 @@ pub fn keys() -> Vec<pb::GatewayKey> {
 /// A gateway serving a test-set route table.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// Where the gateway's `/metrics` is served.
+    pub metrics_addr: SocketAddr,
     pub routes: Routes,
     pub shutdown: CancellationToken,
 }
@@ -358,15 +441,22 @@ pub async fn gateway_with(limits: LimitArgs) -> Gateway {
         .unwrap();
     let routes = Routes::default();
     let shutdown = CancellationToken::new();
+    let metrics = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics_addr = metrics.local_addr().unwrap();
+    let listeners = berth_gateway::Listeners {
+        users: listener,
+        metrics,
+    };
     tokio::spawn(berth_gateway::serve(
         config,
-        listener,
+        listeners,
         routes.clone(),
         None,
         shutdown.clone(),
     ));
     Gateway {
         addr,
+        metrics_addr,
         routes,
         shutdown,
     }
