@@ -26,7 +26,6 @@ use tonic::Status;
 pub const MAX_CODE_BYTES: usize = 50 * 1024;
 pub const DEFAULT_TIMEOUT_MS: u32 = 30_000;
 pub const MAX_TIMEOUT_MS: u32 = 60_000;
-pub const DEFAULT_MEMORY_BYTES: u64 = 128 << 20;
 pub const MIN_MEMORY_BYTES: u64 = 16 << 20;
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 pub const MAX_STDIN_BYTES: usize = 1 << 20;
@@ -99,7 +98,7 @@ fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
         t => t,
     };
     let memory = match request.memory_bytes {
-        0 => DEFAULT_MEMORY_BYTES,
+        0 => language.default_memory_bytes(),
         m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => {
             return Err(format!(
             "memory: {m} bytes is outside the limits {MIN_MEMORY_BYTES}..{MAX_MEMORY_BYTES} bytes"
@@ -523,7 +522,7 @@ impl Executions {
             languages,
             default_timeout_ms: DEFAULT_TIMEOUT_MS,
             max_timeout_ms: MAX_TIMEOUT_MS,
-            default_memory_bytes: DEFAULT_MEMORY_BYTES,
+            default_memory_bytes: berth_proto::domain::DEFAULT_EXECUTION_MEMORY_BYTES,
             max_memory_bytes: MAX_MEMORY_BYTES,
             max_code_bytes: MAX_CODE_BYTES as u32,
         })

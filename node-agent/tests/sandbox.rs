@@ -40,13 +40,15 @@ fn fixture_with(uid: u32, warm_helpers: usize) -> Fixture {
     }
 }
 
+/// A run with the control plane's defaults for its language.
 fn run(language: &str, code: &str) -> Run {
     Run {
         language: language.into(),
         code: code.into(),
         stdin: Vec::new(),
         timeout: Duration::from_secs(10),
-        memory_bytes: 128 << 20,
+        memory_bytes: berth_proto::domain::Language::from_alias(language)
+            .map_or(128 << 20, |l| l.default_memory_bytes()),
         validate: false,
     }
 }
@@ -735,6 +737,55 @@ hostile!(
     &probe("socket.socket(socket.AF_PACKET, socket.SOCK_RAW)"),
     |o, _f| {
         denied(&o);
+    }
+);
+hostile!(
+    sockets_of_other_families,
+    61130,
+    "python",
+    10,
+    128,
+    // Netlink's socket diagnostics (any user may open it on the host), and
+    // the kernel crypto API.
+    "import socket\nfor family, kind, proto in [(16, socket.SOCK_RAW, 4), (38, socket.SOCK_SEQPACKET, 0)]:\n    try:\n        socket.socket(family, kind, proto).close()\n        print('ALLOWED', family)\n    except OSError as e:\n        print('denied', family, e.errno)\nsocket.socket(socket.AF_INET, socket.SOCK_DGRAM).close()\nsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM).close()\nsocket.socket(16, socket.SOCK_RAW, 0).close()\nprint('unix, inet and route netlink open')",
+    |o, _f| {
+        assert_eq!(
+            text(&o.stdout),
+            "denied 16 97\ndenied 38 97\nunix, inet and route netlink open\n",
+            "{o:?}"
+        );
+    }
+);
+hostile!(a_local_descriptor_table, 61131, "python", 10, 128,
+    &probe("libc = ctypes.CDLL(None, use_errno=True)\n    assert libc.syscall(154, 0, ctypes.create_string_buffer(64), 64) >= 0, 'modify_ldt refused'"),
+    |o, _f| { denied(&o); });
+hostile!(
+    seeing_the_hosts_cgroups,
+    61132,
+    "python",
+    10,
+    128,
+    "print(open('/proc/self/cgroup').read(), end='')",
+    |o, _f| {
+        let out = text(&o.stdout);
+        assert!(!out.is_empty(), "{o:?}");
+        assert!(
+            out.lines().all(|l| l.ends_with(":/")),
+            "its own cgroup namespace: {out}"
+        );
+    }
+);
+hostile!(
+    a_compile_within_the_callers_memory,
+    61133,
+    "cpp",
+    20,
+    16,
+    // Different code from every other test's: not in the compile cache.
+    "#include <iostream>\n#include <map>\n#include <string>\nint main(){ std::map<std::string,int> m{{\"small\",16}}; std::cout << m.size() << std::endl; }",
+    |o, _f| {
+        // The compiler gets the 16 MiB asked for, not a larger floor.
+        assert_eq!(o.status, Status::MemoryExceeded, "{o:?}");
     }
 );
 hostile!(

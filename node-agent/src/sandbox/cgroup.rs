@@ -340,6 +340,13 @@ impl Cgroup {
                 write(&memsw, &value)?;
             }
         }
+        if !memsw.exists() {
+            // No swap accounting: no memory + swap limit to set. A group
+            // with swappiness 0 has none of its memory swapped out when it
+            // reaches its limit (it is OOM-killed instead), so swap stays
+            // bounded all the same.
+            write(&memory.join("memory.swappiness"), "0")?;
+        }
         Ok(())
     }
 
@@ -532,6 +539,56 @@ impl Drop for Cgroup {
 mod tests {
     use super::*;
     use std::io::Write;
+
+    /// A v1 group over plain files in `dir`: memory, pids, cpu, cpuacct.
+    fn v1_group_in(dir: &Path, memsw: bool) -> Cgroup {
+        let dirs: Vec<PathBuf> = ["memory", "pids", "cpu", "cpuacct"]
+            .iter()
+            .map(|c| dir.join(c))
+            .collect();
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        std::fs::write(dirs[0].join("memory.limit_in_bytes"), "9223372036854771712").unwrap();
+        std::fs::write(dirs[0].join("memory.swappiness"), "60").unwrap();
+        if memsw {
+            std::fs::write(
+                dirs[0].join("memory.memsw.limit_in_bytes"),
+                "9223372036854771712",
+            )
+            .unwrap();
+        }
+        Cgroup {
+            hierarchy: Hierarchy::V1,
+            dirs,
+            memory: None,
+            others: None,
+            spares: None,
+            opened: Vec::new(),
+        }
+    }
+
+    /// Without swap accounting there is no memory + swap limit: the group
+    /// is kept from swapping instead, so swap stays bounded either way.
+    #[test]
+    fn swap_is_bounded_on_v1_with_or_without_swap_accounting() {
+        let dir = tempfile::tempdir().unwrap();
+        let group = v1_group_in(&dir.path().join("plain"), false);
+        group.set_memory_v1(128 << 20).unwrap();
+        let memory = dir.path().join("plain/memory");
+        let read = |f: &str| std::fs::read_to_string(memory.join(f)).unwrap();
+        assert_eq!(read("memory.limit_in_bytes"), (128u64 << 20).to_string());
+        assert_eq!(read("memory.swappiness"), "0");
+
+        let group = v1_group_in(&dir.path().join("accounted"), true);
+        group.set_memory_v1(128 << 20).unwrap();
+        let memory = dir.path().join("accounted/memory");
+        let read = |f: &str| std::fs::read_to_string(memory.join(f)).unwrap();
+        assert_eq!(
+            read("memory.memsw.limit_in_bytes"),
+            (128u64 << 20).to_string()
+        );
+    }
 
     /// The usage files are opened as the group is made; a read when the
     /// run is over says what the group used by then.

@@ -497,8 +497,15 @@ fn prepare(layout: &Layout) -> Result<(), String> {
     let net = unsafe { OwnedFd::from_raw_fd(NETNS_FD) };
     nix::sched::setns(&net, CloneFlags::CLONE_NEWNET).map_err(|e| fail("network namespace", e))?;
     drop(net);
-    unshare(CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWIPC | CloneFlags::CLONE_NEWUTS)
-        .map_err(|e| fail("namespaces", e))?;
+    // A cgroup namespace too: this process is in the run's cgroup by now,
+    // so the program sees that cgroup as its root and nothing of the host's.
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWIPC
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWCGROUP,
+    )
+    .map_err(|e| fail("namespaces", e))?;
     // The agent's tmpfs for the run (it keeps a descriptor of its own, to
     // put the run's files in): mounted here alone, gone with this
     // namespace and that descriptor.
@@ -529,7 +536,8 @@ fn prepare(layout: &Layout) -> Result<(), String> {
         mount(Some(fs), target, Some(fs), flags, options).map_err(|e| fail(target, e))?;
     }
     let _ = sethostname("sandbox");
-    seccompiler::apply_filter(&seccomp::filter()).map_err(|e| fail("seccomp", e))
+    let program = seccomp::filter().map_err(|e| fail("seccomp", e))?;
+    seccompiler::apply_filter(&program).map_err(|e| fail("seccomp", e))
 }
 
 /// `struct sigaction` as the kernel takes it. The system call itself,

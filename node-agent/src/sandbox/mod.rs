@@ -461,8 +461,9 @@ impl Sandbox {
                 argv: language.check,
                 env: self.env(language),
                 stdin: &[],
-                wall: MAX_TIMEOUT,
-                memory_bytes: (512u64 << 20).max(run.memory_bytes),
+                // The caller's limits, for checking as for running.
+                wall: run.timeout,
+                memory_bytes: run.memory_bytes,
                 keep: None,
             };
             let result = self.step(step, cancel).await;
@@ -482,8 +483,9 @@ impl Sandbox {
                     argv: compile,
                     env: self.env(language),
                     stdin: &[],
-                    wall: MAX_TIMEOUT,
-                    memory_bytes: (512u64 << 20).max(run.memory_bytes),
+                    // The caller's limits, for compiling as for running.
+                    wall: run.timeout,
+                    memory_bytes: run.memory_bytes,
                     // What the compiler made, for this run and the next of the same code.
                     keep: Some((language.artifacts, &cache)),
                 };

@@ -44,6 +44,9 @@ wire_enum!(
     }
 );
 
+/// An execution's memory when its caller names none (most languages).
+pub const DEFAULT_EXECUTION_MEMORY_BYTES: u64 = 128 << 20;
+
 impl Language {
     /// The language a name or a common alias (`py`, `js`, `ts`, `c++`,
     /// `golang`, `rs`, …) stands for.
@@ -58,6 +61,16 @@ impl Language {
             other => other.to_owned(),
         };
         name.parse().ok()
+    }
+
+    /// The memory a run of this language gets when its caller names none:
+    /// enough for its compiler too, since a compile step gets no more than
+    /// the run asked for (TypeScript's compiler alone takes about 180 MiB).
+    pub fn default_memory_bytes(self) -> u64 {
+        match self {
+            Self::Typescript => 256 << 20,
+            _ => DEFAULT_EXECUTION_MEMORY_BYTES,
+        }
     }
 
     /// Every language's name, for messages: `python, javascript, …`.

@@ -7,7 +7,10 @@ pub mod diagnostics;
 mod names;
 mod states;
 
-pub use apps::{check_source_files, check_source_path, AppSpec, Language, Runtime, MAX_INSTANCES};
+pub use apps::{
+    check_source_files, check_source_path, AppSpec, Language, Runtime,
+    DEFAULT_EXECUTION_MEMORY_BYTES, MAX_INSTANCES,
+};
 pub use names::{
     check_dns_label_value, validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN,
 };
