@@ -33,6 +33,8 @@ pub struct Metrics {
     pub nodes: Family<StateLabel, Gauge>,
     pub rpcs: Family<RpcLabels, Counter>,
     pub agent_sessions: Gauge,
+    /// Live nodes whose container firewall is not in place.
+    pub nodes_without_firewall: Gauge,
 }
 
 impl Metrics {
@@ -47,6 +49,11 @@ impl Metrics {
             "berth_agent_sessions",
             "Agent streams connected now",
             self.agent_sessions.clone(),
+        );
+        registry.register(
+            "berth_nodes_without_firewall",
+            "Nodes not down whose container firewall is missing (see berth nodes)",
+            self.nodes_without_firewall.clone(),
         );
     }
 

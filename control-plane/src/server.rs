@@ -263,10 +263,19 @@ async fn sweep_nodes(
         match store.list_nodes(None).await {
             Ok(nodes) => {
                 let mut counts = std::collections::HashMap::new();
+                let mut without_firewall = 0;
                 for node in nodes {
                     *counts.entry(node.state).or_insert(0) += 1;
+                    let missing = node
+                        .firewall_problem
+                        .as_deref()
+                        .is_some_and(|p| !p.is_empty());
+                    if missing && node.state != berth_proto::domain::NodeState::Down {
+                        without_firewall += 1;
+                    }
                 }
                 metrics.set_node_counts(counts);
+                metrics.nodes_without_firewall.set(without_firewall);
             }
             Err(err) => tracing::error!(error = %err, "counting nodes failed"),
         }

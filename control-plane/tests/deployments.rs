@@ -321,7 +321,7 @@ async fn an_agent_restart_adopts_running_containers_and_drift_is_repaired() {
     );
     assert_eq!(
         host.network_mode.as_deref(),
-        Some(berth_node_agent::docker::containers::network().as_str())
+        Some(berth_node_agent::docker::network::current().as_str())
     );
     let mounts = before.mounts.clone().unwrap();
     assert!(

@@ -72,7 +72,10 @@ async fn node_registry_round_trip(backend: Backend) {
         store.set_drained(&name, true).await.unwrap().state,
         NodeState::Down
     );
-    assert_eq!(store.heartbeat(&name).await.unwrap(), NodeState::Draining);
+    assert_eq!(
+        store.heartbeat(&name, "").await.unwrap(),
+        NodeState::Draining
+    );
     let (node, previous) = store.register_node(registration("node-1")).await.unwrap();
     assert_eq!(previous, Some(NodeState::Draining));
     assert_eq!(node.state, NodeState::Draining);
@@ -140,6 +143,63 @@ async fn node_registry_round_trip_on_postgres() {
     node_registry_round_trip(Backend::postgres().await).await;
 }
 
+/// A node's container firewall is what its agent last said, unknown again
+/// after it registers anew; changes to and from missing are events.
+async fn a_nodes_firewall_is_what_it_last_said(backend: Backend) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&backend, dir.path()).await;
+    let name = NodeName::parse("name", "node-1").unwrap();
+    let firewall = |store: &Store| {
+        let store = store.clone();
+        let name = name.clone();
+        async move {
+            store
+                .get_node(&name)
+                .await
+                .unwrap()
+                .to_proto(false)
+                .firewall
+        }
+    };
+    store.register_node(registration("node-1")).await.unwrap();
+    assert_eq!(firewall(&store).await, "unknown");
+    store.heartbeat(&name, "").await.unwrap();
+    assert_eq!(firewall(&store).await, "ok");
+    store.heartbeat(&name, "iptables: not found").await.unwrap();
+    store.heartbeat(&name, "iptables: not found").await.unwrap();
+    assert_eq!(firewall(&store).await, "missing: iptables: not found");
+    store.heartbeat(&name, "").await.unwrap();
+    assert_eq!(firewall(&store).await, "ok");
+    store.register_node(registration("node-1")).await.unwrap();
+    assert_eq!(firewall(&store).await, "unknown");
+    let kinds: Vec<_> = store
+        .events_after(0, None, Some("node-1"))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.kind)
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "node.registered",
+            "node.firewall_missing",
+            "node.firewall_restored",
+            "node.reconnected"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_nodes_firewall_is_what_it_last_said_on_sqlite() {
+    a_nodes_firewall_is_what_it_last_said(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn a_nodes_firewall_is_what_it_last_said_on_postgres() {
+    a_nodes_firewall_is_what_it_last_said(Backend::postgres().await).await;
+}
+
 /// Every entity writes and reads back a full row: the entities and the
 /// migrations agree on every column, on both databases.
 async fn entities_match_the_schema(backend: Backend) {
@@ -171,6 +231,7 @@ async fn entities_match_the_schema(backend: Backend) {
         registered_at: now,
         last_heartbeat_at: now,
         updated_at: now,
+        firewall_problem: Some("iptables: not found".into()),
     };
     let key = api_keys::Model {
         id: "k1".into(),

@@ -9,6 +9,7 @@ pub use sea_orm_migration::prelude::*;
 mod m20261122_000001_initial;
 mod m20261123_000002_deployments;
 mod m20261123_000003_gateway;
+mod m20261205_000004_node_firewall;
 
 pub struct Migrator;
 
@@ -19,6 +20,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261122_000001_initial::Migration),
             Box::new(m20261123_000002_deployments::Migration),
             Box::new(m20261123_000003_gateway::Migration),
+            Box::new(m20261205_000004_node_firewall::Migration),
         ]
     }
 }

@@ -1,6 +1,7 @@
 //! The agent's configuration: clap flags with `BERTH_…` env fallbacks,
 //! validated once into [`Config`].
 
+use crate::docker::firewall::{FirewallPolicy, HostPort, Network};
 use berth_pki::{TlsArgs, TlsFiles};
 use clap::Args;
 use std::{collections::HashMap, path::PathBuf, time::Duration};
@@ -32,6 +33,55 @@ pub struct AgentArgs {
     /// The sandbox helper binary [default: `berth-sandbox` next to this program].
     #[arg(long, env = "BERTH_SANDBOX_HELPER")]
     pub sandbox_helper: Option<PathBuf>,
+    #[command(flatten)]
+    pub firewall: FirewallArgs,
+}
+
+/// What app and build containers may reach of the host and beyond (see
+/// `docker::firewall`); shared by `berth-node-agent` and `berth up`.
+#[derive(Debug, Clone, Args)]
+pub struct FirewallArgs {
+    /// Host ports containers may connect to, `tcp/PORT` or `udp/PORT`; every other port of the host is refused to them.
+    #[arg(
+        long = "container-host-allow",
+        env = "BERTH_CONTAINER_HOST_ALLOW",
+        value_delimiter = ','
+    )]
+    pub host_allow: Vec<HostPort>,
+    /// Let containers reach link-local addresses (169.254.0.0/16, fe80::/10), such as a cloud's metadata service.
+    #[arg(long, env = "BERTH_CONTAINER_ALLOW_LINK_LOCAL")]
+    pub container_allow_link_local: bool,
+    /// Networks no container may reach, `ADDRESS[/PREFIX]` (the cluster's other nodes, the control plane).
+    #[arg(
+        long = "container-deny",
+        env = "BERTH_CONTAINER_DENY",
+        value_delimiter = ','
+    )]
+    pub deny: Vec<Network>,
+    /// The iptables command that writes the rules (`iptables-legacy` where Docker uses the legacy tables); ip6tables is named after it.
+    #[arg(long, env = "BERTH_IPTABLES", default_value = "iptables")]
+    pub iptables: String,
+}
+
+impl Default for FirewallArgs {
+    fn default() -> Self {
+        Self {
+            host_allow: Vec::new(),
+            container_allow_link_local: false,
+            deny: Vec::new(),
+            iptables: "iptables".into(),
+        }
+    }
+}
+
+impl FirewallArgs {
+    pub fn policy(&self) -> FirewallPolicy {
+        FirewallPolicy {
+            host_allow: self.host_allow.clone(),
+            allow_link_local: self.container_allow_link_local,
+            deny: self.deny.clone(),
+        }
+    }
 }
 
 /// Validated configuration of the agent.
@@ -48,6 +98,8 @@ pub struct Config {
     /// The sandbox helper and the arguments before its spec file; no
     /// executions on this node when unset.
     pub sandbox_helper: Option<(PathBuf, Vec<String>)>,
+    /// What containers may reach, and the iptables command.
+    pub firewall: FirewallArgs,
 }
 
 /// `berth-sandbox` next to the running program, when it is there.
@@ -72,6 +124,7 @@ impl Config {
             reconnect_min: Duration::from_millis(200),
             reconnect_max: Duration::from_secs(10),
             sandbox_helper: default_sandbox_helper(),
+            firewall: FirewallArgs::default(),
         }
     }
 
@@ -122,6 +175,7 @@ impl AgentArgs {
                 .sandbox_helper
                 .map(|p| (p, Vec::new()))
                 .or_else(default_sandbox_helper),
+            firewall: self.firewall,
             ..Config::new(self.control_plane, tls)
         }
         .validate()

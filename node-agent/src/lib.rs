@@ -70,10 +70,15 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
         channel: watch::channel(None).0,
         outbox,
     };
+    let firewall = std::sync::Arc::new(docker::firewall::Firewall::new(
+        config.firewall.policy(),
+        config.firewall.iptables.clone(),
+    ));
     let driver_config = driver::DriverConfig {
         node: node_name.clone(),
         publish_ip: config.advertise_address.clone(),
         code_dir,
+        firewall: firewall.clone(),
     };
     let executor = match &config.sandbox_helper {
         Some((helper, args)) => {
@@ -99,6 +104,11 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
     let task = tokio::spawn(async move {
         let (builder, answerer) = match docker::connect().await {
             Ok(engine) => {
+                // Before any container is adopted or started: the rules that
+                // keep containers from the host and each other.
+                if docker::network::enforce_firewall(&engine, &firewall).await {
+                    docker::network::choose_default_bridge().await;
+                }
                 let answerer =
                     driver::answers::Answerer::new(engine.clone(), &driver_config, links.clone());
                 let builder = driver::builds::Builder::new(
@@ -117,6 +127,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
             }
             Err(err) => {
                 tracing::warn!(error = %err, "no Docker engine: this node runs no deployments");
+                firewall.no_containers();
                 (None, None)
             }
         };
@@ -129,6 +140,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
             builder,
             answerer,
             executor,
+            firewall,
         };
         session.run(outbox_rx, shutdown).await
     });

@@ -66,6 +66,8 @@ pub struct Session {
     pub builder: Option<Builder>,
     pub answerer: Option<crate::driver::answers::Answerer>,
     pub executor: Option<crate::driver::executions::Executor>,
+    /// What the heartbeat says of the container firewall.
+    pub firewall: std::sync::Arc<crate::docker::firewall::Firewall>,
 }
 
 impl Session {
@@ -215,7 +217,8 @@ impl Session {
                 _ = heartbeat.tick() => {
                     sequence += 1;
                     let running_executions = self.executor.as_ref().map_or(0, |e| e.running() as u32);
-                    send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, running_executions, ..Default::default() })).await?;
+                    let firewall_problem = self.firewall.problem().unwrap_or_default();
+                    send(&tx, Up::Heartbeat(pb::Heartbeat { sequence, running_executions, firewall_problem, ..Default::default() })).await?;
                 }
                 Ok(()) = reports.changed() => {
                     let report = reports.borrow_and_update().clone();

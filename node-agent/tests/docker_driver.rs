@@ -239,7 +239,7 @@ async fn inspected_address(docker: &bollard::Docker, id: &str) -> String {
     inspected
         .network_settings
         .and_then(|n| n.networks)
-        .and_then(|n| n.get(&containers::network()).cloned())
+        .and_then(|n| n.get(&docker::network::current()).cloned())
         .and_then(|e| e.ip_address)
         .filter(|ip| !ip.is_empty())
         .expect("an address on the apps' network")

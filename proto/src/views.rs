@@ -139,6 +139,8 @@ pub struct NodeView {
     pub labels: BTreeMap<String, String>,
     pub drained: bool,
     pub connected: bool,
+    /// The container firewall: `ok`, `missing: …`, or `unknown`.
+    pub firewall: String,
     pub agent_version: String,
     pub registered_at: Option<DateTime<Utc>>,
     pub last_heartbeat_at: Option<DateTime<Utc>>,
@@ -173,6 +175,7 @@ impl From<pb::Node> for NodeView {
                 .collect(),
             labels: node.labels.into_iter().collect(),
             drained: node.drained,
+            firewall: node.firewall,
             connected: node.connected,
             agent_version: node.agent_version,
             registered_at: time(node.registered_at),

@@ -55,6 +55,7 @@ fn rows(nodes: &[NodeView]) -> Vec<Vec<String>> {
                 format!("{:.1}", f64::from(n.cpu_millis) / 1000.0),
                 output::bytes(n.memory_bytes),
                 runtimes.join(","),
+                n.firewall.clone(),
                 n.last_heartbeat_at
                     .map_or("never".into(), |t| output::ago((now - t).num_seconds())),
             ]
@@ -62,13 +63,14 @@ fn rows(nodes: &[NodeView]) -> Vec<Vec<String>> {
         .collect()
 }
 
-const HEADERS: [&str; 7] = [
+const HEADERS: [&str; 8] = [
     "NAME",
     "STATE",
     "ADDRESS",
     "CPU",
     "MEMORY",
     "RUNTIMES",
+    "FIREWALL",
     "LAST HEARTBEAT",
 ];
 

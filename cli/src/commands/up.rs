@@ -49,6 +49,8 @@ pub struct UpArgs {
     no_bootstrap: bool,
     #[command(flatten)]
     gateway: berth_gateway::LimitArgs,
+    #[command(flatten)]
+    firewall: berth_node_agent::config::FirewallArgs,
 }
 
 /// A lowercase DNS label made from the host name.
@@ -194,6 +196,7 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     agent_config.work_dir = data_dir.join("agent");
     agent_config.advertise_address = args.advertise_address;
     agent_config.labels = berth_node_agent::config::parse_labels(&args.labels)?;
+    agent_config.firewall = args.firewall;
     // This very program is the sandbox helper: one binary to install.
     agent_config.sandbox_helper = std::env::current_exe()
         .ok()

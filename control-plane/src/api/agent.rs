@@ -159,8 +159,9 @@ impl Handler {
                 }
             };
             match message.message {
-                Some(Up::Heartbeat(_)) => {
-                    if let Err(err) = store.heartbeat(name).await {
+                Some(Up::Heartbeat(beat)) => {
+                    let problem = bounded(&beat.firewall_problem, MAX_PROBLEM_CHARS);
+                    if let Err(err) = store.heartbeat(name, problem).await {
                         tracing::warn!(node = %name, error = %err, "recording heartbeat failed");
                     }
                 }
@@ -277,4 +278,15 @@ fn validate_register(register: pb::Register, identity: &Identity) -> Result<Regi
         labels: register.labels,
         agent_version: register.agent_version,
     })
+}
+
+/// The longest firewall problem kept from a heartbeat.
+const MAX_PROBLEM_CHARS: usize = 1024;
+
+/// `text` cut to at most `chars` characters.
+fn bounded(text: &str, chars: usize) -> &str {
+    match text.char_indices().nth(chars) {
+        Some((at, _)) => &text[..at],
+        None => text,
+    }
 }

@@ -43,6 +43,9 @@ pub struct NodeRecord {
     pub agent_version: String,
     pub registered_at: DateTime<Utc>,
     pub last_heartbeat_at: DateTime<Utc>,
+    /// The node's container firewall as its agent last said: `None` before
+    /// it said (since it registered), `Some("")` while in place, else why not.
+    pub firewall_problem: Option<String>,
 }
 
 #[derive(serde::Serialize, serde::Deserialize)]
@@ -82,6 +85,7 @@ impl TryFrom<nodes::Model> for NodeRecord {
             agent_version: m.agent_version.clone(),
             registered_at: m.registered_at,
             last_heartbeat_at: m.last_heartbeat_at,
+            firewall_problem: m.firewall_problem.clone(),
         })
     }
 }
@@ -104,6 +108,11 @@ impl NodeRecord {
             last_heartbeat_at: Some(timestamp(self.last_heartbeat_at)),
             drained: self.drained,
             connected,
+            firewall: match self.firewall_problem.as_deref() {
+                None => "unknown".to_owned(),
+                Some("") => "ok".to_owned(),
+                Some(problem) => format!("missing: {problem}"),
+            },
         }
     }
 }
@@ -162,6 +171,8 @@ impl Store {
                 active.runtimes = Set(runtimes_json(&reg.runtimes));
                 active.labels = Set(labels_json(&reg.labels));
                 active.agent_version = Set(reg.agent_version.clone());
+                // A new agent process: it says anew.
+                active.firewall_problem = Set(None);
                 active.last_heartbeat_at = Set(now);
                 active.updated_at = Set(now);
                 active.update(&txn).await?
@@ -180,6 +191,7 @@ impl Store {
                     registered_at: Set(now),
                     last_heartbeat_at: Set(now),
                     updated_at: Set(now),
+                    firewall_problem: Set(None),
                 }
                 .insert(&txn)
                 .await?
@@ -200,8 +212,10 @@ impl Store {
         Ok((NodeRecord::try_from(model)?, previous))
     }
 
-    /// Records a heartbeat; a node that had been marked down is alive again.
-    pub async fn heartbeat(&self, name: &NodeName) -> Result<NodeState> {
+    /// Records a heartbeat and what it says of the node's container
+    /// firewall (`firewall_problem`, empty while in place); a node that had
+    /// been marked down is alive again.
+    pub async fn heartbeat(&self, name: &NodeName, firewall_problem: &str) -> Result<NodeState> {
         let now = Utc::now();
         let txn = self.db().begin().await?;
         let model = nodes::Entity::find_by_id(name.as_str())
@@ -217,9 +231,29 @@ impl Store {
         } else {
             state
         };
+        let said = model.firewall_problem.clone();
         let mut active = model.into_active_model();
         active.last_heartbeat_at = Set(now);
         let mut published = Vec::new();
+        if said.as_deref() != Some(firewall_problem) {
+            active.firewall_problem = Set(Some(firewall_problem.to_owned()));
+            let event = match (said.as_deref(), firewall_problem) {
+                (_, "") if said.as_deref().is_some_and(|p| !p.is_empty()) => Some(NewEvent::node(
+                    "node.firewall_restored",
+                    name.as_str(),
+                    "container firewall in place again",
+                )),
+                (_, "") => None,
+                (_, problem) => Some(NewEvent::node(
+                    "node.firewall_missing",
+                    name.as_str(),
+                    format!("container firewall missing: {problem}"),
+                )),
+            };
+            if let Some(event) = event {
+                published.push(events::append(&txn, event).await?);
+            }
+        }
         if next != state {
             active.state = Set(next.as_str().to_owned());
             active.updated_at = Set(now);

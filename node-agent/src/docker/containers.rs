@@ -1,13 +1,13 @@
 //! Instance containers: how one is made from its spec (limits, hardening,
-//! its own network, a published port), read back, found again by label
+//! the apps' network, a published port), read back, found again by label
 //! after an agent restart, and removed.
 
-use super::DockerError;
+use super::{network, DockerError};
 use bollard::{
     errors::Error as EngineError,
     models::{
         ContainerCreateBody, ContainerInspectResponse, ContainerStateStatusEnum, HostConfig, Mount,
-        MountType, NetworkCreateRequest, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+        MountType, PortBinding, RestartPolicy, RestartPolicyNameEnum,
     },
     query_parameters::{
         CreateContainerOptionsBuilder, InspectContainerOptions, ListContainersOptionsBuilder,
@@ -61,9 +61,9 @@ impl ContainerPlan {
         format!("berth-{}-{short}", self.app_name)
     }
 
-    /// The network the container joins ([`network`]).
+    /// The network the container joins ([`network::current`]).
     pub fn network_name(&self) -> String {
-        network()
+        network::current()
     }
 
     fn labels(&self) -> HashMap<String, String> {
@@ -138,176 +138,13 @@ impl ContainerPlan {
     }
 }
 
-/// The network app containers join when the engine's default bridge cannot
-/// be made to isolate them: one bridge on the host with traffic between
-/// its containers turned off (`enable_icc=false`), so no container reaches
-/// another, of another app or of the same one, while published ports
-/// answer from the host. Made once, not per app (making a bridge costs a
-/// new app's first start about 80 ms).
-pub const NETWORK: &str = "berth-apps";
-
-/// Docker's default bridge network.
-const DEFAULT_BRIDGE: &str = "bridge";
-
-const ICC_OPTION: &str = "com.docker.network.bridge.enable_icc";
-
-/// The network chosen for app containers on this engine, once known.
-static CHOSEN: std::sync::RwLock<Option<String>> = std::sync::RwLock::new(None);
-
-fn chosen() -> Option<String> {
-    CHOSEN.read().unwrap_or_else(|p| p.into_inner()).clone()
-}
-
-fn choose(network: Option<&str>) {
-    *CHOSEN.write().unwrap_or_else(|p| p.into_inner()) = network.map(str::to_owned);
-}
-
-/// The network app containers join: the default bridge when no container
-/// on it can reach another, else [`NETWORK`] (see [`ensure_network`]).
-pub fn network() -> String {
-    chosen().unwrap_or_else(|| NETWORK.to_owned())
-}
-
-/// Chooses the apps' network, making [`NETWORK`] when it is the one and
-/// does not exist. Serialized: the engine may accept two networks of one
-/// name when both are created at once.
-pub async fn ensure_network(docker: &Docker) -> Result<(), DockerError> {
-    if chosen().is_some() {
-        return Ok(());
-    }
-    static CHOOSING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
-    let _one_at_a_time = CHOOSING.lock().await;
-    if chosen().is_some() {
-        return Ok(());
-    }
-    if isolated_default_bridge(docker).await {
-        choose(Some(DEFAULT_BRIDGE));
-        return Ok(());
-    }
-    make_apps_network(docker).await?;
-    choose(Some(NETWORK));
-    Ok(())
-}
-
-/// A container on the default bridge starts faster than on a network made
-/// by hand (no embedded DNS server to set up inside it: about 50 ms per
-/// container on this machine). The default bridge serves when none of its
-/// containers can reach another: its `enable_icc` is false, or a rule in
-/// the `DOCKER-USER` chain (Docker's place for its users' rules) drops
-/// traffic between its ports — put there now, with `iptables`, if missing.
-async fn isolated_default_bridge(docker: &Docker) -> bool {
-    let Ok(bridge) = docker
-        .inspect_network(
-            DEFAULT_BRIDGE,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-    else {
-        return false;
-    };
-    let options = bridge.options.unwrap_or_default();
-    if options.get(ICC_OPTION).map(String::as_str) == Some("false") {
-        return true;
-    }
-    let Some(interface) = options.get("com.docker.network.bridge.name").cloned() else {
-        return false;
-    };
-    tokio::task::spawn_blocking(move || drop_between_ports(&interface))
-        .await
-        .unwrap_or(false)
-}
-
-/// Makes sure `DOCKER-USER` drops what goes from one port of the bridge
-/// `interface` to another; whether it does.
-fn drop_between_ports(interface: &str) -> bool {
-    let rule = [
-        "DOCKER-USER",
-        "-i",
-        interface,
-        "-o",
-        interface,
-        "-m",
-        "comment",
-        "--comment",
-        "berth: no traffic between containers",
-        "-j",
-        "DROP",
-    ];
-    let iptables = |op: &str| {
-        std::process::Command::new("iptables")
-            .args(["-w", "5", op])
-            .args(rule)
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status()
-            .is_ok_and(|s| s.success())
-    };
-    if iptables("-C") || (iptables("-I") && iptables("-C")) {
-        return true;
-    }
-    tracing::warn!(
-        %interface,
-        "could not make the default bridge drop traffic between containers; apps get a network of their own"
-    );
-    false
-}
-
-/// Makes [`NETWORK`] unless it exists.
-async fn make_apps_network(docker: &Docker) -> Result<(), DockerError> {
-    match docker
-        .inspect_network(
-            NETWORK,
-            None::<bollard::query_parameters::InspectNetworkOptions>,
-        )
-        .await
-    {
-        Ok(network) => {
-            let icc = network
-                .options
-                .as_ref()
-                .and_then(|o| o.get(ICC_OPTION))
-                .map(String::as_str);
-            if icc != Some("false") {
-                return Err(DockerError::Failed(format!(
-                    "the network {NETWORK} exists but lets its containers talk to each other \
-                     ({ICC_OPTION} is not false); remove it and Berth makes it anew"
-                )));
-            }
-            return Ok(());
-        }
-        Err(EngineError::DockerResponseServerError {
-            status_code: 404, ..
-        }) => {}
-        Err(err) => return Err(err.into()),
-    }
-    let request = NetworkCreateRequest {
-        name: NETWORK.to_owned(),
-        driver: Some("bridge".into()),
-        options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
-        labels: Some(HashMap::from([(
-            LABEL_MANAGED.to_owned(),
-            "true".to_owned(),
-        )])),
-        ..Default::default()
-    };
-    match docker.create_network(request).await {
-        // Or created meanwhile by another agent on this engine.
-        Ok(_)
-        | Err(EngineError::DockerResponseServerError {
-            status_code: 409, ..
-        }) => Ok(()),
-        Err(err) => Err(err.into()),
-    }
-}
-
 /// Creates and starts the container; returns its id.
 pub async fn create_and_start(
     docker: &Docker,
     plan: &ContainerPlan,
 ) -> Result<String, DockerError> {
     let phase = std::time::Instant::now();
-    ensure_network(docker).await?;
+    network::ensure(docker).await?;
     let name = plan.container_name();
     let options = CreateContainerOptionsBuilder::default().name(&name).build();
     let created = match docker.create_container(Some(options), plan.body()).await {
@@ -317,8 +154,8 @@ pub async fn create_and_start(
             status_code: 404,
             message,
         }) if message.contains("network") => {
-            choose(None);
-            ensure_network(docker).await?;
+            network::forget();
+            network::ensure(docker).await?;
             docker
                 .create_container(
                     Some(CreateContainerOptionsBuilder::default().name(&name).build()),

@@ -10,6 +10,8 @@
 pub mod base_images;
 pub mod build;
 pub mod containers;
+pub mod firewall;
+pub mod network;
 pub mod readiness;
 
 use bollard::Docker;

@@ -303,7 +303,7 @@ impl Answerer {
             // (a network per app).
             if let Some(name) = network
                 .name
-                .filter(|n| *n != crate::docker::containers::network())
+                .filter(|n| *n != crate::docker::network::current())
             {
                 // Refused while a container still uses it: that is fine.
                 let _ = self.docker.remove_network(&name).await;

@@ -101,7 +101,7 @@ impl Builder {
         // Instances follow a build: make sure their network is there meanwhile.
         let docker = self.docker.clone();
         tokio::spawn(async move {
-            if let Err(err) = crate::docker::containers::ensure_network(&docker).await {
+            if let Err(err) = crate::docker::network::ensure(&docker).await {
                 tracing::warn!(error = %err, "making the apps' network failed");
             }
         });
@@ -177,6 +177,14 @@ impl Builder {
                 }));
             }
             return Ok(true);
+        }
+        // A build step runs a tenant's commands: not without the rules
+        // that keep it from the host and from other containers.
+        if !crate::docker::network::enforce_firewall(&self.docker, &self.config.firewall).await {
+            return Err(format!(
+                "this node's container firewall is not in place ({}); builds wait until it is",
+                self.config.firewall.problem().unwrap_or_default()
+            ));
         }
         let context = self.fetch_context(build_id).await?;
         let labels = HashMap::from([

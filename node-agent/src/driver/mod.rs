@@ -42,4 +42,6 @@ pub struct DriverConfig {
     pub publish_ip: String,
     /// Unpacked code of builds, one folder each.
     pub code_dir: PathBuf,
+    /// The host's container firewall, checked on every pass and before builds.
+    pub firewall: std::sync::Arc<crate::docker::firewall::Firewall>,
 }

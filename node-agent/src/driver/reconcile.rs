@@ -64,6 +64,8 @@ impl Reconciler {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut desired = self.links.desired.subscribe();
         loop {
+            // Every pass: a flushed firewall gets its rules back.
+            crate::docker::network::enforce_firewall(&self.docker, &self.config.firewall).await;
             let current = desired.borrow_and_update().clone();
             if let Some(current) = current {
                 if let Err(err) = self.pass(&current).await {

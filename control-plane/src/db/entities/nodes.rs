@@ -21,6 +21,10 @@ pub struct Model {
     pub registered_at: ChronoDateTimeUtc,
     pub last_heartbeat_at: ChronoDateTimeUtc,
     pub updated_at: ChronoDateTimeUtc,
+    /// Why the node's container firewall is not in place, as it last said
+    /// (`None` while it is, and before it first said).
+    #[sea_orm(column_type = "Text", nullable)]
+    pub firewall_problem: Option<String>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
