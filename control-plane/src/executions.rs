@@ -543,6 +543,25 @@ fn id_arg(id: &str) -> Result<String, Status> {
         })
 }
 
+impl ExecutionApi {
+    /// The execution `id`, when `tenant` (empty for an admin) may see it:
+    /// another tenant's is not found, exactly as one that does not exist.
+    async fn owned(&self, id: &str, tenant: &str) -> Result<entity::Model, Status> {
+        let id = id_arg(id)?;
+        let not_found = || Status::not_found(format!("execution {id} not found"));
+        let execution = match self.store.get_execution(&id).await {
+            Ok(execution) => execution,
+            Err(crate::error::Error::NotFound(_)) => return Err(not_found()),
+            Err(err) => return Err(err.into()),
+        };
+        if !tenant.is_empty() && execution.tenant != tenant {
+            tracing::warn!(execution = %id, %tenant, "an execution of another tenant was asked for");
+            return Err(not_found());
+        }
+        Ok(execution)
+    }
+}
+
 #[tonic::async_trait]
 impl pb::execution_service_server::ExecutionService for ExecutionApi {
     async fn execute(
@@ -569,19 +588,19 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::GetExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let id = id_arg(&request.get_ref().execution_id)?;
-        Ok(tonic::Response::new(to_proto(
-            &self.store.get_execution(&id).await?,
-        )))
+        let request = request.get_ref();
+        let execution = self.owned(&request.execution_id, &request.tenant).await?;
+        Ok(tonic::Response::new(to_proto(&execution)))
     }
 
     async fn cancel_execution(
         &self,
         request: tonic::Request<pb::CancelExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let id = id_arg(&request.get_ref().execution_id)?;
+        let request = request.get_ref();
+        let execution = self.owned(&request.execution_id, &request.tenant).await?;
         Ok(tonic::Response::new(to_proto(
-            &self.executions.cancel(&id).await?,
+            &self.executions.cancel(&execution.id).await?,
         )))
     }
 

@@ -65,7 +65,10 @@ async fn wait_state(
         let id = id.to_owned();
         async move {
             let e = executions
-                .get_execution(pb::GetExecutionRequest { execution_id: id })
+                .get_execution(pb::GetExecutionRequest {
+                    execution_id: id,
+                    tenant: String::new(),
+                })
                 .await
                 .ok()?
                 .into_inner();
@@ -93,6 +96,7 @@ async fn executions_run_through_grpc_and_http() {
     let again = executions
         .get_execution(pb::GetExecutionRequest {
             execution_id: done.id.clone(),
+            tenant: String::new(),
         })
         .await
         .unwrap()
@@ -150,6 +154,7 @@ async fn executions_run_through_grpc_and_http() {
     let cancelled = executions
         .cancel_execution(pb::CancelExecutionRequest {
             execution_id: long.id.clone(),
+            tenant: String::new(),
         })
         .await
         .unwrap()
@@ -230,6 +235,8 @@ async fn executions_run_through_grpc_and_http() {
     // Over HTTP: seed 002's shapes, with a key.
     let mut keys = pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone());
     let key = create_key(&mut keys, "default", false).await.key;
+    let other_key = create_key(&mut keys, "other", false).await.key;
+    let admin_key = create_key(&mut keys, "ops", true).await.key;
     let (gateway, _stop) = start_gateway(&cluster, &cp).await;
     let client = http_client();
     let post = |path: &str, body: serde_json::Value, key: Option<&str>| {
@@ -384,6 +391,43 @@ async fn executions_run_through_grpc_and_http() {
         (status, body["stdout"].as_str()),
         (StatusCode::OK, Some("42\n"))
     );
+    // Another tenant neither sees nor cancels it: as if there were none.
+    let (status, _, body) = call(
+        &client,
+        get(
+            &format!("http://{gateway}/v1/executions/{id}"),
+            Some(&other_key),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::NOT_FOUND, Some("not_found")),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &client,
+        post(
+            &format!("/v1/executions/{id}/cancel"),
+            serde_json::json!({}),
+            Some(&other_key),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    // An admin sees every tenant's.
+    let (status, _, body) = call(
+        &client,
+        get(
+            &format!("http://{gateway}/v1/executions/{id}"),
+            Some(&admin_key),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (status, body["tenant"].as_str()),
+        (StatusCode::OK, Some("default"))
+    );
     cp.stop().await;
 }
 
@@ -453,7 +497,10 @@ async fn the_queue_is_bounded() {
     assert!(refused.message().contains("256"), "{}", refused.message());
     for id in ids {
         let e = executions
-            .cancel_execution(pb::CancelExecutionRequest { execution_id: id })
+            .cancel_execution(pb::CancelExecutionRequest {
+                execution_id: id,
+                tenant: String::new(),
+            })
             .await
             .unwrap()
             .into_inner();

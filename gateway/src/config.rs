@@ -77,6 +77,20 @@ pub struct LimitArgs {
     /// Let anyone run code through `/execute` and `/v1/executions`, without an API key.
     #[arg(long, env = "BERTH_GATEWAY_OPEN_EXECUTIONS")]
     pub open_executions: bool,
+    /// Requests per second all callers without a key share, with --open-executions.
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_OPEN_EXECUTIONS_RATE",
+        default_value_t = 10.0
+    )]
+    pub open_executions_rate: f64,
+    /// Burst of --open-executions-rate.
+    #[arg(
+        long,
+        env = "BERTH_GATEWAY_OPEN_EXECUTIONS_BURST",
+        default_value_t = 20
+    )]
+    pub open_executions_burst: u32,
 }
 
 impl Default for LimitArgs {
@@ -93,6 +107,8 @@ impl Default for LimitArgs {
             breaker_failures: 5,
             threads: 0,
             open_executions: false,
+            open_executions_rate: 10.0,
+            open_executions_burst: 20,
         }
     }
 }
@@ -114,6 +130,8 @@ pub struct Config {
     /// Serving threads; 0 = one per core.
     pub threads: usize,
     pub open_executions: bool,
+    pub open_executions_rate: f64,
+    pub open_executions_burst: u32,
     /// How often apps that served traffic are reported (scale to zero).
     pub traffic_report_every: Duration,
     /// Longest wait between reconnections to the control plane.
@@ -139,6 +157,8 @@ impl Config {
             breaker_failures: limits.breaker_failures,
             threads: limits.threads,
             open_executions: limits.open_executions,
+            open_executions_rate: limits.open_executions_rate,
+            open_executions_burst: limits.open_executions_burst,
             traffic_report_every: Duration::from_secs(5),
             reconnect_max: Duration::from_secs(5),
         }
@@ -168,6 +188,13 @@ impl Config {
             if value.is_zero() {
                 return Err(ConfigError(format!("{name} must be above zero")));
             }
+        }
+        if !(self.open_executions_rate.is_finite() && self.open_executions_rate > 0.0)
+            || self.open_executions_burst == 0
+        {
+            return Err(ConfigError(
+                "the open executions' rate and burst must be above zero".into(),
+            ));
         }
         if self.breaker_failures == 0 {
             return Err(ConfigError("breaker failures must be at least 1".into()));

@@ -64,7 +64,8 @@ pub struct Gateway {
     pub max_header_bytes: usize,
     pub https: bool,
     /// `/execute` and friends need no API key.
-    pub open_executions: bool,
+    /// Who runs code without an API key, when `/execute` and friends need none.
+    pub open_executions: Option<Arc<Key>>,
     upstreams: crate::upstream::Upstreams,
     /// The fast path's idle connections to instances.
     pub(crate) idle: crate::fast::IdleUpstreams,
@@ -90,7 +91,12 @@ impl Gateway {
             wake_timeout: config.wake_timeout,
             max_header_bytes: config.max_header_bytes,
             https: config.https.is_some(),
-            open_executions: config.open_executions,
+            open_executions: config.open_executions.then(|| {
+                Arc::new(Key::anonymous(
+                    config.open_executions_rate,
+                    config.open_executions_burst,
+                ))
+            }),
             upstreams: crate::upstream::Upstreams::default(),
             idle: crate::fast::IdleUpstreams::default(),
         }
@@ -190,7 +196,7 @@ impl Gateway {
                         &table,
                         channel,
                         &self.metrics,
-                        self.open_executions,
+                        self.open_executions.as_deref(),
                     )
                     .await;
                 }

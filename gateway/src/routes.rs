@@ -308,6 +308,22 @@ impl Key {
         })
     }
 
+    /// Who runs code without a key (`--open-executions`): tenant
+    /// `default`, with a rate limit of its own shared by every anonymous
+    /// caller.
+    pub fn anonymous(rate_per_second: f64, burst: u32) -> Self {
+        Self {
+            id: "anonymous".into(),
+            tenant: "default".into(),
+            prefix: String::new(),
+            admin: false,
+            // No presented key hashes to this: it is never looked up.
+            hash: [0; 32],
+            rate: (rate_per_second.to_bits(), burst),
+            limiter: RateLimiter::direct(quota(rate_per_second, burst)),
+        }
+    }
+
     /// Takes a token; on refusal, how long until one is available.
     pub fn check_rate(&self) -> Result<(), Duration> {
         use governor::clock::Clock;

@@ -807,3 +807,45 @@ fn rustls_pemfile_certs(pem: &[u8]) -> Vec<rustls_pki_types::CertificateDer<'sta
         .collect::<Result<_, _>>()
         .unwrap()
 }
+
+#[tokio::test]
+async fn open_executions_refuse_a_bad_key_and_limit_anonymous_callers() {
+    let gw = gateway_with(berth_gateway::LimitArgs {
+        open_executions: true,
+        open_executions_rate: 0.01,
+        open_executions_burst: 2,
+        ..limits()
+    })
+    .await;
+    gw.set(vec![], keys());
+    let client = client();
+    let url = gw.url("/v1/executions/00000000-0000-0000-0000-000000000000");
+    // A key that is presented must be valid: no quiet fall back to anonymous.
+    let (status, _, bytes) = get(
+        &client,
+        &url,
+        Some("berth_revoked0000000000000000000000000000"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(error_code(&bytes), "invalid_key");
+    // Without a key: admitted (on to the control plane, not connected
+    // here) until the anonymous callers' own bucket is spent.
+    for _ in 0..2 {
+        let (status, _, bytes) = get(&client, &url, None).await;
+        assert_eq!(
+            (status, error_code(&bytes)),
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "control_plane_unreachable".into()
+            )
+        );
+    }
+    let (status, headers, bytes) = get(&client, &url, None).await;
+    assert_eq!(status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(error_code(&bytes), "rate_limited");
+    assert!(headers.contains_key("retry-after"));
+    // A valid key has its own bucket, untouched.
+    let (status, _, bytes) = get(&client, &url, Some(KEY)).await;
+    assert_eq!(error_code(&bytes), "control_plane_unreachable", "{status}");
+}

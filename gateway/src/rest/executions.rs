@@ -1,6 +1,9 @@
 //! Code executions over HTTP: seed 002's `/execute`, `/validate` and
 //! `/info` in its shapes, and `/v1/executions`. Any valid API key may run
-//! code (its tenant is recorded); `--open-executions` drops the key.
+//! code (its tenant is recorded) and see or cancel its tenant's runs (an
+//! admin key, every run); another tenant's run is `404`.
+//! `--open-executions` lets callers without a key run code under a rate
+//! limit of their own; a key that is presented must still be valid.
 
 use super::{json, not_found, rpc, Call};
 use crate::{body::ProxyBody, error::ApiError};
@@ -102,7 +105,14 @@ fn memory_bytes(value: Option<&Value>) -> Result<u64, ApiError> {
     }
 }
 
-pub async fn route(mut call: Call, tenant: String) -> Answer {
+pub async fn route(mut call: Call, caller: super::Caller) -> Answer {
+    let tenant = caller.tenant.clone();
+    // Whose executions the caller sees: its tenant's, or all for an admin.
+    let owner = if caller.admin {
+        String::new()
+    } else {
+        caller.tenant
+    };
     let segments: Vec<String> = call.segments.clone();
     let segments: Vec<&str> = segments.iter().map(String::as_str).collect();
     match (call.method.clone(), segments.as_slice()) {
@@ -247,6 +257,7 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
         (Method::GET, ["v1", "executions", id]) => {
             let e = rpc(client(&call).get_execution(pb::GetExecutionRequest {
                 execution_id: id.to_string(),
+                tenant: owner,
             }))
             .await?;
             Ok(json(StatusCode::OK, &view(&e)))
@@ -254,6 +265,7 @@ pub async fn route(mut call: Call, tenant: String) -> Answer {
         (Method::POST, ["v1", "executions", id, "cancel"]) => {
             let e = rpc(client(&call).cancel_execution(pb::CancelExecutionRequest {
                 execution_id: id.to_string(),
+                tenant: owner,
             }))
             .await?;
             Ok(json(StatusCode::OK, &view(&e)))

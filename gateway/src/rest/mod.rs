@@ -102,7 +102,7 @@ pub async fn handle(
     table: &Table,
     channel: Option<Channel>,
     metrics: &crate::metrics::Metrics,
-    open_executions: bool,
+    anonymous: Option<&crate::routes::Key>,
 ) -> Result<Response<ProxyBody>, ApiError> {
     let path = req.uri().path().to_owned();
     if path == "/v1/openapi.json" {
@@ -115,25 +115,25 @@ pub async fn handle(
         ));
     }
     let execution = executions::is_execution_path(&path);
-    // Running code needs any valid key (or none, when opened up); the rest
-    // of the management API an admin key.
-    let tenant = match (execution, open_executions) {
-        (true, true) => match crate::proxy::authenticate(table, req.headers()) {
-            Ok(key) => {
-                crate::proxy::admit(&key, metrics)?;
-                key.tenant.clone()
-            }
-            Err(_) => "default".to_owned(),
-        },
-        (true, false) => {
+    // Running code needs any valid key (or none, when opened up: but a key
+    // that is presented must be valid); the rest of the management API an
+    // admin key.
+    let presented = req.headers().contains_key("x-berth-key")
+        || req.headers().contains_key(http::header::AUTHORIZATION);
+    let key = match (execution, anonymous) {
+        (true, Some(anonymous)) if !presented => {
+            crate::proxy::admit(anonymous, metrics)?;
+            caller_of(anonymous)
+        }
+        (true, _) => {
             let key = crate::proxy::authenticate(table, req.headers())?;
             crate::proxy::admit(&key, metrics)?;
-            key.tenant.clone()
+            caller_of(&key)
         }
         (false, _) => {
             let key = admin_key(table, req.headers())?;
             crate::proxy::admit(&key, metrics)?;
-            key.tenant.clone()
+            caller_of(&key)
         }
     };
     let channel = channel.ok_or_else(|| {
@@ -170,11 +170,26 @@ pub async fn handle(
         channel,
     };
     if execution {
-        executions::route(call, tenant).await
+        executions::route(call, key).await
     } else if path == "/v1" || path.starts_with("/v1/") {
         v1::route(call).await
     } else {
         seeds::route(call).await
+    }
+}
+
+/// Who a request comes from, as the routes below need it.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub tenant: String,
+    /// Sees every tenant's executions.
+    pub admin: bool,
+}
+
+fn caller_of(key: &crate::routes::Key) -> Caller {
+    Caller {
+        tenant: key.tenant.clone(),
+        admin: key.admin,
     }
 }
 
