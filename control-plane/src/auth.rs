@@ -31,7 +31,8 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
         "berth.v1.AgentService" => &[Agent],
         "berth.v1.NodeService" => match method {
             "ListNodes" | "GetNode" => &[Admin, Gateway, ControlPlane],
-            // The gateway's REST API, for holders of admin API keys.
+            // The gateway's REST API, for holders of admin API keys, which
+            // the method checks itself (`require_admin`).
             _ => &[Admin, Gateway],
         },
         "berth.v1.RouteService" => &[Gateway],
@@ -43,6 +44,41 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
         | "berth.v1.ApiKeyService"
         | "berth.v1.ExecutionService" => &[Admin, Gateway],
         _ => &[Admin],
+    }
+}
+
+/// Proof that the caller is an admin: an admin certificate, or the gateway
+/// passing on an admin API key (in `x-berth-key` metadata) that this
+/// control plane checks itself — the gateway's certificate alone is not
+/// enough, so a gateway cannot act as an admin on its own.
+pub async fn require_admin<T>(
+    request: &tonic::Request<T>,
+    store: &crate::store::Store,
+) -> Result<(), Status> {
+    let identity = caller(request)?;
+    if identity.role == Role::Admin {
+        return Ok(());
+    }
+    let denied = || {
+        Status::permission_denied(
+            "this needs an admin: an admin certificate, or an admin API key through the gateway",
+        )
+    };
+    if identity.role != Role::Gateway {
+        return Err(denied());
+    }
+    let key = request
+        .metadata()
+        .get("x-berth-key")
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(denied)?;
+    let hash = crate::store::keys::hash_key(key.trim());
+    match store.active_key_by_hash(&hash).await? {
+        Some(key) if key.admin => Ok(()),
+        _ => {
+            tracing::warn!(gateway = %identity, "an admin call through the gateway without an admin key");
+            Err(denied())
+        }
     }
 }
 

@@ -172,6 +172,41 @@ async fn an_agent_certificate_cannot_call_admin_rpcs() {
 }
 
 #[tokio::test]
+async fn a_gateway_drains_nodes_only_for_an_admin_key() {
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    let mut keys =
+        pb::api_key_service_client::ApiKeyServiceClient::new(cluster.client(&cp, "admin").await);
+    let tenant_key = support::web::create_key(&mut keys, "acme", false).await.key;
+    let admin_key = support::web::create_key(&mut keys, "ops", true).await.key;
+    cluster.pki.issue(Role::Gateway, "gateway");
+    let mut as_gateway = NodeServiceClient::new(cluster.client(&cp, "gateway").await);
+    let drain = |key: Option<&str>| {
+        let mut request = tonic::Request::new(pb::DrainNodeRequest {
+            name: "node-x".into(),
+        });
+        if let Some(key) = key {
+            request
+                .metadata_mut()
+                .insert("x-berth-key", key.parse().unwrap());
+        }
+        request
+    };
+    // The gateway's certificate alone, or with a tenant's key: refused.
+    for key in [None, Some(tenant_key.as_str()), Some("berth_not_a_key")] {
+        let status = as_gateway.drain_node(drain(key)).await.unwrap_err();
+        assert_eq!(status.code(), Code::PermissionDenied, "{key:?}: {status:?}");
+    }
+    // With an admin's key the call gets through (to a node that is not there).
+    let status = as_gateway
+        .drain_node(drain(Some(&admin_key)))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::NotFound, "{status:?}");
+    cp.stop().await;
+}
+
+#[tokio::test]
 async fn an_agent_cannot_register_as_another_node() {
     let cluster = Cluster::new(Backend::Sqlite);
     let cp = cluster.start().await;

@@ -50,6 +50,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        crate::auth::require_admin(&request, &self.store).await?;
         let name = NodeName::parse("name", &request.get_ref().name)?;
         let node = self.store.set_drained(&name, true).await?;
         tracing::info!(node = %name, "node drained");
@@ -60,6 +61,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::UndrainNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        crate::auth::require_admin(&request, &self.store).await?;
         let name = NodeName::parse("name", &request.get_ref().name)?;
         let node = self.store.set_drained(&name, false).await?;
         tracing::info!(node = %name, "node undrained");

@@ -187,6 +187,16 @@ impl Store {
         Ok((record, key))
     }
 
+    /// The key that hashes to `key_hash`, unless it is revoked.
+    pub async fn active_key_by_hash(&self, key_hash: &str) -> Result<Option<KeyRecord>> {
+        Ok(api_keys::Entity::find()
+            .filter(api_keys::Column::KeyHash.eq(key_hash))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .one(self.db())
+            .await?
+            .map(KeyRecord::from))
+    }
+
     /// Keys, a tenant's or all, oldest first; revoked ones included.
     pub async fn list_keys(&self, tenant: Option<&str>) -> Result<Vec<KeyRecord>> {
         let mut query = api_keys::Entity::find().order_by_asc(api_keys::Column::CreatedAt);

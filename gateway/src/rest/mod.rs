@@ -47,7 +47,23 @@ pub struct Call {
     pub channel: Channel,
 }
 
+/// The gRPC metadata a management call carries the caller's API key in,
+/// for the control plane to check itself where the gateway's word is not
+/// enough (node drains).
+pub const KEY_METADATA: &str = "x-berth-key";
+
 impl Call {
+    /// `message` as a gRPC request carrying the caller's API key.
+    pub fn with_key<T>(&self, message: T) -> tonic::Request<T> {
+        let mut request = tonic::Request::new(message);
+        if let Ok(key) = crate::proxy::presented_key(&self.headers) {
+            if let Ok(value) = tonic::metadata::MetadataValue::try_from(key) {
+                request.metadata_mut().insert(KEY_METADATA, value);
+            }
+        }
+        request
+    }
+
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()

@@ -114,16 +114,18 @@ pub async fn route(call: Call) -> Answer {
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
         (Method::POST, ["nodes", name, "drain"]) => {
-            let node = rpc(nodes(&call).drain_node(pb::DrainNodeRequest {
+            let node = rpc(nodes(&call).drain_node(call.with_key(pb::DrainNodeRequest {
                 name: name.to_string(),
-            }))
+            })))
             .await?;
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
         (Method::POST, ["nodes", name, "undrain"]) => {
-            let node = rpc(nodes(&call).undrain_node(pb::UndrainNodeRequest {
-                name: name.to_string(),
-            }))
+            let node = rpc(
+                nodes(&call).undrain_node(call.with_key(pb::UndrainNodeRequest {
+                    name: name.to_string(),
+                })),
+            )
             .await?;
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
