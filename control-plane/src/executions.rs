@@ -323,11 +323,25 @@ impl Executions {
     }
 
     /// An agent's result.
+    /// A result for a run placed on another node is refused: the record
+    /// stays as it was.
     pub async fn complete(&self, node: &str, result: pb::ExecutionResult) {
-        let was_running = self.lock().running.remove(&result.execution_id);
-        if was_running.as_deref() != Some(node) {
-            tracing::debug!(execution = %result.execution_id, %node, "result for an execution not running there");
+        let running_there = self
+            .lock()
+            .running
+            .get(&result.execution_id)
+            .map(String::as_str)
+            == Some(node);
+        if !running_there {
+            // Not running there by this control plane's count (restarted
+            // since, or another replica's): the record says where it went.
+            let placed = self.store.get_execution(&result.execution_id).await;
+            if !placed.is_ok_and(|e| e.node_name.as_deref() == Some(node)) {
+                tracing::warn!(execution = %result.execution_id, %node, "a node reported a result for an execution not placed on it; ignored");
+                return;
+            }
         }
+        self.lock().running.remove(&result.execution_id);
         // The next queued run first: this slot is free.
         self.wake.notify_one();
         let state = state_of(&result);

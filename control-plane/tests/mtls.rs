@@ -239,3 +239,160 @@ fn material_is_what_the_harness_issued() {
     let admin: TlsMaterial = pki.material("admin");
     assert_eq!(admin.identity().unwrap().role, Role::Admin);
 }
+
+/// An agent's session that stays open: what it sends and what it is sent.
+struct Session {
+    up: tokio::sync::mpsc::Sender<pb::AgentMessage>,
+    down: tonic::Streaming<pb::ControlMessage>,
+}
+
+async fn session(cluster: &Cluster, cp: &ControlPlane, register: pb::Register) -> Session {
+    let (up, rx) = tokio::sync::mpsc::channel(16);
+    let name = register.node_name.clone();
+    up.send(pb::AgentMessage {
+        message: Some(pb::agent_message::Message::Register(register)),
+    })
+    .await
+    .unwrap();
+    let mut client =
+        pb::agent_service_client::AgentServiceClient::new(cluster.client(cp, &name).await);
+    let down = client
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .unwrap()
+        .into_inner();
+    Session { up, down }
+}
+
+impl Session {
+    async fn send(&self, message: pb::agent_message::Message) {
+        self.up
+            .send(pb::AgentMessage {
+                message: Some(message),
+            })
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test]
+async fn an_agent_speaks_only_for_its_own_node() {
+    use pb::agent_message::Message as Up;
+    let cluster = Cluster::new(Backend::Sqlite);
+    let cp = cluster.start().await;
+    cluster.pki.issue(Role::Agent, "node-a");
+    cluster.pki.issue(Role::Agent, "node-b");
+    let mut register = valid_register("node-a");
+    register.runtimes = vec![pb::RuntimeInfo {
+        name: "python".into(),
+        available: true,
+        version: "3".into(),
+        detail: String::new(),
+    }];
+    let mut a = session(&cluster, &cp, register).await;
+    let b = session(&cluster, &cp, valid_register("node-b")).await;
+
+    let admin = cluster.client(&cp, "admin").await;
+    let mut executions = pb::execution_service_client::ExecutionServiceClient::new(admin);
+    let submitted = executions
+        .submit_execution(pb::ExecuteRequest {
+            language: pb::Language::Python as i32,
+            code: "print(1)".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    // It is placed on node-a, the one that runs python.
+    let placed = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+        loop {
+            let message = a.down.message().await.unwrap().expect("node-a's stream");
+            if let Some(pb::control_message::Message::Execute(request)) = message.message {
+                return request;
+            }
+        }
+    })
+    .await
+    .expect("the execution reaches node-a");
+    assert_eq!(placed.execution_id, submitted.id);
+
+    // node-b answers for it, then says something whose effect shows it was
+    // read (messages of one stream are handled in order).
+    let forged = pb::ExecutionResult {
+        execution_id: submitted.id.clone(),
+        state: pb::ExecutionState::Succeeded as i32,
+        stdout: b"forged".to_vec(),
+        ..Default::default()
+    };
+    b.send(Up::ExecutionResult(forged.clone())).await;
+    b.send(Up::Heartbeat(pb::Heartbeat {
+        firewall_problem: "marker".into(),
+        ..Default::default()
+    }))
+    .await;
+    let nodes = cluster.admin(&cp).await;
+    wait_for("node-b's heartbeat after its forged result", || {
+        let mut nodes = nodes.clone();
+        async move {
+            let node = nodes
+                .get_node(pb::GetNodeRequest {
+                    name: "node-b".into(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (node.firewall == "missing: marker").then_some(())
+        }
+    })
+    .await;
+    let record = executions
+        .get_execution(pb::GetExecutionRequest {
+            execution_id: submitted.id.clone(),
+            tenant: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        record.state,
+        pb::ExecutionState::Running as i32,
+        "node-b's result was taken: {record:?}"
+    );
+    assert!(record.stdout.is_empty());
+
+    // Nor does it read another node's build context.
+    let mut as_b =
+        pb::agent_service_client::AgentServiceClient::new(cluster.client(&cp, "node-b").await);
+    let status = as_b
+        .fetch_build_context(pb::FetchBuildContextRequest {
+            build_id: uuid::Uuid::new_v4().to_string(),
+        })
+        .await
+        .map(|_| ())
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
+
+    // node-a's own result is taken.
+    a.send(Up::ExecutionResult(pb::ExecutionResult {
+        stdout: b"1\n".to_vec(),
+        ..forged
+    }))
+    .await;
+    wait_for("node-a's result", || {
+        let mut executions = executions.clone();
+        let id = submitted.id.clone();
+        async move {
+            let e = executions
+                .get_execution(pb::GetExecutionRequest {
+                    execution_id: id,
+                    tenant: String::new(),
+                })
+                .await
+                .ok()?
+                .into_inner();
+            (e.state == pb::ExecutionState::Succeeded as i32).then_some(e)
+        }
+    })
+    .await;
+    cp.stop().await;
+}

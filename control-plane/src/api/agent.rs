@@ -121,6 +121,14 @@ impl AgentService for AgentApi {
         request: Request<pb::FetchBuildContextRequest>,
     ) -> Result<Response<ChunkStream>, Status> {
         let build_id = &request.get_ref().build_id;
+        let identity = crate::auth::caller(&request)?;
+        if !build_on(&self.store, build_id, &identity.name).await {
+            tracing::warn!(node = %identity.name, build = %build_id, "a node asked for the context of a build not placed on it");
+            return Err(Status::permission_denied(format!(
+                "build {build_id} is not placed on node {}",
+                identity.name
+            )));
+        }
         let chunks = self
             .contexts
             .read_chunks(build_id)
@@ -149,6 +157,9 @@ impl Handler {
     /// Handles what an agent sends after registering, until its stream ends.
     async fn read(&self, name: &NodeName, mut inbound: Streaming<pb::AgentMessage>) {
         let store = &self.store;
+        // Builds found placed on this node, so that each output chunk is
+        // not another read (bounded: a node runs few builds at once).
+        let mut owned: Vec<String> = Vec::new();
         loop {
             let message = match inbound.message().await {
                 Ok(Some(message)) => message,
@@ -180,12 +191,18 @@ impl Handler {
                 }
                 Some(Up::Reply(reply)) => self.requests.deliver(reply).await,
                 Some(Up::BuildOutput(output)) => {
+                    if !self.owns_build(&mut owned, name, &output.build_id).await {
+                        continue;
+                    }
                     let text = String::from_utf8_lossy(&output.chunk);
                     if let Err(err) = self.logs.append(store, &output.build_id, &text).await {
                         tracing::warn!(build = %output.build_id, error = %err, "storing build output failed");
                     }
                 }
                 Some(Up::BuildResult(result)) => {
+                    if !self.owns_build(&mut owned, name, &result.build_id).await {
+                        continue;
+                    }
                     let state =
                         BuildState::try_from(result.state).unwrap_or(BuildState::BuildFailed);
                     let state = if state == BuildState::Building {
@@ -213,6 +230,33 @@ impl Handler {
             }
         }
     }
+}
+
+impl Handler {
+    /// Whether the build is placed on node `name`; a warning when not (the
+    /// agent's message is then ignored and the build stays as it was).
+    async fn owns_build(&self, owned: &mut Vec<String>, name: &NodeName, build_id: &str) -> bool {
+        if owned.iter().any(|b| b == build_id) {
+            return true;
+        }
+        if !build_on(&self.store, build_id, name.as_str()).await {
+            tracing::warn!(node = %name, build = %build_id, "a node spoke for a build not placed on it; ignored");
+            return false;
+        }
+        if owned.len() >= 64 {
+            owned.remove(0);
+        }
+        owned.push(build_id.to_owned());
+        true
+    }
+}
+
+/// Whether the build `build_id` is placed on the node `node`.
+async fn build_on(store: &Store, build_id: &str, node: &str) -> bool {
+    store
+        .get_build(build_id)
+        .await
+        .is_ok_and(|b| b.node_name.as_deref() == Some(node))
 }
 
 /// Checks a `Register` against the caller's certificate and the limits.
