@@ -122,10 +122,10 @@ impl AgentService for AgentApi {
     ) -> Result<Response<ChunkStream>, Status> {
         let build_id = &request.get_ref().build_id;
         let identity = crate::auth::caller(&request)?;
-        if !build_on(&self.store, build_id, &identity.name).await {
-            tracing::warn!(node = %identity.name, build = %build_id, "a node asked for the context of a build not placed on it");
+        if !needs_context(&self.store, build_id, &identity.name).await {
+            tracing::warn!(node = %identity.name, build = %build_id, "a node asked for the context of a build neither placed on it nor of an app with an instance there");
             return Err(Status::permission_denied(format!(
-                "build {build_id} is not placed on node {}",
+                "build {build_id} is not placed on node {}, nor is an instance of its app",
                 identity.name
             )));
         }
@@ -257,6 +257,22 @@ async fn build_on(store: &Store, build_id: &str, node: &str) -> bool {
         .get_build(build_id)
         .await
         .is_ok_and(|b| b.node_name.as_deref() == Some(node))
+}
+
+/// Whether the node `node` may read the context of `build_id`: the build is
+/// placed on it, or an instance of the build's app is (its code is
+/// unpacked from the context).
+async fn needs_context(store: &Store, build_id: &str, node: &str) -> bool {
+    let Ok(build) = store.get_build(build_id).await else {
+        return false;
+    };
+    if build.node_name.as_deref() == Some(node) {
+        return true;
+    }
+    store
+        .app_instances(&build.app_id)
+        .await
+        .is_ok_and(|all| all.iter().any(|i| i.node_name.as_deref() == Some(node)))
 }
 
 /// Checks a `Register` against the caller's certificate and the limits.
