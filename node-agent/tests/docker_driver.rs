@@ -1,25 +1,13 @@
 //! The Docker driver against the real engine: builds, hardened containers,
 //! readiness, adoption by label, removal.
 
+mod support;
+
 use berth_node_agent::docker::{self, base_images, build, containers, readiness};
 use std::{collections::HashMap, time::Duration};
+use support::tar_of;
 
 const WAIT: Duration = Duration::from_secs(60);
-
-/// A tar with `files` (path, contents) at its root.
-fn tar_of(files: &[(&str, &str)]) -> bytes::Bytes {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, contents) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, contents.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap().into()
-}
 
 async fn engine() -> bollard::Docker {
     let docker = docker::connect()

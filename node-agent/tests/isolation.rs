@@ -11,6 +11,9 @@ use berth_node_agent::docker::{
     network, readiness,
 };
 use std::{collections::HashMap, net::Ipv4Addr, time::Duration};
+use support::tar_of;
+
+mod support;
 
 const WAIT: Duration = Duration::from_secs(60);
 
@@ -29,20 +32,6 @@ fn host_addresses() -> Vec<(String, Ipv4Addr)> {
             Some((interface, address))
         })
         .collect()
-}
-
-fn tar_of(files: &[(&str, &str)]) -> bytes::Bytes {
-    let mut builder = tar::Builder::new(Vec::new());
-    for (path, contents) in files {
-        let mut header = tar::Header::new_gnu();
-        header.set_size(contents.len() as u64);
-        header.set_mode(0o644);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, path, contents.as_bytes())
-            .unwrap();
-    }
-    builder.into_inner().unwrap().into()
 }
 
 /// A python program that tries each `(name, host, port)` and prints
