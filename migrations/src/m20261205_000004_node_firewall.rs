@@ -19,7 +19,7 @@ impl MigrationTrait for Migration {
             .alter_table(
                 Table::alter()
                     .table(Nodes::Table)
-                    .add_column(&mut text_null(Nodes::FirewallProblem))
+                    .add_column(text_null(Nodes::FirewallProblem))
                     .to_owned(),
             )
             .await
