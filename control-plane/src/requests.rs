@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 #[derive(Clone, Default)]
 pub struct Requests {
     next: Arc<AtomicU64>,
-    pending: Arc<Mutex<HashMap<u64, mpsc::Sender<pb::AgentReply>>>>,
+    pending: Arc<Mutex<HashMap<u64, (NodeName, mpsc::Sender<pb::AgentReply>)>>>,
 }
 
 /// An open request to one node; cancelled there when dropped.
@@ -46,7 +46,9 @@ impl Drop for Pending {
 }
 
 impl Requests {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, mpsc::Sender<pb::AgentReply>>> {
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (NodeName, mpsc::Sender<pb::AgentReply>)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -59,7 +61,7 @@ impl Requests {
     ) -> Option<Pending> {
         let id = self.next.fetch_add(1, Ordering::Relaxed) + 1;
         let (tx, replies) = mpsc::channel(256);
-        self.lock().insert(id, tx);
+        self.lock().insert(id, (node.clone(), tx));
         let pending = Pending {
             id,
             node: node.clone(),
@@ -86,9 +88,17 @@ impl Requests {
         }
     }
 
-    /// Routes a reply from `node`; replies to unknown requests are dropped.
-    pub async fn deliver(&self, reply: pb::AgentReply) {
-        let tx = self.lock().get(&reply.request_id).cloned();
+    /// Routes a reply from `node`; replies to unknown requests, and to
+    /// requests sent to another node, are dropped.
+    pub async fn deliver(&self, node: &NodeName, reply: pb::AgentReply) {
+        let tx = match self.lock().get(&reply.request_id) {
+            Some((asked, tx)) if asked == node => Some(tx.clone()),
+            Some(_) => {
+                tracing::warn!(%node, request = reply.request_id, "a node replied to a request sent to another node; ignored");
+                None
+            }
+            None => None,
+        };
         if let Some(tx) = tx {
             let _ = tx.send(reply).await;
         }

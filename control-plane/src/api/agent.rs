@@ -189,7 +189,7 @@ impl Handler {
                         }
                     }
                 }
-                Some(Up::Reply(reply)) => self.requests.deliver(reply).await,
+                Some(Up::Reply(reply)) => self.requests.deliver(name, reply).await,
                 Some(Up::BuildOutput(output)) => {
                     if !self.owns_build(&mut owned, name, &output.build_id).await {
                         continue;
