@@ -114,6 +114,13 @@ pub async fn serve(
     // with its own upstream pool and accepts from the shared socket, so a
     // request never hops between threads.
     let listener = listener.into_std()?;
+    // One bucket for every caller without a key, shared by all threads.
+    let anonymous = config.open_executions.then(|| {
+        Arc::new(routes::Key::anonymous(
+            config.open_executions_rate,
+            config.open_executions_burst,
+        ))
+    });
     let mut done = Vec::with_capacity(threads);
     for i in 0..threads {
         let listener = listener.try_clone()?;
@@ -121,6 +128,7 @@ pub async fn serve(
             routes.clone(),
             link.clone(),
             metrics.clone(),
+            anonymous.clone(),
             &config,
         ));
         let (acceptor, limits, metrics, permits, shutdown) = (

@@ -76,6 +76,7 @@ impl Gateway {
         routes: Routes,
         link: Option<Link>,
         metrics: Metrics,
+        anonymous: Option<Arc<Key>>,
         config: &crate::Config,
     ) -> Self {
         Self {
@@ -91,12 +92,7 @@ impl Gateway {
             wake_timeout: config.wake_timeout,
             max_header_bytes: config.max_header_bytes,
             https: config.https.is_some(),
-            open_executions: config.open_executions.then(|| {
-                Arc::new(Key::anonymous(
-                    config.open_executions_rate,
-                    config.open_executions_burst,
-                ))
-            }),
+            open_executions: anonymous,
             upstreams: crate::upstream::Upstreams::default(),
             idle: crate::fast::IdleUpstreams::default(),
         }

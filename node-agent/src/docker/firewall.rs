@@ -273,6 +273,11 @@ impl Firewall {
                 "-A {INPUT_CHAIN} -i {bridge} -j REJECT --reject-with {reject}"
             ));
         }
+        // Answers to connections opened from outside (a gateway on another
+        // node reaching a published port) go out through the bridge too.
+        rules.push(format!(
+            "-A {FORWARD_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN"
+        ));
         for bridge in bridges {
             for other in bridges {
                 rules.push(format!("-A {FORWARD_CHAIN} -i {bridge} -o {other} -j DROP"));
