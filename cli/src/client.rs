@@ -32,6 +32,8 @@ pub struct Target {
     pub data_dir: PathBuf,
     pub endpoint: Option<String>,
     pub certs: Option<PathBuf>,
+    /// The certificate's file stem in the certs directory.
+    pub identity: String,
 }
 
 impl Target {
@@ -42,18 +44,21 @@ impl Target {
             .unwrap_or_else(|| "https://127.0.0.1:7443".to_owned())
     }
 
-    /// An mTLS channel with the admin certificate.
+    /// An mTLS channel with the chosen certificate (the admin's by default).
     pub async fn connect(&self) -> anyhow::Result<Channel> {
         let dir = self
             .certs
             .clone()
             .unwrap_or_else(|| self.data_dir.join("certs"));
-        let tls = TlsFiles::in_dir(&dir, "admin").load().with_context(|| {
-            format!(
-                "loading the admin certificate from {} (run `berth up` first, or pass --certs)",
-                dir.display()
-            )
-        })?;
+        let tls = TlsFiles::in_dir(&dir, &self.identity)
+            .load()
+            .with_context(|| {
+                format!(
+                    "loading the {} certificate from {} (run `berth up` first, or pass --certs)",
+                    self.identity,
+                    dir.display()
+                )
+            })?;
         let endpoint = self.endpoint();
         tls.endpoint(&endpoint)
             .with_context(|| format!("endpoint {endpoint}"))?

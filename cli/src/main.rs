@@ -31,6 +31,10 @@ struct Cli {
     /// Directory holding ca.pem, admin.pem and admin-key.pem [default: DATA_DIR/certs].
     #[arg(long, global = true, env = "BERTH_CERTS")]
     certs: Option<PathBuf>,
+    /// Which certificate in the certs directory to call with: NAME.pem and
+    /// NAME-key.pem (e.g. a tenant's, from `berth certs issue --role tenant`).
+    #[arg(long, global = true, env = "BERTH_IDENTITY", default_value = "admin")]
+    identity: String,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +87,7 @@ fn main() -> std::process::ExitCode {
         data_dir: cli.data_dir.clone(),
         endpoint: cli.endpoint,
         certs: cli.certs,
+        identity: cli.identity,
     };
     let result = runtime.block_on(async move {
         match cli.command {

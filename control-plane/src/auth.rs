@@ -29,56 +29,21 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
         | "grpc.reflection.v1.ServerReflection"
         | "grpc.reflection.v1alpha.ServerReflection" => &[Admin, Agent, Gateway, ControlPlane],
         "berth.v1.AgentService" => &[Agent],
+        // The cluster's nodes: admins, peers, and the gateway passing on an
+        // admin key (each method checks the scope, `crate::scope`).
         "berth.v1.NodeService" => match method {
             "ListNodes" | "GetNode" => &[Admin, Gateway, ControlPlane],
-            // The gateway's REST API, for holders of admin API keys, which
-            // the method checks itself (`require_admin`).
             _ => &[Admin, Gateway],
         },
         "berth.v1.RouteService" => &[Gateway],
-        // Management: admins, and the gateway translating its REST API for
-        // holders of admin API keys.
+        // Management: admins, tenants' deployers, and the gateway passing on
+        // its caller's API key; each method keeps to the caller's scope.
         "berth.v1.EventService"
         | "berth.v1.AppService"
         | "berth.v1.BuildService"
         | "berth.v1.ApiKeyService"
-        | "berth.v1.ExecutionService" => &[Admin, Gateway],
+        | "berth.v1.ExecutionService" => &[Admin, Gateway, Tenant],
         _ => &[Admin],
-    }
-}
-
-/// Proof that the caller is an admin: an admin certificate, or the gateway
-/// passing on an admin API key (in `x-berth-key` metadata) that this
-/// control plane checks itself — the gateway's certificate alone is not
-/// enough, so a gateway cannot act as an admin on its own.
-pub async fn require_admin<T>(
-    request: &tonic::Request<T>,
-    store: &crate::store::Store,
-) -> Result<(), Status> {
-    let identity = caller(request)?;
-    if identity.role == Role::Admin {
-        return Ok(());
-    }
-    let denied = || {
-        Status::permission_denied(
-            "this needs an admin: an admin certificate, or an admin API key through the gateway",
-        )
-    };
-    if identity.role != Role::Gateway {
-        return Err(denied());
-    }
-    let key = request
-        .metadata()
-        .get("x-berth-key")
-        .and_then(|v| v.to_str().ok())
-        .ok_or_else(denied)?;
-    let hash = crate::store::keys::hash_key(key.trim());
-    match store.active_key_by_hash(&hash).await? {
-        Some(key) if key.admin => Ok(()),
-        _ => {
-            tracing::warn!(gateway = %identity, "an admin call through the gateway without an admin key");
-            Err(denied())
-        }
     }
 }
 
@@ -180,5 +145,9 @@ mod tests {
         assert!(!allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Agent));
         assert!(!allowed_roles("/berth.v1.ApiKeyService/CreateApiKey").contains(&Role::Agent));
         assert!(!allowed_roles("/berth.v1.AgentService/Session").contains(&Role::Gateway));
+        assert!(allowed_roles("/berth.v1.AppService/CreateApp").contains(&Role::Tenant));
+        assert!(!allowed_roles("/berth.v1.NodeService/ListNodes").contains(&Role::Tenant));
+        assert!(!allowed_roles("/berth.v1.RouteService/WatchRoutes").contains(&Role::Tenant));
+        assert!(!allowed_roles("/berth.v1.AgentService/Session").contains(&Role::Tenant));
     }
 }

@@ -14,6 +14,8 @@ pub enum Error {
     PermissionDenied(String),
     #[error("{0}")]
     FailedPrecondition(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
     #[error("database: {0}")]
     Db(#[from] sea_orm::DbErr),
     /// Stored data that does not parse: a bug or a hand-edited database.
@@ -39,6 +41,7 @@ impl Error {
             Error::AlreadyExists(_) => ErrorCode::AlreadyExists,
             Error::PermissionDenied(_) => ErrorCode::PermissionDenied,
             Error::FailedPrecondition(_) => ErrorCode::FailedPrecondition,
+            Error::ResourceExhausted(_) => ErrorCode::ResourceExhausted,
             Error::Db(_) | Error::Corrupt(_) => ErrorCode::Internal,
         }
     }

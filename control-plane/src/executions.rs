@@ -582,7 +582,12 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let submitted = self.executions.submit(request.into_inner()).await?;
+        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let request = pb::ExecuteRequest {
+            tenant,
+            ..request.into_inner()
+        };
+        let submitted = self.executions.submit(request).await?;
         let done = self
             .executions
             .wait(&submitted.id, submitted.timeout_ms.max(0) as u32)
@@ -594,7 +599,12 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let submitted = self.executions.submit(request.into_inner()).await?;
+        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let request = pb::ExecuteRequest {
+            tenant,
+            ..request.into_inner()
+        };
+        let submitted = self.executions.submit(request).await?;
         Ok(tonic::Response::new(to_proto(&submitted)))
     }
 
@@ -602,8 +612,8 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::GetExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let request = request.get_ref();
-        let execution = self.owned(&request.execution_id, &request.tenant).await?;
+        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
         Ok(tonic::Response::new(to_proto(&execution)))
     }
 
@@ -611,8 +621,8 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::CancelExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let request = request.get_ref();
-        let execution = self.owned(&request.execution_id, &request.tenant).await?;
+        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
         Ok(tonic::Response::new(to_proto(
             &self.executions.cancel(&execution.id).await?,
         )))

@@ -5,6 +5,7 @@
 //! - [`server`]: [`run`] wires the database, background loops and gRPC server.
 //! - [`builds`]: build contexts (generated or from checked archives), their storage and live output.
 //! - [`auth`]: identity from client certificates and per-method role checks (a tower layer).
+//! - [`scope`]: whose things a management call may see — the cluster or one tenant.
 //! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
 //! - [`api`]: one file per gRPC service.
@@ -25,6 +26,7 @@ pub mod limits;
 pub mod metrics;
 pub mod requests;
 pub mod scheduler;
+pub mod scope;
 pub mod server;
 pub mod sessions;
 pub mod store;

@@ -15,10 +15,13 @@ use std::{
 };
 use tokio::sync::mpsc;
 
+/// Open requests by id: the node asked, and where its replies go.
+type Open = HashMap<u64, (NodeName, mpsc::Sender<pb::AgentReply>)>;
+
 #[derive(Clone, Default)]
 pub struct Requests {
     next: Arc<AtomicU64>,
-    pending: Arc<Mutex<HashMap<u64, (NodeName, mpsc::Sender<pb::AgentReply>)>>>,
+    pending: Arc<Mutex<Open>>,
 }
 
 /// An open request to one node; cancelled there when dropped.

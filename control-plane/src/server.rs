@@ -3,7 +3,8 @@
 use crate::{
     api::{
         agent::AgentApi,
-        apps::{AppApi, BuildApi},
+        apps::AppApi,
+        builds::BuildApi,
         events::EventApi,
         keys::KeyApi,
         nodes::NodeApi,

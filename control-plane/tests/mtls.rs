@@ -155,13 +155,15 @@ async fn an_agent_certificate_cannot_call_admin_rpcs() {
         .unwrap_err();
     assert_eq!(status.code(), Code::PermissionDenied);
 
-    // Nor may a gateway speak for a node, though it may list them.
+    // Nor may a gateway speak for a node, or list them without passing on
+    // an admin's key.
     cluster.pki.issue(Role::Gateway, "gateway");
     let mut as_gateway = NodeServiceClient::new(cluster.client(&cp, "gateway").await);
-    as_gateway
+    let status = as_gateway
         .list_nodes(pb::ListNodesRequest::default())
         .await
-        .unwrap();
+        .unwrap_err();
+    assert_eq!(status.code(), Code::PermissionDenied, "{status:?}");
     let status = refused_session(
         cluster.client(&cp, "gateway").await,
         valid_register("gateway"),
@@ -192,10 +194,15 @@ async fn a_gateway_drains_nodes_only_for_an_admin_key() {
         }
         request
     };
-    // The gateway's certificate alone, or with a tenant's key: refused.
-    for key in [None, Some(tenant_key.as_str()), Some("berth_not_a_key")] {
+    // The gateway's certificate alone, or with a tenant's key: refused; an
+    // unknown key is no one.
+    for (key, code) in [
+        (None, Code::PermissionDenied),
+        (Some(tenant_key.as_str()), Code::PermissionDenied),
+        (Some("berth_not_a_key"), Code::Unauthenticated),
+    ] {
         let status = as_gateway.drain_node(drain(key)).await.unwrap_err();
-        assert_eq!(status.code(), Code::PermissionDenied, "{key:?}: {status:?}");
+        assert_eq!(status.code(), code, "{key:?}: {status:?}");
     }
     // With an admin's key the call gets through (to a node that is not there).
     let status = as_gateway

@@ -188,7 +188,7 @@ async fn rest_v1_manages_apps_builds_keys_nodes_and_events() {
     .await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("admin_required"))
+        (StatusCode::FORBIDDEN, Some("deployer_required"))
     );
 
     // Keys.
@@ -595,7 +595,7 @@ async fn seed_endpoints_answer_in_the_seeds_shapes() {
     .await;
     assert_eq!(
         (code, body["error"]["code"].as_str()),
-        (StatusCode::FORBIDDEN, Some("admin_required"))
+        (StatusCode::FORBIDDEN, Some("deployer_required"))
     );
     let deployments = api.ok(Method::GET, "/admin/deployments", None).await;
     assert_eq!(deployments["success"], true);

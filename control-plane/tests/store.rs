@@ -5,7 +5,7 @@ mod support;
 
 use berth_control_plane::{
     db,
-    store::{nodes::Registration, Store},
+    store::{events::EventFilter, nodes::Registration, Store},
 };
 use berth_proto::domain::{NodeName, NodeState};
 use chrono::{Timelike, Utc};
@@ -99,7 +99,13 @@ async fn node_registry_round_trip(backend: Backend) {
     );
 
     let kinds: Vec<_> = store
-        .events_after(0, None, Some("node-1"))
+        .events_after(
+            0,
+            EventFilter {
+                node_name: Some("node-1"),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .into_iter()
@@ -116,13 +122,13 @@ async fn node_registry_round_trip(backend: Backend) {
             "node.undrained"
         ]
     );
-    let all = store.events_after(0, None, None).await.unwrap();
+    let all = store.events_after(0, EventFilter::default()).await.unwrap();
     assert!(
         all.windows(2).all(|w| w[0].sequence < w[1].sequence),
         "ordered by sequence"
     );
     let after = store
-        .events_after(all[2].sequence, None, None)
+        .events_after(all[2].sequence, EventFilter::default())
         .await
         .unwrap();
     assert_eq!(after.len(), all.len() - 3);
@@ -173,7 +179,13 @@ async fn a_nodes_firewall_is_what_it_last_said(backend: Backend) {
     store.register_node(registration("node-1")).await.unwrap();
     assert_eq!(firewall(&store).await, "unknown");
     let kinds: Vec<_> = store
-        .events_after(0, None, Some("node-1"))
+        .events_after(
+            0,
+            EventFilter {
+                node_name: Some("node-1"),
+                ..Default::default()
+            },
+        )
         .await
         .unwrap()
         .into_iter()
@@ -240,6 +252,7 @@ async fn entities_match_the_schema(backend: Backend) {
         prefix: "bk_12345".into(),
         key_hash: "hash".into(),
         admin: false,
+        role: "deployer".into(),
         rate_per_second: 12.5,
         burst: 20,
         created_at: now,

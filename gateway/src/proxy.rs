@@ -312,7 +312,7 @@ impl Gateway {
             }
             None => authenticate(table, headers),
         }?;
-        if !key.admin && key.tenant != app.route.tenant {
+        if !key.admin() && key.tenant != app.route.tenant {
             return Err(ApiError::new(
                 StatusCode::FORBIDDEN,
                 "forbidden",

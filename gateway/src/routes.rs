@@ -6,7 +6,7 @@
 //! carried over by id, so an update never resets in-flight counts, breakers
 //! or token buckets.
 
-use berth_proto::pb;
+use berth_proto::{domain::KeyRole, pb};
 use governor::{clock::DefaultClock, state::InMemoryState, state::NotKeyed, Quota, RateLimiter};
 use std::{
     collections::HashMap,
@@ -254,7 +254,7 @@ pub struct Key {
     pub id: String,
     pub tenant: String,
     pub prefix: String,
-    pub admin: bool,
+    pub role: KeyRole,
     hash: [u8; 32],
     rate: (u64, u32),
     limiter: Limiter,
@@ -266,7 +266,7 @@ impl std::fmt::Debug for Key {
             .field("id", &self.id)
             .field("tenant", &self.tenant)
             .field("prefix", &self.prefix)
-            .field("admin", &self.admin)
+            .field("role", &self.role)
             .finish_non_exhaustive()
     }
 }
@@ -301,7 +301,8 @@ impl Key {
             id: k.id.clone(),
             tenant: k.tenant.clone(),
             prefix: k.prefix.clone(),
-            admin: k.admin,
+            // A role this build does not know: the key is not taken.
+            role: KeyRole::from_wire(k.role, k.admin).ok()?,
             hash: parse_hash(&k.key_hash)?,
             rate: (k.rate_per_second.to_bits(), k.burst),
             limiter: RateLimiter::direct(quota(k.rate_per_second, k.burst)),
@@ -316,12 +317,17 @@ impl Key {
             id: "anonymous".into(),
             tenant: "default".into(),
             prefix: String::new(),
-            admin: false,
+            role: KeyRole::Invoker,
             // No presented key hashes to this: it is never looked up.
             hash: [0; 32],
             rate: (rate_per_second.to_bits(), burst),
             limiter: RateLimiter::direct(quota(rate_per_second, burst)),
         }
+    }
+
+    /// Whether the key reaches every tenant (its apps and executions).
+    pub fn admin(&self) -> bool {
+        self.role == KeyRole::Admin
     }
 
     /// Takes a token; on refusal, how long until one is available.
@@ -488,7 +494,7 @@ impl Routes {
             // Keep the bucket of an unchanged key.
             let same = old.keys.get(&key.id).filter(|k| {
                 k.rate == (key.rate_per_second.to_bits(), key.burst)
-                    && k.admin == key.admin
+                    && KeyRole::from_wire(key.role, key.admin).ok() == Some(k.role)
                     && k.tenant == key.tenant
             });
             match same {

@@ -132,6 +132,7 @@ pub fn load(path: &Path) -> anyhow::Result<pb::RouteUpdate> {
                 prefix,
                 key_hash,
                 admin: k.admin,
+                role: pb::KeyRole::Unspecified.into(),
                 rate_per_second: k.rate_per_second,
                 burst: k.burst,
             })

@@ -10,6 +10,7 @@ mod m20261122_000001_initial;
 mod m20261123_000002_deployments;
 mod m20261123_000003_gateway;
 mod m20261205_000004_node_firewall;
+mod m20261205_000005_tenant_roles;
 
 pub struct Migrator;
 
@@ -21,6 +22,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000002_deployments::Migration),
             Box::new(m20261123_000003_gateway::Migration),
             Box::new(m20261205_000004_node_firewall::Migration),
+            Box::new(m20261205_000005_tenant_roles::Migration),
         ]
     }
 }

@@ -13,11 +13,22 @@ pub enum Role {
     ControlPlane,
     Agent,
     Gateway,
+    /// The whole cluster: every tenant, every node.
     Admin,
+    /// One tenant's deployer, the tenant being the certificate's name: it
+    /// manages that tenant's apps, builds, keys and executions, and sees
+    /// nothing of other tenants.
+    Tenant,
 }
 
 impl Role {
-    pub const ALL: [Role; 4] = [Role::ControlPlane, Role::Agent, Role::Gateway, Role::Admin];
+    pub const ALL: [Role; 5] = [
+        Role::ControlPlane,
+        Role::Agent,
+        Role::Gateway,
+        Role::Admin,
+        Role::Tenant,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -25,6 +36,7 @@ impl Role {
             Role::Agent => "agent",
             Role::Gateway => "gateway",
             Role::Admin => "admin",
+            Role::Tenant => "tenant",
         }
     }
 }
@@ -43,7 +55,7 @@ impl FromStr for Role {
             .find(|role| role.as_str() == s)
             .ok_or_else(|| {
                 PkiError::Invalid(format!(
-                    "unknown role {s:?}; expected control-plane, agent, gateway or admin"
+                    "unknown role {s:?}; expected control-plane, agent, gateway, admin or tenant"
                 ))
             })
     }

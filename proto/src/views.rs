@@ -191,6 +191,8 @@ pub struct KeyView {
     pub tenant: String,
     pub name: String,
     pub prefix: String,
+    /// `admin`, `deployer` or `invoker`.
+    pub role: String,
     pub admin: bool,
     pub rate_per_second: f64,
     pub burst: u32,
@@ -208,6 +210,8 @@ impl From<pb::ApiKey> for KeyView {
             tenant: k.tenant,
             name: k.name,
             prefix: k.prefix,
+            role: crate::domain::KeyRole::from_wire(k.role, k.admin)
+                .map_or_else(|_| "unknown".to_owned(), |r| r.as_str().to_owned()),
             admin: k.admin,
             rate_per_second: k.rate_per_second,
             burst: k.burst,

@@ -429,6 +429,7 @@ async fn full_path(data_dir: &Path, sandbox: &Sandbox, runs: usize) -> anyhow::R
             tenant: "bench".into(),
             name: "sandbox-exec".into(),
             admin: false,
+            role: berth_proto::pb::KeyRole::Unspecified.into(),
             rate_per_second: 100_000.0,
             burst: 100_000,
         })

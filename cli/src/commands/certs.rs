@@ -16,10 +16,11 @@ pub enum CertsCommand {
     Issue {
         #[arg(long)]
         dir: PathBuf,
-        /// control-plane, agent, gateway or admin.
+        /// control-plane, agent, gateway, admin or tenant (a deployer of the
+        /// tenant NAME, over gRPC).
         #[arg(long, value_parser = parse_role)]
         role: Role,
-        /// Lowercase DNS name; for agents, the node name.
+        /// Lowercase DNS name; for agents, the node name; for tenants, the tenant.
         #[arg(long)]
         name: String,
         /// Extra DNS names or IP addresses the holder serves on (repeatable).

@@ -5,6 +5,7 @@ use crate::{
     output::{self, Format},
 };
 use berth_proto::{
+    domain::KeyRole,
     pb::{self, api_key_service_client::ApiKeyServiceClient},
     views::KeyView,
 };
@@ -23,14 +24,20 @@ pub struct KeysArgs {
 enum KeysCommand {
     /// Make a key; it is printed once and cannot be shown again.
     Create {
-        /// Tenant whose apps the key reaches (made when new).
-        #[arg(long, default_value = "default")]
+        /// Tenant whose apps the key reaches (made when new) [default: the
+        /// caller's own tenant, or `default` for an admin].
+        #[arg(long, default_value = "")]
         tenant: String,
         /// A name to tell the key apart.
         #[arg(long, default_value = "")]
         name: String,
-        /// May call the gateway's management endpoints and reach every tenant's apps.
-        #[arg(long)]
+        /// admin (every tenant, nodes, cleanup), deployer (manage the
+        /// tenant's apps, builds, keys, events and executions) or invoker
+        /// (call the tenant's apps and run code).
+        #[arg(long, value_parser = parse_role, default_value = "invoker")]
+        role: KeyRole,
+        /// Same as `--role admin`.
+        #[arg(long, conflicts_with = "role")]
         admin: bool,
         /// Requests per second allowed (token bucket) [default: 100].
         #[arg(long, default_value_t = 0.0)]
@@ -49,6 +56,12 @@ enum KeysCommand {
     Revoke { id: String },
 }
 
+fn parse_role(value: &str) -> Result<KeyRole, String> {
+    value
+        .parse()
+        .map_err(|_| format!("{value:?} is not admin, deployer or invoker"))
+}
+
 fn print(format: Format, keys: &[KeyView]) -> anyhow::Result<()> {
     let rows = keys
         .iter()
@@ -58,7 +71,7 @@ fn print(format: Format, keys: &[KeyView]) -> anyhow::Result<()> {
                 k.tenant.clone(),
                 k.name.clone(),
                 format!("{}…", k.prefix),
-                if k.admin { "admin" } else { "tenant" }.to_owned(),
+                k.role.clone(),
                 format!("{}/s, burst {}", k.rate_per_second, k.burst),
                 if k.revoked_at.is_some() {
                     "revoked"
@@ -72,7 +85,7 @@ fn print(format: Format, keys: &[KeyView]) -> anyhow::Result<()> {
     output::print(
         format,
         &keys,
-        &["ID", "TENANT", "NAME", "PREFIX", "KIND", "RATE", "STATE"],
+        &["ID", "TENANT", "NAME", "PREFIX", "ROLE", "RATE", "STATE"],
         rows,
     )
 }
@@ -83,16 +96,19 @@ pub async fn run(target: &Target, args: KeysArgs) -> anyhow::Result<()> {
         KeysCommand::Create {
             tenant,
             name,
+            role,
             admin,
             rate,
             burst,
         } => {
+            let role = if admin { KeyRole::Admin } else { role };
             let created = reply(
                 client
                     .create_api_key(pb::CreateApiKeyRequest {
                         tenant,
                         name,
-                        admin,
+                        admin: role == KeyRole::Admin,
+                        role: pb::KeyRole::from(role).into(),
                         rate_per_second: rate,
                         burst,
                     })

@@ -1,4 +1,5 @@
-//! `berth.v1.AppService` and `berth.v1.BuildService`: deployments.
+//! `berth.v1.AppService`: deployments — every tenant's for admins, a
+//! tenant's own for its deployers ([`Scope`]).
 
 use super::upload::{self, Upload};
 use crate::{
@@ -7,6 +8,7 @@ use crate::{
     error::Error,
     requests::{Pending, Requests},
     scheduler::Scheduler,
+    scope::Scope,
     sessions::Sessions,
     store::{
         apps::{AppRecord, NewBuild},
@@ -14,12 +16,12 @@ use crate::{
     },
 };
 use berth_proto::{
-    domain::{check_source_files, AppSpec, BuildState, NodeName, Runtime},
-    pb::{self, app_service_server::AppService, build_service_server::BuildService},
+    domain::{check_source_files, AppSpec, NodeName, Runtime},
+    pb::{self, app_service_server::AppService},
 };
 use futures::Stream;
 use std::{collections::HashMap, pin::Pin, sync::Arc, time::Duration};
-use tokio::sync::{broadcast, mpsc};
+use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -33,9 +35,9 @@ pub struct AppApi {
     pub config: Arc<Config>,
 }
 
-type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+pub(super) type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
-fn uuid_arg(field: &str, value: &str) -> Result<String, Status> {
+pub(super) fn uuid_arg(field: &str, value: &str) -> Result<String, Status> {
     uuid::Uuid::parse_str(value)
         .map(|id| id.to_string())
         .map_err(|_| Status::invalid_argument(format!("{field}: {value:?} is not an id (a UUID)")))
@@ -173,6 +175,25 @@ impl AppApi {
         Ok(pendings)
     }
 
+    /// App `id`, when the caller's scope sees it.
+    async fn visible_app(&self, scope: &Scope, id: &str) -> Result<AppRecord, Status> {
+        let app = self.store.get_app(id).await?;
+        scope.check(&app.spec.tenant, &format!("app {id}"))?;
+        Ok(app)
+    }
+
+    /// The scope of `request` and the app it names, when the scope sees it.
+    async fn scoped_app<T>(
+        &self,
+        request: &Request<T>,
+        id: &str,
+    ) -> Result<(Scope, AppRecord), Status> {
+        let scope = Scope::of(request, &self.store).await?;
+        let id = uuid_arg("app_id", id)?;
+        let app = self.visible_app(&scope, &id).await?;
+        Ok((scope, app))
+    }
+
     async fn app_view(&self, app: &AppRecord) -> Result<pb::App, Status> {
         let nodes: HashMap<String, String> = self
             .store
@@ -203,6 +224,7 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::CreateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
+        let scope = Scope::of(&request, &self.store).await?;
         let (
             staging,
             Upload {
@@ -210,9 +232,13 @@ impl AppService for AppApi {
                 archive_bytes,
             },
         ) = self.receive(request).await?;
-        let settings = header
+        let mut settings = header
             .settings
             .ok_or_else(|| Status::invalid_argument("settings: required"))?;
+        settings.tenant = scope.tenant_for_new(&settings.tenant)?;
+        if let Scope::Tenant(own) = &scope {
+            self.store.ensure_tenant(own).await?;
+        }
         let spec = AppSpec::from_proto(&settings)?;
         let context = self
             .context_for(&spec, &header.files, archive_bytes, &staging)
@@ -238,6 +264,7 @@ impl AppService for AppApi {
         &self,
         request: Request<Streaming<pb::UpdateAppRequest>>,
     ) -> Result<Response<pb::App>, Status> {
+        let scope = Scope::of(&request, &self.store).await?;
         let (
             staging,
             Upload {
@@ -246,9 +273,15 @@ impl AppService for AppApi {
             },
         ) = self.receive(request).await?;
         let app_id = uuid_arg("app_id", &header.app_id)?;
-        let current = self.store.get_app(&app_id).await?;
-        let spec = match &header.settings {
-            Some(settings) => AppSpec::from_proto(settings)?,
+        let current = self.visible_app(&scope, &app_id).await?;
+        let spec = match header.settings {
+            Some(mut settings) => {
+                if settings.tenant.is_empty() {
+                    settings.tenant = current.spec.tenant.clone();
+                }
+                settings.tenant = scope.tenant_for_new(&settings.tenant)?;
+                AppSpec::from_proto(&settings)?
+            }
             None => current.spec.clone(),
         };
         let build_id = uuid::Uuid::new_v4().to_string();
@@ -293,15 +326,15 @@ impl AppService for AppApi {
     }
 
     async fn start_app(&self, request: Request<pb::AppRef>) -> Result<Response<pb::App>, Status> {
-        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
-        let app = self.store.set_app_stopped(&id, false).await?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let app = self.store.set_app_stopped(&app.id, false).await?;
         self.scheduler.kick();
         Ok(Response::new(self.app_view(&app).await?))
     }
 
     async fn stop_app(&self, request: Request<pb::AppRef>) -> Result<Response<pb::App>, Status> {
-        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
-        let app = self.store.set_app_stopped(&id, true).await?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let app = self.store.set_app_stopped(&app.id, true).await?;
         self.scheduler.kick();
         Ok(Response::new(self.app_view(&app).await?))
     }
@@ -310,8 +343,8 @@ impl AppService for AppApi {
         &self,
         request: Request<pb::ScaleAppRequest>,
     ) -> Result<Response<pb::App>, Status> {
-        let r = request.get_ref();
-        let id = uuid_arg("app_id", &r.app_id)?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let (r, id) = (request.get_ref(), app.id);
         if r.remove_instance_ids.len() > berth_proto::domain::MAX_INSTANCES as usize {
             return Err(Status::invalid_argument("remove_instance_ids: too many"));
         }
@@ -328,16 +361,15 @@ impl AppService for AppApi {
         &self,
         request: Request<pb::AppRef>,
     ) -> Result<Response<pb::DeleteAppResponse>, Status> {
-        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
-        let app = self.store.delete_app(&id).await?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let app = self.store.delete_app(&app.id).await?;
         tracing::info!(app = %app.id, name = %app.spec.name, "app deleted");
         self.scheduler.kick();
         Ok(Response::new(pb::DeleteAppResponse {}))
     }
 
     async fn get_app(&self, request: Request<pb::AppRef>) -> Result<Response<pb::App>, Status> {
-        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
-        let app = self.store.get_app(&id).await?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
         Ok(Response::new(self.app_view(&app).await?))
     }
 
@@ -345,8 +377,8 @@ impl AppService for AppApi {
         &self,
         request: Request<pb::StreamAppLogsRequest>,
     ) -> Result<Response<BoxStream<pb::LogLine>>, Status> {
-        let request = request.into_inner();
-        let id = uuid_arg("app_id", &request.app_id)?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let (request, id) = (request.into_inner(), app.id);
         let tail = if request.tail == 0 {
             100
         } else {
@@ -392,7 +424,8 @@ impl AppService for AppApi {
         &self,
         request: Request<pb::AppRef>,
     ) -> Result<Response<pb::AppStats>, Status> {
-        let id = uuid_arg("app_id", &request.get_ref().app_id)?;
+        let (_, app) = self.scoped_app(&request, &request.get_ref().app_id).await?;
+        let id = app.id;
         let pendings = self
             .ask_nodes(&id, "", |instance_ids| {
                 pb::agent_request::Kind::Stats(pb::StatsRequest { instance_ids })
@@ -421,8 +454,9 @@ impl AppService for AppApi {
 
     async fn cleanup(
         &self,
-        _request: Request<pb::CleanupRequest>,
+        request: Request<pb::CleanupRequest>,
     ) -> Result<Response<pb::CleanupResponse>, Status> {
+        Scope::of(&request, &self.store).await?.require_cluster()?;
         let mut response = pb::CleanupResponse::default();
         let mut keep_images = Vec::new();
         for app in self.store.list_apps(None).await? {
@@ -474,89 +508,13 @@ impl AppService for AppApi {
         &self,
         request: Request<pb::ListAppsRequest>,
     ) -> Result<Response<pb::ListAppsResponse>, Status> {
-        let tenant = Some(request.get_ref().tenant.as_str()).filter(|t| !t.is_empty());
+        let scope = Scope::of(&request, &self.store).await?;
+        let tenant = scope.tenant_filter(&request.get_ref().tenant)?;
         let mut apps = Vec::new();
-        for app in self.store.list_apps(tenant).await? {
+        for app in self.store.list_apps(tenant.as_deref()).await? {
             apps.push(self.app_view(&app).await?);
         }
         Ok(Response::new(pb::ListAppsResponse { apps }))
-    }
-}
-
-pub struct BuildApi {
-    pub store: Store,
-    pub logs: BuildLogs,
-}
-
-#[tonic::async_trait]
-impl BuildService for BuildApi {
-    async fn get_build(
-        &self,
-        request: Request<pb::GetBuildRequest>,
-    ) -> Result<Response<pb::Build>, Status> {
-        let id = uuid_arg("build_id", &request.get_ref().build_id)?;
-        Ok(Response::new(self.store.get_build(&id).await?.to_proto()))
-    }
-
-    async fn stream_build_logs(
-        &self,
-        request: Request<pb::StreamBuildLogsRequest>,
-    ) -> Result<Response<BoxStream<pb::BuildLogChunk>>, Status> {
-        let request = request.into_inner();
-        let id = uuid_arg("build_id", &request.build_id)?;
-        // Follow first, then read what is stored, so nothing falls in between.
-        let mut live = request.follow.then(|| self.logs.follow(&id));
-        let build = self.store.get_build(&id).await?;
-        let (tx, rx) = mpsc::channel(64);
-        let store = self.store.clone();
-        tokio::spawn(async move {
-            let mut sent = build.logs.len();
-            if !build.logs.is_empty()
-                && tx
-                    .send(Ok(pb::BuildLogChunk {
-                        data: build.logs.into_bytes(),
-                    }))
-                    .await
-                    .is_err()
-            {
-                return;
-            }
-            if build.state.is_final() {
-                return;
-            }
-            let Some(live) = live.as_mut() else { return };
-            loop {
-                tokio::select! {
-                    _ = tx.closed() => return,
-                    received = live.recv() => match received {
-                        Ok(text) => {
-                            sent += text.len();
-                            if tx.send(Ok(pb::BuildLogChunk { data: text.as_bytes().to_vec() })).await.is_err() {
-                                return;
-                            }
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => {}
-                        Err(broadcast::error::RecvError::Closed) => return,
-                    },
-                    // The build may end without a word more: look now and then.
-                    _ = tokio::time::sleep(Duration::from_secs(2)) => {
-                        match store.get_build(&id).await {
-                            Ok(build) if build.state != BuildState::Building => {
-                                // Whatever came after the last chunk we sent.
-                                if build.logs.len() > sent {
-                                    let tail = build.logs.as_bytes()[sent.min(build.logs.len())..].to_vec();
-                                    let _ = tx.send(Ok(pb::BuildLogChunk { data: tail })).await;
-                                }
-                                return;
-                            }
-                            Ok(_) => {}
-                            Err(_) => return,
-                        }
-                    }
-                }
-            }
-        });
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
 

@@ -1,8 +1,10 @@
-//! `berth.v1.EventService`: the event log as a resumable stream.
+//! `berth.v1.EventService`: the event log as a resumable stream — all of it
+//! for admins, a tenant's own events for its deployers.
 
 use crate::{
     db::entities::events,
-    store::{nodes::timestamp, Store},
+    scope::Scope,
+    store::{events::EventFilter, nodes::timestamp, Store},
 };
 use berth_proto::pb::{self, event_service_server::EventService};
 use futures::Stream;
@@ -38,6 +40,7 @@ impl EventService for EventApi {
         &self,
         request: Request<pb::WatchEventsRequest>,
     ) -> Result<Response<EventStream>, Status> {
+        let scope = Scope::of(&request, &self.store).await?;
         let request = request.into_inner();
         let after = i64::try_from(request.after_sequence)
             .map_err(|_| Status::invalid_argument("after_sequence: out of range"))?;
@@ -51,7 +54,11 @@ impl EventService for EventApi {
             tokio::select! {
                 _ = shutdown.cancelled() => {}
                 _ = tx.closed() => {}
-                result = deliver(&store, after, app.as_deref(), request.follow, live, &tx) => {
+                result = deliver(&store, after, EventFilter {
+                    app_id: app.as_deref(),
+                    tenant: scope.tenant(),
+                    ..EventFilter::default()
+                }, request.follow, live, &tx) => {
                     if let Err(status) = result {
                         let _ = tx.send(Err(status)).await;
                     }
@@ -65,7 +72,7 @@ impl EventService for EventApi {
 async fn deliver(
     store: &Store,
     mut after: i64,
-    app: Option<&str>,
+    filter: EventFilter<'_>,
     follow: bool,
     mut live: broadcast::Receiver<events::Model>,
     tx: &mpsc::Sender<Result<pb::Event, Status>>,
@@ -73,7 +80,7 @@ async fn deliver(
     loop {
         // Catch up from the database, a page at a time.
         loop {
-            let page = store.events_after(after, app, None).await?;
+            let page = store.events_after(after, filter).await?;
             let done = (page.len() as u64) < crate::store::events::PAGE;
             for event in page {
                 after = event.sequence;
@@ -92,7 +99,7 @@ async fn deliver(
         loop {
             match live.recv().await {
                 Ok(event) if event.sequence <= after => {}
-                Ok(event) if app.is_some_and(|a| event.app_id.as_deref() != Some(a)) => {}
+                Ok(event) if !filter.matches(&event) => {}
                 Ok(event) => {
                     after = event.sequence;
                     if tx.send(Ok(to_proto(event))).await.is_err() {

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod apps;
+pub mod builds;
 pub mod events;
 pub mod keys;
 pub mod nodes;

@@ -1,6 +1,6 @@
-//! `berth.v1.NodeService`: the node registry for admins and gateways.
+//! `berth.v1.NodeService`: the node registry, for the cluster's admins.
 
-use crate::{sessions::Sessions, store::Store};
+use crate::{scope::Scope, sessions::Sessions, store::Store};
 use berth_proto::{
     domain::{proto_enum, NodeName, NodeState},
     pb::{self, node_service_server::NodeService},
@@ -25,6 +25,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::ListNodesRequest>,
     ) -> Result<Response<pb::ListNodesResponse>, Status> {
+        Scope::of(&request, &self.store).await?.require_cluster()?;
         let state: pb::NodeState = proto_enum("state", request.get_ref().state)?;
         let filter = match state {
             pb::NodeState::Unspecified => None,
@@ -42,6 +43,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::GetNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
+        Scope::of(&request, &self.store).await?.require_cluster()?;
         let name = NodeName::parse("name", &request.get_ref().name)?;
         Ok(Response::new(self.node(self.store.get_node(&name).await?)))
     }
@@ -50,7 +52,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::DrainNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
-        crate::auth::require_admin(&request, &self.store).await?;
+        Scope::of(&request, &self.store).await?.require_cluster()?;
         let name = NodeName::parse("name", &request.get_ref().name)?;
         let node = self.store.set_drained(&name, true).await?;
         tracing::info!(node = %name, "node drained");
@@ -61,7 +63,7 @@ impl NodeService for NodeApi {
         &self,
         request: Request<pb::UndrainNodeRequest>,
     ) -> Result<Response<pb::Node>, Status> {
-        crate::auth::require_admin(&request, &self.store).await?;
+        Scope::of(&request, &self.store).await?.require_cluster()?;
         let name = NodeName::parse("name", &request.get_ref().name)?;
         let node = self.store.set_drained(&name, false).await?;
         tracing::info!(node = %name, "node undrained");

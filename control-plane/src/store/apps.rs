@@ -189,6 +189,7 @@ fn app_event(
         app_id: Some(app.id.clone()),
         app_hostname: app.spec.app_hostname.clone(),
         message: message.into(),
+        tenant: Some(app.spec.tenant.clone()),
     }
 }
 

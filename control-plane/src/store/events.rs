@@ -17,6 +17,9 @@ pub struct NewEvent {
     pub app_id: Option<String>,
     pub app_hostname: Option<String>,
     pub message: String,
+    /// The tenant whose thing it is about; none for the cluster's own
+    /// (nodes), which only admins see.
+    pub tenant: Option<String>,
 }
 
 impl NewEvent {
@@ -42,8 +45,31 @@ pub async fn append(conn: &impl ConnectionTrait, event: NewEvent) -> Result<even
         subject_id: Set(event.subject_id),
         message: Set(event.message),
         at: Set(Utc::now()),
+        tenant: Set(event.tenant),
     };
     Ok(model.insert(conn).await?)
+}
+
+/// Which events a reader wants (and may see): every field set must match.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventFilter<'a> {
+    pub app_id: Option<&'a str>,
+    pub node_name: Option<&'a str>,
+    /// A tenant's reader sees only that tenant's events.
+    pub tenant: Option<&'a str>,
+}
+
+impl EventFilter<'_> {
+    /// Whether `event` passes, for events that arrive live; the same rule
+    /// as [`Store::events_after`]'s query.
+    pub fn matches(&self, event: &events::Model) -> bool {
+        fn agrees(want: Option<&str>, have: &Option<String>) -> bool {
+            want.is_none_or(|w| have.as_deref() == Some(w))
+        }
+        agrees(self.app_id, &event.app_id)
+            && agrees(self.node_name, &event.node_name)
+            && agrees(self.tenant, &event.tenant)
+    }
 }
 
 /// Most events one read returns.
@@ -54,17 +80,19 @@ impl Store {
     pub async fn events_after(
         &self,
         after_sequence: i64,
-        app_id: Option<&str>,
-        node_name: Option<&str>,
+        filter: EventFilter<'_>,
     ) -> Result<Vec<events::Model>> {
         let mut query = events::Entity::find()
             .filter(events::Column::Sequence.gt(after_sequence))
             .order_by_asc(events::Column::Sequence)
             .limit(PAGE);
-        if let Some(app_id) = app_id {
+        if let Some(app_id) = filter.app_id {
             query = query.filter(events::Column::AppId.eq(app_id));
         }
-        if let Some(node) = node_name {
+        if let Some(tenant) = filter.tenant {
+            query = query.filter(events::Column::Tenant.eq(tenant));
+        }
+        if let Some(node) = filter.node_name {
             query = query.filter(events::Column::NodeName.eq(node));
         }
         Ok(query.all(self.db()).await?)

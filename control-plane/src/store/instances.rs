@@ -97,10 +97,11 @@ async fn instance_event(
     instance: &InstanceRecord,
     message: String,
 ) -> Result<crate::db::entities::events::Model> {
-    let hostname = apps::Entity::find_by_id(&instance.app_id)
-        .one(conn)
-        .await?
-        .and_then(|a| a.app_hostname);
+    let app = apps::Entity::find_by_id(&instance.app_id).one(conn).await?;
+    let (hostname, tenant) = match app {
+        Some(app) => (app.app_hostname, Some(app.tenant)),
+        None => (None, None),
+    };
     events::append(
         conn,
         NewEvent {
@@ -110,6 +111,7 @@ async fn instance_event(
             app_id: Some(instance.app_id.clone()),
             app_hostname: hostname,
             message,
+            tenant,
         },
     )
     .await

@@ -6,12 +6,13 @@ use crate::{
     error::{Error, Result},
 };
 use berth_proto::{
-    domain::{check_dns_label_value, API_KEY_PREFIX, API_KEY_SHOWN_LEN},
+    domain::{check_dns_label_value, KeyRole, API_KEY_PREFIX, API_KEY_SHOWN_LEN},
     FieldError,
 };
 use chrono::{DateTime, Utc};
 use sea_orm::{
-    ActiveModelTrait, ColumnTrait, EntityTrait, QueryFilter, QueryOrder, Set, TransactionTrait,
+    ActiveModelTrait, ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, Set,
+    TransactionTrait,
 };
 use sha2::{Digest, Sha256};
 
@@ -19,13 +20,15 @@ pub const DEFAULT_RATE_PER_SECOND: f64 = 100.0;
 pub const DEFAULT_BURST: u32 = 200;
 pub const MAX_RATE_PER_SECOND: f64 = 1_000_000.0;
 pub const MAX_BURST: u32 = 1_000_000;
+/// Most keys one tenant may hold unrevoked.
+pub const MAX_ACTIVE_KEYS_PER_TENANT: u64 = 100;
 
 /// What a new key may do, validated.
 #[derive(Debug, Clone)]
 pub struct KeySpec {
     pub tenant: String,
     pub name: String,
-    pub admin: bool,
+    pub role: KeyRole,
     pub rate_per_second: f64,
     pub burst: u32,
 }
@@ -35,7 +38,7 @@ impl KeySpec {
     pub fn new(
         tenant: &str,
         name: &str,
-        admin: bool,
+        role: KeyRole,
         rate_per_second: f64,
         burst: u32,
     ) -> Result<Self, FieldError> {
@@ -71,7 +74,7 @@ impl KeySpec {
         Ok(Self {
             tenant: tenant.to_owned(),
             name: name.to_owned(),
-            admin,
+            role,
             rate_per_second,
             burst,
         })
@@ -86,7 +89,7 @@ pub struct KeyRecord {
     pub name: String,
     pub prefix: String,
     pub key_hash: String,
-    pub admin: bool,
+    pub role: KeyRole,
     pub rate_per_second: f64,
     pub burst: u32,
     pub created_at: DateTime<Utc>,
@@ -101,7 +104,8 @@ impl From<api_keys::Model> for KeyRecord {
             name: m.name,
             prefix: m.prefix,
             key_hash: m.key_hash,
-            admin: m.admin,
+            // A role this build does not know grants the least.
+            role: m.role.parse().unwrap_or(KeyRole::Invoker),
             rate_per_second: m.rate_per_second,
             burst: u32::try_from(m.burst).unwrap_or(DEFAULT_BURST),
             created_at: m.created_at,
@@ -130,36 +134,57 @@ fn key_event(kind: &'static str, key: &KeyRecord, message: String) -> NewEvent {
         kind,
         subject_id: key.id.clone(),
         message,
+        tenant: Some(key.tenant.clone()),
         ..NewEvent::default()
     }
 }
 
+/// Makes tenant `name` unless it exists.
+async fn ensure_tenant(conn: &impl sea_orm::ConnectionTrait, name: &str) -> Result<()> {
+    if tenants::Entity::find_by_id(name).one(conn).await?.is_none() {
+        tenants::ActiveModel {
+            name: Set(name.to_owned()),
+            created_at: Set(Utc::now()),
+        }
+        .insert(conn)
+        .await?;
+    }
+    Ok(())
+}
+
 impl Store {
+    /// Makes tenant `name` unless it exists: a tenant's certificate names
+    /// its tenant with authority.
+    pub async fn ensure_tenant(&self, name: &str) -> Result<()> {
+        ensure_tenant(self.db(), name).await
+    }
+
     /// Makes a key (and its tenant, when new). Returns the record and the
     /// key, which exists nowhere else from now on.
     pub async fn create_key(&self, spec: &KeySpec) -> Result<(KeyRecord, String)> {
         let key = generate_key();
         let now = Utc::now();
         let txn = self.db().begin().await?;
-        if tenants::Entity::find_by_id(spec.tenant.as_str())
-            .one(&txn)
-            .await?
-            .is_none()
-        {
-            tenants::ActiveModel {
-                name: Set(spec.tenant.clone()),
-                created_at: Set(now),
-            }
-            .insert(&txn)
+        let active = api_keys::Entity::find()
+            .filter(api_keys::Column::Tenant.eq(spec.tenant.as_str()))
+            .filter(api_keys::Column::RevokedAt.is_null())
+            .count(&txn)
             .await?;
+        if active >= MAX_ACTIVE_KEYS_PER_TENANT {
+            return Err(Error::ResourceExhausted(format!(
+                "tenant {} already holds {active} keys (at most {MAX_ACTIVE_KEYS_PER_TENANT}); revoke one first",
+                spec.tenant
+            )));
         }
+        ensure_tenant(&txn, &spec.tenant).await?;
         let model = api_keys::ActiveModel {
             id: Set(uuid::Uuid::new_v4().to_string()),
             tenant: Set(spec.tenant.clone()),
             name: Set(spec.name.clone()),
             prefix: Set(key[..API_KEY_SHOWN_LEN].to_owned()),
             key_hash: Set(hash_key(&key)),
-            admin: Set(spec.admin),
+            admin: Set(spec.role == KeyRole::Admin),
+            role: Set(spec.role.as_str().to_owned()),
             rate_per_second: Set(spec.rate_per_second),
             burst: Set(spec.burst as i32),
             created_at: Set(now),
@@ -175,9 +200,7 @@ impl Store {
                 &record,
                 format!(
                     "{} key {} for tenant {}",
-                    if record.admin { "admin" } else { "tenant" },
-                    record.prefix,
-                    record.tenant
+                    record.role, record.prefix, record.tenant
                 ),
             ),
         )
@@ -211,12 +234,14 @@ impl Store {
             .collect())
     }
 
-    /// Revokes a key; revoking twice keeps the first time.
-    pub async fn revoke_key(&self, id: &str) -> Result<KeyRecord> {
+    /// Revokes a key (of `tenant`, when given: another tenant's is not
+    /// found); revoking twice keeps the first time.
+    pub async fn revoke_key(&self, id: &str, tenant: Option<&str>) -> Result<KeyRecord> {
         let txn = self.db().begin().await?;
         let model = api_keys::Entity::find_by_id(id)
             .one(&txn)
             .await?
+            .filter(|key| tenant.is_none_or(|t| key.tenant == t))
             .ok_or_else(|| Error::NotFound(format!("API key {id:?} not found")))?;
         if model.revoked_at.is_some() {
             return Ok(model.into());

@@ -93,15 +93,30 @@ pub async fn start_gateway_with_metrics(
     (addr, metrics_addr, shutdown)
 }
 
+/// An admin key (`admin`) or an invoker key of `tenant`.
 pub async fn create_key(
     keys: &mut ApiKeyServiceClient<Channel>,
     tenant: &str,
     admin: bool,
 ) -> pb::CreateApiKeyResponse {
+    let role = if admin {
+        pb::KeyRole::Admin
+    } else {
+        pb::KeyRole::Invoker
+    };
+    create_key_with_role(keys, tenant, role).await
+}
+
+pub async fn create_key_with_role(
+    keys: &mut ApiKeyServiceClient<Channel>,
+    tenant: &str,
+    role: pb::KeyRole,
+) -> pb::CreateApiKeyResponse {
     keys.create_api_key(pb::CreateApiKeyRequest {
         tenant: tenant.into(),
         name: format!("{tenant} test key"),
-        admin,
+        admin: false,
+        role: role.into(),
         rate_per_second: 1000.0,
         burst: 1000,
     })

@@ -23,7 +23,7 @@ pub fn is_execution_path(path: &str) -> bool {
         || path.starts_with("/v1/executions/")
 }
 
-fn client(call: &Call) -> ExecutionServiceClient<tonic::transport::Channel> {
+fn client(call: &Call) -> ExecutionServiceClient<super::Channel> {
     ExecutionServiceClient::new(call.channel.clone())
 }
 

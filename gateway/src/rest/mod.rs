@@ -1,7 +1,9 @@
 //! The gateway's management HTTP API: `/v1/…` JSON endpoints and the
 //! endpoints of the systems Berth replaces (seeds 000, 001 and 003), each a
-//! thin translation to the control plane's gRPC. Every one needs an admin
-//! API key; the gateway calls the control plane with its own certificate.
+//! thin translation to the control plane's gRPC. Management needs a
+//! deployer or admin API key; the gateway passes the key on with every call
+//! (`x-berth-key` metadata) and the control plane decides from it what the
+//! caller sees — one tenant's things, or the whole cluster's.
 
 mod executions;
 mod forms;
@@ -21,7 +23,27 @@ use http_body_util::{BodyExt, Limited, StreamBody};
 use hyper::body::Incoming;
 use serde::{de::DeserializeOwned, Serialize};
 use std::sync::Arc;
-use tonic::transport::Channel;
+use tonic::{metadata::AsciiMetadataValue, service::interceptor::InterceptedService};
+
+/// A channel to the control plane that passes the caller's key on.
+pub type Channel = InterceptedService<tonic::transport::Channel, PassKey>;
+
+/// Puts the caller's API key on every control-plane call, for the control
+/// plane to check and scope the call itself.
+#[derive(Clone)]
+pub struct PassKey(Option<AsciiMetadataValue>);
+
+impl tonic::service::Interceptor for PassKey {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(key) = &self.0 {
+            request.metadata_mut().insert(KEY_METADATA, key.clone());
+        }
+        Ok(request)
+    }
+}
 
 /// Largest JSON request body read into memory.
 const MAX_JSON_BYTES: usize = 16 << 20;
@@ -47,23 +69,10 @@ pub struct Call {
     pub channel: Channel,
 }
 
-/// The gRPC metadata a management call carries the caller's API key in,
-/// for the control plane to check itself where the gateway's word is not
-/// enough (node drains).
+/// The gRPC metadata a management call carries the caller's API key in.
 pub const KEY_METADATA: &str = "x-berth-key";
 
 impl Call {
-    /// `message` as a gRPC request carrying the caller's API key.
-    pub fn with_key<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Ok(key) = crate::proxy::presented_key(&self.headers) {
-            if let Ok(value) = tonic::metadata::MetadataValue::try_from(key) {
-                request.metadata_mut().insert(KEY_METADATA, value);
-            }
-        }
-        request
-    }
-
     pub fn query(&self, name: &str) -> Option<&str> {
         self.query
             .iter()
@@ -116,7 +125,7 @@ impl Call {
 pub async fn handle(
     req: Request<Incoming>,
     table: &Table,
-    channel: Option<Channel>,
+    channel: Option<tonic::transport::Channel>,
     metrics: &crate::metrics::Metrics,
     anonymous: Option<&crate::routes::Key>,
 ) -> Result<Response<ProxyBody>, ApiError> {
@@ -132,8 +141,8 @@ pub async fn handle(
     }
     let execution = executions::is_execution_path(&path);
     // Running code needs any valid key (or none, when opened up: but a key
-    // that is presented must be valid); the rest of the management API an
-    // admin key.
+    // that is presented must be valid); the rest of the management API a
+    // deployer or admin key.
     let presented = req.headers().contains_key("x-berth-key")
         || req.headers().contains_key(http::header::AUTHORIZATION);
     let key = match (execution, anonymous) {
@@ -147,7 +156,7 @@ pub async fn handle(
             caller_of(&key)
         }
         (false, _) => {
-            let key = admin_key(table, req.headers())?;
+            let key = manager_key(table, req.headers())?;
             crate::proxy::admit(&key, metrics)?;
             caller_of(&key)
         }
@@ -158,6 +167,10 @@ pub async fn handle(
             "the gateway is not connected to the control plane",
         )
     })?;
+    let passed = crate::proxy::presented_key(req.headers())
+        .ok()
+        .and_then(|key| AsciiMetadataValue::try_from(key).ok());
+    let channel = InterceptedService::new(channel, PassKey(passed));
     let query = req
         .uri()
         .query()
@@ -205,18 +218,19 @@ pub struct Caller {
 fn caller_of(key: &crate::routes::Key) -> Caller {
     Caller {
         tenant: key.tenant.clone(),
-        admin: key.admin,
+        admin: key.admin(),
     }
 }
 
-/// The admin key a management request carries.
-fn admin_key(table: &Table, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
+/// The deployer or admin key a management request carries. What it may
+/// see (its tenant, or every one) the control plane decides.
+fn manager_key(table: &Table, headers: &HeaderMap) -> Result<Arc<Key>, ApiError> {
     let key = crate::proxy::authenticate(table, headers)?;
-    if !key.admin {
+    if !key.role.manages() {
         return Err(ApiError::new(
             StatusCode::FORBIDDEN,
-            "admin_required",
-            "management endpoints need an admin key",
+            "deployer_required",
+            "management endpoints need a deployer or admin key; this key may call apps and run code only",
         ));
     }
     Ok(key)

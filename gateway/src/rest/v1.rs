@@ -2,10 +2,11 @@
 
 use super::{
     forms::{upload, Target},
-    json, lines, not_found, rpc, Call,
+    json, lines, not_found, rpc, Call, Channel,
 };
 use crate::{body::BoxError, body::ProxyBody, error::ApiError};
 use berth_proto::{
+    domain::KeyRole,
     pb::{
         self, api_key_service_client::ApiKeyServiceClient, app_service_client::AppServiceClient,
         build_service_client::BuildServiceClient, event_service_client::EventServiceClient,
@@ -114,18 +115,16 @@ pub async fn route(call: Call) -> Answer {
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
         (Method::POST, ["nodes", name, "drain"]) => {
-            let node = rpc(nodes(&call).drain_node(call.with_key(pb::DrainNodeRequest {
+            let node = rpc(nodes(&call).drain_node(pb::DrainNodeRequest {
                 name: name.to_string(),
-            })))
+            }))
             .await?;
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
         (Method::POST, ["nodes", name, "undrain"]) => {
-            let node = rpc(
-                nodes(&call).undrain_node(call.with_key(pb::UndrainNodeRequest {
-                    name: name.to_string(),
-                })),
-            )
+            let node = rpc(nodes(&call).undrain_node(pb::UndrainNodeRequest {
+                name: name.to_string(),
+            }))
             .await?;
             Ok(json(StatusCode::OK, &NodeView::from(node)))
         }
@@ -158,19 +157,19 @@ pub async fn route(call: Call) -> Answer {
     }
 }
 
-pub fn apps(call: &Call) -> AppServiceClient<tonic::transport::Channel> {
+pub fn apps(call: &Call) -> AppServiceClient<Channel> {
     AppServiceClient::new(call.channel.clone())
 }
 
-fn builds(call: &Call) -> BuildServiceClient<tonic::transport::Channel> {
+fn builds(call: &Call) -> BuildServiceClient<Channel> {
     BuildServiceClient::new(call.channel.clone())
 }
 
-fn nodes(call: &Call) -> NodeServiceClient<tonic::transport::Channel> {
+fn nodes(call: &Call) -> NodeServiceClient<Channel> {
     NodeServiceClient::new(call.channel.clone())
 }
 
-fn keys(call: &Call) -> ApiKeyServiceClient<tonic::transport::Channel> {
+fn keys(call: &Call) -> ApiKeyServiceClient<Channel> {
     ApiKeyServiceClient::new(call.channel.clone())
 }
 
@@ -198,8 +197,12 @@ struct NewKey {
     tenant: String,
     #[serde(default)]
     name: String,
+    /// Kept for older clients: an admin key when `role` is not given.
     #[serde(default)]
     admin: bool,
+    /// `admin`, `deployer` or `invoker` (default: `invoker`, or `admin`
+    /// with `admin: true`).
+    role: Option<String>,
     #[serde(default)]
     rate_per_second: f64,
     #[serde(default)]
@@ -208,10 +211,17 @@ struct NewKey {
 
 async fn create_key(mut call: Call) -> Answer {
     let new: NewKey = call.json().await?;
+    let role = match new.role.as_deref() {
+        None => pb::KeyRole::Unspecified,
+        Some(role) => pb::KeyRole::from(role.parse::<KeyRole>().map_err(|_| {
+            ApiError::bad_request(format!("role: {role:?} is not admin, deployer or invoker"))
+        })?),
+    };
     let created = rpc(keys(&call).create_api_key(pb::CreateApiKeyRequest {
         tenant: new.tenant,
         name: new.name,
         admin: new.admin,
+        role: role.into(),
         rate_per_second: new.rate_per_second,
         burst: new.burst,
     }))

@@ -383,7 +383,9 @@ pub fn key(
         tenant: tenant.into(),
         prefix: key[..berth_proto::domain::API_KEY_SHOWN_LEN].into(),
         key_hash: sha256_hex(key.as_bytes()),
+        // The admin flag alone, as an older control plane sends it.
         admin,
+        role: pb::KeyRole::Unspecified.into(),
         rate_per_second: rate,
         burst,
     }

@@ -4,6 +4,7 @@
 mod macros;
 mod apps;
 pub mod diagnostics;
+mod keys;
 mod names;
 mod states;
 
@@ -11,6 +12,7 @@ pub use apps::{
     check_source_files, check_source_path, AppSpec, Language, Runtime,
     DEFAULT_EXECUTION_MEMORY_BYTES, MAX_INSTANCES,
 };
+pub use keys::KeyRole;
 pub use names::{
     check_dns_label_value, validate_labels, NodeName, MAX_LABELS, MAX_LABEL_VALUE_LEN,
 };

@@ -10,6 +10,7 @@ pub struct Model {
     pub prefix: String,
     pub key_hash: String,
     pub admin: bool,
+    pub role: String,
     pub rate_per_second: f64,
     pub burst: i32,
     pub created_at: ChronoDateTimeUtc,
