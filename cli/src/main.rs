@@ -1,7 +1,7 @@
 //! `berth`: bring a Berth up on this host, make certificates, and manage
 //! the cluster through the control plane's gRPC API.
 //!
-//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`, `apps`, `builds`, `keys`).
+//! - [`commands`]: one module per subcommand (`up`, `certs`, `images`, `nodes`, `apps`, `builds`, `keys`, `tenants`).
 //! - [`client`]: finding and dialling the control plane as an admin.
 //! - [`output`]: tables and JSON.
 
@@ -62,6 +62,8 @@ enum Command {
     Keys(commands::keys::KeysArgs),
     /// List and manage nodes.
     Nodes(commands::nodes::NodesArgs),
+    /// Tenants and their fair shares of the cluster.
+    Tenants(commands::tenants::TenantsArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -100,6 +102,7 @@ fn main() -> std::process::ExitCode {
             Command::Images(command) => commands::images::run(command).await,
             Command::Keys(args) => commands::keys::run(&target, args).await,
             Command::Nodes(args) => commands::nodes::run(&target, args).await,
+            Command::Tenants(args) => commands::tenants::run(&target, args).await,
         }
     });
     match result {

@@ -42,6 +42,7 @@ pub fn allowed_roles(path: &str) -> &'static [Role] {
         | "berth.v1.AppService"
         | "berth.v1.BuildService"
         | "berth.v1.ApiKeyService"
+        | "berth.v1.TenantService"
         | "berth.v1.ExecutionService" => &[Admin, Gateway, Tenant],
         _ => &[Admin],
     }

@@ -1,6 +1,7 @@
 //! The control plane's configuration: clap flags with `BERTH_…` env
 //! fallbacks, validated once into [`Config`].
 
+use crate::quotas::{Defaults, MAX_LIMIT};
 use berth_pki::{TlsArgs, TlsFiles};
 use clap::Args;
 use std::{net::SocketAddr, path::PathBuf, time::Duration};
@@ -48,6 +49,34 @@ pub struct ControlPlaneArgs {
     /// Largest unpacked archive, in bytes.
     #[arg(long, env = "BERTH_MAX_UNPACKED_BYTES", default_value_t = 1024 * 1024 * 1024)]
     pub max_unpacked_bytes: u64,
+    #[command(flatten)]
+    pub tenants: TenantArgs,
+}
+
+/// Each tenant's fair share, where an admin set none of its own
+/// (`berth tenants set`).
+#[derive(Debug, Clone, Args)]
+pub struct TenantArgs {
+    /// Executions one tenant may run at once [default: half of the
+    /// cluster's execution slots, at least one].
+    #[arg(long, env = "BERTH_TENANT_MAX_RUNNING_EXECUTIONS")]
+    pub tenant_max_running_executions: Option<u32>,
+    /// Executions one tenant may have waiting; more are refused.
+    #[arg(long, env = "BERTH_TENANT_MAX_QUEUED_EXECUTIONS", default_value_t = 64)]
+    pub tenant_max_queued_executions: u32,
+    /// Image builds one tenant may run at once; more wait their turn.
+    #[arg(long, env = "BERTH_TENANT_MAX_RUNNING_BUILDS", default_value_t = 2)]
+    pub tenant_max_running_builds: u32,
+}
+
+impl TenantArgs {
+    pub fn defaults(&self) -> Defaults {
+        Defaults {
+            max_running_executions: self.tenant_max_running_executions,
+            max_queued_executions: self.tenant_max_queued_executions,
+            max_running_builds: self.tenant_max_running_builds,
+        }
+    }
 }
 
 /// The runtime base images used when no flag names one.
@@ -71,6 +100,8 @@ pub struct Config {
     pub build_timeout: Duration,
     pub max_archive_bytes: u64,
     pub max_unpacked_bytes: u64,
+    /// Each tenant's share where it has none of its own.
+    pub tenant_defaults: Defaults,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,10 +125,26 @@ impl Config {
             build_timeout: Duration::from_secs(600),
             max_archive_bytes: 256 << 20,
             max_unpacked_bytes: 1 << 30,
+            tenant_defaults: Defaults::default(),
         }
     }
 
     pub fn validate(self) -> Result<Self, ConfigError> {
+        let d = self.tenant_defaults;
+        for (flag, value) in [
+            (
+                "--tenant-max-running-executions",
+                d.max_running_executions.unwrap_or(1),
+            ),
+            ("--tenant-max-queued-executions", d.max_queued_executions),
+            ("--tenant-max-running-builds", d.max_running_builds),
+        ] {
+            if !(1..=MAX_LIMIT).contains(&value) {
+                return Err(ConfigError(format!(
+                    "{flag} {value} is outside 1..={MAX_LIMIT}"
+                )));
+            }
+        }
         if self.heartbeat_interval.is_zero() || self.heartbeat_interval >= self.node_ttl {
             return Err(ConfigError(format!(
                 "the heartbeat interval ({:?}) must be above zero and below the node TTL ({:?})",
@@ -147,6 +194,7 @@ impl ControlPlaneArgs {
             build_timeout: self.build_timeout,
             max_archive_bytes: self.max_archive_bytes,
             max_unpacked_bytes: self.max_unpacked_bytes,
+            tenant_defaults: self.tenants.defaults(),
             tls,
             database_url: self.database_url,
             node_ttl: self.node_ttl,

@@ -6,6 +6,7 @@
 //! - [`builds`]: build contexts (generated or from checked archives), their storage and live output.
 //! - [`auth`]: identity from client certificates and per-method role checks (a tower layer).
 //! - [`scope`]: whose things a management call may see — the cluster or one tenant.
+//! - [`quotas`]: each tenant's fair share — executions running and waiting, builds.
 //! - [`limits`]: oversized requests reported as `InvalidArgument`.
 //! - [`metrics`]: Prometheus metrics and the per-RPC counting layer.
 //! - [`api`]: one file per gRPC service.
@@ -24,6 +25,7 @@ pub mod error;
 pub mod executions;
 pub mod limits;
 pub mod metrics;
+pub mod quotas;
 pub mod requests;
 pub mod scheduler;
 pub mod scope;

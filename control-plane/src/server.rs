@@ -27,6 +27,7 @@ use berth_proto::pb::{
     app_service_server::AppServiceServer, build_service_server::BuildServiceServer,
     event_service_server::EventServiceServer, execution_service_server::ExecutionServiceServer,
     node_service_server::NodeServiceServer, route_service_server::RouteServiceServer,
+    tenant_service_server::TenantServiceServer,
 };
 use chrono::Utc;
 use prometheus_client::registry::Registry;
@@ -74,9 +75,15 @@ pub async fn run(
     let contexts = ContextStore::new(&config.data_dir).map_err(ServeError::DataDir)?;
     let logs = BuildLogs::default();
     let requests = crate::requests::Requests::default();
-    let scheduler = Scheduler::new(store.clone(), sessions.clone(), config.build_timeout);
+    let scheduler = Scheduler::new(
+        store.clone(),
+        sessions.clone(),
+        config.build_timeout,
+        config.tenant_defaults,
+    );
     let scheduler_task = tokio::spawn(scheduler.clone().run(shutdown.clone()));
-    let executions = crate::executions::Executions::new(store.clone(), sessions.clone());
+    let executions =
+        crate::executions::Executions::new(store.clone(), sessions.clone(), config.tenant_defaults);
     let executions_task = tokio::spawn(executions.clone().run(shutdown.clone()));
     let config = Arc::new(config);
 
@@ -155,6 +162,11 @@ pub async fn run(
         shutdown: shutdown.clone(),
     })
     .max_decoding_message_size(limit);
+    let tenants = TenantServiceServer::new(crate::api::tenants::TenantApi {
+        store: store.clone(),
+        executions: executions.clone(),
+    })
+    .max_decoding_message_size(limit);
 
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<NodeServiceServer<NodeApi>>().await;
@@ -164,6 +176,9 @@ pub async fn run(
     health.set_serving::<BuildServiceServer<BuildApi>>().await;
     health.set_serving::<ApiKeyServiceServer<KeyApi>>().await;
     health.set_serving::<RouteServiceServer<RouteApi>>().await;
+    health
+        .set_serving::<TenantServiceServer<crate::api::tenants::TenantApi>>()
+        .await;
     health
         .set_serving::<ExecutionServiceServer<crate::executions::ExecutionApi>>()
         .await;
@@ -205,6 +220,7 @@ pub async fn run(
         .add_service(keys)
         .add_service(routes)
         .add_service(execution_service)
+        .add_service(tenants)
         .serve_with_incoming_shutdown(incoming, shutdown.clone().cancelled_owned());
 
     let grace = async {

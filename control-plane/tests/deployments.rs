@@ -457,27 +457,6 @@ async fn a_bad_requirement_fails_the_build_with_the_error_in_its_logs() {
     cp.stop().await;
 }
 
-fn dockerfile_app(name: &str, archive: Vec<u8>) -> Vec<pb::CreateAppRequest> {
-    let mut messages = vec![pb::CreateAppRequest {
-        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
-            settings: Some(pb::AppSettings {
-                name: name.into(),
-                runtime: pb::Runtime::Dockerfile as i32,
-                memory_bytes: 128 << 20,
-                ..Default::default()
-            }),
-            files: Vec::new(),
-        })),
-    }];
-    // Small chunks, as a client streaming a big archive would send.
-    for chunk in archive.chunks(100) {
-        messages.push(pb::CreateAppRequest {
-            part: Some(pb::create_app_request::Part::ArchiveChunk(chunk.to_vec())),
-        });
-    }
-    messages
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dockerfile_archive_is_built_and_served_and_a_hostile_one_is_refused() {
     let (_cluster, cp, agent, channel) = cluster_with_node("node-d5").await;

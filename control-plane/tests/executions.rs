@@ -451,64 +451,6 @@ async fn a_node_lost_mid_run_fails_its_executions() {
     cp.stop().await;
 }
 
-#[tokio::test]
-async fn the_queue_is_bounded() {
-    let (_cluster, cp, _agent, channel) = cluster_with_sandbox("busy-node").await;
-    let mut executions = ExecutionServiceClient::new(channel.clone());
-    // As long as an execution may run: cancelled, not timed out, however
-    // slowly this machine takes the submissions below.
-    let sleeper = || {
-        let mut r = request(pb::Language::Python, "import time\ntime.sleep(60)");
-        r.timeout_ms = 60_000;
-        r
-    };
-    // Every slot (one per core) busy…
-    let slots = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let mut ids = Vec::new();
-    for _ in 0..slots {
-        ids.push(
-            executions
-                .submit_execution(sleeper())
-                .await
-                .unwrap()
-                .into_inner()
-                .id,
-        );
-    }
-    for id in &ids {
-        wait_state(&executions, id, pb::ExecutionState::Running).await;
-    }
-    // …then the queue fills up to its bound, and one more is refused.
-    for _ in 0..256 {
-        let queued = executions
-            .submit_execution(sleeper())
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(state(&queued), pb::ExecutionState::Queued);
-        ids.push(queued.id);
-    }
-    let refused = executions.submit_execution(sleeper()).await.unwrap_err();
-    assert_eq!(
-        refused.code(),
-        tonic::Code::ResourceExhausted,
-        "{refused:?}"
-    );
-    assert!(refused.message().contains("256"), "{}", refused.message());
-    for id in ids {
-        let e = executions
-            .cancel_execution(pb::CancelExecutionRequest {
-                execution_id: id,
-                tenant: String::new(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(state(&e), pb::ExecutionState::Cancelled);
-    }
-    cp.stop().await;
-}
-
 /// The dispatcher keeps its list of ready nodes between runs: a drain takes
 /// the node out of it at once (no run reaches a drained node), an undrain
 /// puts it back.

@@ -281,6 +281,54 @@ async fn a_deployer_key_manages_its_tenant_and_sees_nothing_of_another() {
             "{method} {path}"
         );
     }
+    // Tenants: a deployer sees its own and sets nothing; an admin sets
+    // shares, and a field left out is kept.
+    let listed = acme.ok(Method::GET, "/v1/tenants", None).await;
+    let names: Vec<&str> = listed["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["acme"], "{listed}");
+    let limits = json!({"max_running_builds": 3});
+    assert_eq!(
+        acme.refused(Method::PUT, "/v1/tenants/acme/limits", Some(limits.clone()))
+            .await,
+        (StatusCode::FORBIDDEN, "permission_denied".to_owned())
+    );
+    let set = admin
+        .ok(Method::PUT, "/v1/tenants/acme/limits", Some(limits))
+        .await;
+    assert_eq!(set["limits"]["max_running_builds"], 3, "{set}");
+    assert_eq!(set["limits"]["max_queued_executions"], Value::Null, "{set}");
+    assert_eq!(set["effective"]["max_queued_executions"], 64, "{set}");
+    let again = admin
+        .ok(
+            Method::PUT,
+            "/v1/tenants/acme/limits",
+            Some(json!({"max_queued_executions": 5})),
+        )
+        .await;
+    assert_eq!(
+        (
+            &again["limits"]["max_running_builds"],
+            &again["limits"]["max_queued_executions"]
+        ),
+        (&json!(3), &json!(5)),
+        "{again}"
+    );
+    assert_eq!(
+        admin
+            .refused(
+                Method::PUT,
+                "/v1/tenants/acme/limits",
+                Some(json!({"max_running_builds": 100000}))
+            )
+            .await,
+        (StatusCode::BAD_REQUEST, "invalid_argument".to_owned())
+    );
+
     // An invoker key runs code and calls apps, but manages nothing.
     assert_eq!(
         invoker.refused(Method::GET, "/v1/apps", None).await,

@@ -11,6 +11,7 @@ mod m20261123_000002_deployments;
 mod m20261123_000003_gateway;
 mod m20261205_000004_node_firewall;
 mod m20261205_000005_tenant_roles;
+mod m20261205_000006_tenant_limits;
 
 pub struct Migrator;
 
@@ -23,6 +24,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_gateway::Migration),
             Box::new(m20261205_000004_node_firewall::Migration),
             Box::new(m20261205_000005_tenant_roles::Migration),
+            Box::new(m20261205_000006_tenant_limits::Migration),
         ]
     }
 }

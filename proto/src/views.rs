@@ -222,6 +222,46 @@ impl From<pb::ApiKey> for KeyView {
     }
 }
 
+/// A tenant's limits: `null` follows the cluster's default.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct TenantLimitsView {
+    pub max_running_executions: Option<u32>,
+    pub max_queued_executions: Option<u32>,
+    pub max_running_builds: Option<u32>,
+}
+
+impl From<Option<pb::TenantLimits>> for TenantLimitsView {
+    fn from(l: Option<pb::TenantLimits>) -> Self {
+        let l = l.unwrap_or_default();
+        Self {
+            max_running_executions: l.max_running_executions,
+            max_queued_executions: l.max_queued_executions,
+            max_running_builds: l.max_running_builds,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TenantView {
+    pub name: String,
+    pub created_at: Option<DateTime<Utc>>,
+    /// What an admin set for the tenant.
+    pub limits: TenantLimitsView,
+    /// What holds now.
+    pub effective: TenantLimitsView,
+}
+
+impl From<pb::Tenant> for TenantView {
+    fn from(t: pb::Tenant) -> Self {
+        Self {
+            name: t.name,
+            created_at: time(t.created_at),
+            limits: t.limits.into(),
+            effective: t.effective.into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct EventView {
     pub sequence: u64,

@@ -5,4 +5,5 @@ pub mod exec;
 pub mod images;
 pub mod keys;
 pub mod nodes;
+pub mod tenants;
 pub mod up;

@@ -7,4 +7,5 @@ pub mod events;
 pub mod keys;
 pub mod nodes;
 pub mod routes;
+pub mod tenants;
 pub mod upload;

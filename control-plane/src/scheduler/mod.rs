@@ -41,6 +41,8 @@ pub struct Scheduler {
     sessions: Sessions,
     wake: Notify,
     build_timeout: Duration,
+    /// Each tenant's share of builds where it has none of its own.
+    tenant_defaults: crate::quotas::Defaults,
     /// Hash of the desired set last sent to each node.
     sent: Mutex<HashMap<String, u64>>,
     generation: AtomicU64,
@@ -57,7 +59,12 @@ fn active(state: InstanceState) -> bool {
 }
 
 impl Scheduler {
-    pub fn new(store: Store, sessions: Sessions, build_timeout: Duration) -> Arc<Self> {
+    pub fn new(
+        store: Store,
+        sessions: Sessions,
+        build_timeout: Duration,
+        tenant_defaults: crate::quotas::Defaults,
+    ) -> Arc<Self> {
         // Generations grow across restarts too: start from the clock.
         let start = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
@@ -67,6 +74,7 @@ impl Scheduler {
             sessions,
             wake: Notify::new(),
             build_timeout,
+            tenant_defaults,
             sent: Mutex::new(HashMap::new()),
             generation: AtomicU64::new(start),
         })
@@ -135,24 +143,57 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Sends each unfinished build to a node that can build it.
+    /// Sends each unfinished build to a node that can build it, oldest
+    /// first, each tenant within its share of builds at once.
     async fn dispatch_builds(&self, usable: &[&NodeRecord]) -> crate::error::Result<()> {
         let builds = self.store.unfinished_builds().await?;
-        let mut busy: HashMap<String, usize> = HashMap::new();
+        let in_progress = |build: &crate::store::apps::BuildRecord| {
+            build
+                .node_name
+                .as_deref()
+                .is_some_and(|n| usable.iter().any(|u| u.name.as_str() == n))
+        };
+        let mut apps: HashMap<String, AppRecord> = HashMap::new();
         for build in &builds {
+            if !apps.contains_key(&build.app_id) {
+                let app = self.store.get_app(&build.app_id).await?;
+                apps.insert(build.app_id.clone(), app);
+            }
+        }
+        let mut busy: HashMap<String, usize> = HashMap::new();
+        let mut building: HashMap<String, usize> = HashMap::new();
+        for build in builds.iter().filter(|b| in_progress(b)) {
             if let Some(node) = &build.node_name {
                 *busy.entry(node.clone()).or_default() += 1;
             }
+            *building
+                .entry(apps[&build.app_id].spec.tenant.clone())
+                .or_default() += 1;
         }
+        let limits = self.store.tenant_limits().await?;
         for build in builds {
-            let in_progress = build
-                .node_name
-                .as_deref()
-                .is_some_and(|n| usable.iter().any(|u| u.name.as_str() == n));
-            if in_progress {
+            if in_progress(&build) {
                 continue;
             }
-            let app = self.store.get_app(&build.app_id).await?;
+            let app = &apps[&build.app_id];
+            let tenant = &app.spec.tenant;
+            let share = self
+                .tenant_defaults
+                .running_builds(&limits.get(tenant).copied().unwrap_or_default());
+            let running = building.get(tenant).copied().unwrap_or(0);
+            if running >= share {
+                if build.node_name.is_some() {
+                    self.store.assign_build(&build.id, None).await?;
+                }
+                self.store
+                    .set_app_status(
+                        &app.id,
+                        AppState::Building,
+                        &format!("waiting: tenant {tenant} has {running} builds running (its share is {share})"),
+                    )
+                    .await?;
+                continue;
+            }
             let Some(node) = usable.iter().min_by_key(|n| {
                 (
                     busy.get(n.name.as_str()).copied().unwrap_or(0),
@@ -192,6 +233,7 @@ impl Scheduler {
                 .await
             {
                 *busy.entry(node.name.to_string()).or_default() += 1;
+                *building.entry(tenant.clone()).or_default() += 1;
                 self.store
                     .set_app_status(
                         &app.id,

@@ -145,6 +145,7 @@ async fn ensure_tenant(conn: &impl sea_orm::ConnectionTrait, name: &str) -> Resu
         tenants::ActiveModel {
             name: Set(name.to_owned()),
             created_at: Set(Utc::now()),
+            ..Default::default()
         }
         .insert(conn)
         .await?;

@@ -8,6 +8,7 @@ pub mod instances;
 pub mod keys;
 pub mod nodes;
 pub mod routes;
+pub mod tenants;
 
 use crate::db::entities::events as event_entity;
 use sea_orm::DatabaseConnection;

@@ -161,3 +161,25 @@ pub async fn wait_containers_gone(docker: &bollard::Docker, app_id: &str) {
     })
     .await;
 }
+
+/// A Dockerfile app: its settings, then its archive in small chunks.
+pub fn dockerfile_app(name: &str, archive: Vec<u8>) -> Vec<pb::CreateAppRequest> {
+    let mut messages = vec![pb::CreateAppRequest {
+        part: Some(pb::create_app_request::Part::Header(pb::CreateAppHeader {
+            settings: Some(pb::AppSettings {
+                name: name.into(),
+                runtime: pb::Runtime::Dockerfile as i32,
+                memory_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            files: Vec::new(),
+        })),
+    }];
+    // Small chunks, as a client streaming a big archive would send.
+    for chunk in archive.chunks(100) {
+        messages.push(pb::CreateAppRequest {
+            part: Some(pb::create_app_request::Part::ArchiveChunk(chunk.to_vec())),
+        });
+    }
+    messages
+}

@@ -10,11 +10,11 @@ use berth_proto::{
     pb::{
         self, api_key_service_client::ApiKeyServiceClient, app_service_client::AppServiceClient,
         build_service_client::BuildServiceClient, event_service_client::EventServiceClient,
-        node_service_client::NodeServiceClient,
+        node_service_client::NodeServiceClient, tenant_service_client::TenantServiceClient,
     },
     views::{
         AppView, BuildView, EventView, InstanceStatsView, InstanceView, KeyView, LogLineView,
-        NodeView,
+        NodeView, TenantView,
     },
 };
 use bytes::Bytes;
@@ -142,6 +142,18 @@ pub async fn route(call: Call) -> Answer {
             Ok(json(StatusCode::OK, &KeyView::from(key)))
         }
         (Method::GET, ["events"]) => events(&call).await,
+        (Method::GET, ["tenants"]) => {
+            let listed = rpc(tenants(&call).list_tenants(pb::ListTenantsRequest {})).await?;
+            let views: Vec<TenantView> = listed.tenants.into_iter().map(TenantView::from).collect();
+            Ok(json(
+                StatusCode::OK,
+                &serde_json::json!({ "tenants": views }),
+            ))
+        }
+        (Method::PUT, ["tenants", name, "limits"]) => {
+            let name = name.to_string();
+            set_tenant_limits(call, name).await
+        }
         (Method::POST, ["cleanup"]) => {
             let done = rpc(apps(&call).cleanup(pb::CleanupRequest::default())).await?;
             Ok(json(
@@ -167,6 +179,10 @@ fn builds(call: &Call) -> BuildServiceClient<Channel> {
 
 fn nodes(call: &Call) -> NodeServiceClient<Channel> {
     NodeServiceClient::new(call.channel.clone())
+}
+
+fn tenants(call: &Call) -> TenantServiceClient<Channel> {
+    TenantServiceClient::new(call.channel.clone())
 }
 
 fn keys(call: &Call) -> ApiKeyServiceClient<Channel> {
@@ -229,6 +245,32 @@ async fn create_key(mut call: Call) -> Answer {
     let mut view = KeyView::from(created.api_key.unwrap_or_default());
     view.key = Some(created.key);
     Ok(json(StatusCode::CREATED, &view))
+}
+
+/// A tenant's limits to change: a field left out is kept, 0 returns it to
+/// the cluster's default.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsChange {
+    max_running_executions: Option<u32>,
+    max_queued_executions: Option<u32>,
+    max_running_builds: Option<u32>,
+}
+
+async fn set_tenant_limits(mut call: Call, name: String) -> Answer {
+    let change: LimitsChange = call.json().await?;
+    let tenant = rpc(
+        tenants(&call).set_tenant_limits(pb::SetTenantLimitsRequest {
+            name,
+            limits: Some(pb::TenantLimits {
+                max_running_executions: change.max_running_executions,
+                max_queued_executions: change.max_queued_executions,
+                max_running_builds: change.max_running_builds,
+            }),
+        }),
+    )
+    .await?;
+    Ok(json(StatusCode::OK, &TenantView::from(tenant)))
 }
 
 /// Server-streamed gRPC items as NDJSON lines.

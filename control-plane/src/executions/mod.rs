@@ -1,21 +1,35 @@
-//! Code executions: checked, queued (bounded), sent to ready nodes that run
-//! the language within their concurrency (one per core), and finished from
-//! the agents' results. A node lost mid-run fails its executions.
+//! Code executions: checked, queued (bounded, one line per tenant), sent
+//! to ready nodes that run the language within their concurrency (one per
+//! core) and within each tenant's share, and finished from the agents'
+//! results. A node lost mid-run fails its executions.
+//!
+//! - `queue`: the tenants' lines and the turn they are served in.
+//! - `capacity`: the ready nodes' slots and tenants' own limits, cached.
+//! - `request`: the limits a request is checked against.
+//! - `api`: the gRPC service `berth.v1.ExecutionService`.
+
+mod api;
+mod capacity;
+mod queue;
+mod request;
+
+pub use api::ExecutionApi;
 
 use crate::{
     db::entities::executions as entity,
+    quotas::Defaults,
     sessions::Sessions,
-    store::{
-        executions::{to_proto, NewExecution},
-        Store,
-    },
+    store::{executions::NewExecution, Store},
 };
 use berth_proto::{
     domain::{ExecutionState, Language, NodeName, NodeState},
     pb::{self, control_message::Message as Down},
 };
+use capacity::{Capacity, CapacityCache, ReadyNode};
+use queue::{FairQueue, Fit, Queued};
+use request::{check, state_of};
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -29,22 +43,34 @@ pub const MAX_TIMEOUT_MS: u32 = 60_000;
 pub const MIN_MEMORY_BYTES: u64 = 16 << 20;
 pub const MAX_MEMORY_BYTES: u64 = 1 << 30;
 pub const MAX_STDIN_BYTES: usize = 1 << 20;
-/// Executions waiting for a free slot, at most.
-pub const MAX_QUEUE: usize = 256;
+/// Executions waiting for a free slot, all tenants together, at most (each
+/// tenant has its own, smaller share: [`Defaults::max_queued_executions`]).
+pub const MAX_QUEUE: usize = 1024;
 /// Compiling may take this long on top of the run's own timeout.
 const COMPILE_ALLOWANCE: Duration = Duration::from_secs(70);
 
-struct Queued {
-    id: String,
-    language: Language,
-    request: pb::ExecutionRequest,
+/// A run placed on a node.
+struct Running {
+    node: String,
+    tenant: String,
 }
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<Queued>,
-    /// Execution id → node running it.
-    running: HashMap<String, String>,
+    queue: FairQueue,
+    /// Execution id → where it runs and whose it is.
+    running: HashMap<String, Running>,
+}
+
+impl State {
+    /// Runs each tenant has placed.
+    fn running_by_tenant(&self) -> HashMap<String, usize> {
+        let mut counts = HashMap::new();
+        for run in self.running.values() {
+            *counts.entry(run.tenant.clone()).or_default() += 1;
+        }
+        counts
+    }
 }
 
 /// The execution queue and its dispatcher.
@@ -55,78 +81,15 @@ pub struct Executions {
     /// Executions as they end, as recorded.
     finished: broadcast::Sender<Arc<entity::Model>>,
     wake: Notify,
-    /// Ready nodes, read again after a node event or a second.
-    nodes: tokio::sync::Mutex<NodeCache>,
-}
-
-/// What [`Executions::nodes`] last read, and whether it still holds.
-struct NodeCache {
-    nodes: Vec<(NodeName, Vec<String>, usize)>,
-    read_at: Option<tokio::time::Instant>,
-    events: broadcast::Receiver<crate::db::entities::events::Model>,
-}
-
-/// Longest a node listing serves without a node event (another control
-/// plane on the same database may have changed a node).
-const NODES_MAX_AGE: Duration = Duration::from_secs(1);
-
-/// A request that breaks a limit: the message says which and its value.
-fn check(request: &pb::ExecuteRequest) -> Result<(Language, u32, u64), String> {
-    let language = pb::Language::try_from(request.language)
-        .ok()
-        .and_then(|l| Language::try_from(l).ok())
-        .ok_or_else(|| {
-            format!(
-                "language: unknown (enum value {}); one of {}",
-                request.language,
-                Language::names()
-            )
-        })?;
-    if request.code.len() > MAX_CODE_BYTES {
-        return Err(format!(
-            "code: {} bytes is over the limit of {MAX_CODE_BYTES} bytes",
-            request.code.len()
-        ));
-    }
-    let timeout_ms = match request.timeout_ms {
-        0 => DEFAULT_TIMEOUT_MS,
-        t if t > MAX_TIMEOUT_MS => {
-            return Err(format!(
-                "timeout: {t} ms is over the limit of {MAX_TIMEOUT_MS} ms"
-            ))
-        }
-        t => t,
-    };
-    let memory = match request.memory_bytes {
-        0 => language.default_memory_bytes(),
-        m if !(MIN_MEMORY_BYTES..=MAX_MEMORY_BYTES).contains(&m) => {
-            return Err(format!(
-            "memory: {m} bytes is outside the limits {MIN_MEMORY_BYTES}..{MAX_MEMORY_BYTES} bytes"
-        ))
-        }
-        m => m,
-    };
-    if request.stdin.len() > MAX_STDIN_BYTES {
-        return Err(format!(
-            "stdin: {} bytes is over the limit of {MAX_STDIN_BYTES} bytes",
-            request.stdin.len()
-        ));
-    }
-    Ok((language, timeout_ms, memory))
-}
-
-fn state_of(result: &pb::ExecutionResult) -> ExecutionState {
-    match pb::ExecutionState::try_from(result.state)
-        .ok()
-        .and_then(|s| ExecutionState::try_from(s).ok())
-    {
-        Some(ExecutionState::Queued | ExecutionState::Running) | None => ExecutionState::Failed,
-        Some(state) => state,
-    }
+    /// Ready nodes and tenants' limits, read again after a node or tenant
+    /// event or a second.
+    capacity: tokio::sync::Mutex<CapacityCache>,
+    /// Each tenant's share where it set none of its own.
+    defaults: Defaults,
 }
 
 impl Executions {
-    pub fn new(store: Store, sessions: Sessions) -> Arc<Self> {
+    pub fn new(store: Store, sessions: Sessions, defaults: Defaults) -> Arc<Self> {
         let events = store.subscribe_events();
         Arc::new(Self {
             store,
@@ -134,12 +97,19 @@ impl Executions {
             state: Mutex::new(State::default()),
             finished: broadcast::channel(1024).0,
             wake: Notify::new(),
-            nodes: tokio::sync::Mutex::new(NodeCache {
-                nodes: Vec::new(),
-                read_at: None,
-                events,
-            }),
+            capacity: tokio::sync::Mutex::new(CapacityCache::new(events)),
+            defaults,
         })
+    }
+
+    /// The cluster's defaults of each tenant's share.
+    pub fn defaults(&self) -> Defaults {
+        self.defaults
+    }
+
+    /// Execution slots of the ready, connected nodes.
+    pub async fn slots(&self) -> crate::error::Result<usize> {
+        Ok(self.capacity().await?.slots())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -217,10 +187,27 @@ impl Executions {
                 return Ok(model);
             }
         };
-        if self.lock().queue.len() >= MAX_QUEUE {
-            return Err(Status::resource_exhausted(format!(
-                "every execution slot is busy and {MAX_QUEUE} executions are waiting; retry later"
-            )));
+        let own = self
+            .capacity()
+            .await?
+            .limits
+            .get(&tenant)
+            .copied()
+            .unwrap_or_default();
+        let share = self.defaults.queued_executions(&own);
+        {
+            let state = self.lock();
+            let waiting = state.queue.waiting(&tenant);
+            if waiting >= share {
+                return Err(Status::resource_exhausted(format!(
+                    "tenant {tenant} already has {waiting} executions waiting (its share is {share}); retry when some have run"
+                )));
+            }
+            if state.queue.len() >= MAX_QUEUE {
+                return Err(Status::resource_exhausted(format!(
+                    "every execution slot is busy and {MAX_QUEUE} executions are waiting; retry later"
+                )));
+            }
         }
         let model = self
             .store
@@ -236,6 +223,7 @@ impl Executions {
             .await?;
         self.lock().queue.push_back(Queued {
             id: id.clone(),
+            tenant,
             language,
             request: pb::ExecutionRequest {
                 execution_id: id,
@@ -283,12 +271,7 @@ impl Executions {
 
     /// Cancels a queued or running execution.
     pub async fn cancel(&self, id: &str) -> Result<entity::Model, Status> {
-        let queued = {
-            let mut state = self.lock();
-            let before = state.queue.len();
-            state.queue.retain(|q| q.id != id);
-            before != state.queue.len()
-        };
+        let queued = self.lock().queue.remove(id);
         if queued {
             let model = self
                 .store
@@ -302,7 +285,7 @@ impl Executions {
             let _ = self.finished.send(Arc::new(model.clone()));
             return Ok(model);
         }
-        let node = self.lock().running.get(id).cloned();
+        let node = self.lock().running.get(id).map(|run| run.node.clone());
         if let Some(node) = node {
             if let Ok(node) = NodeName::parse("node", &node) {
                 self.sessions
@@ -330,7 +313,7 @@ impl Executions {
             .lock()
             .running
             .get(&result.execution_id)
-            .map(String::as_str)
+            .map(|run| run.node.as_str())
             == Some(node);
         if !running_there {
             // Not running there by this control plane's count (restarted
@@ -366,7 +349,7 @@ impl Executions {
             let ids: Vec<String> = state
                 .running
                 .iter()
-                .filter(|(_, n)| n.as_str() == node)
+                .filter(|(_, run)| run.node == node)
                 .map(|(id, _)| id.clone())
                 .collect();
             for id in &ids {
@@ -392,72 +375,42 @@ impl Executions {
         self.wake.notify_one();
     }
 
-    /// Nodes that can run executions now: ready, connected, with the
-    /// languages they report and how many slots they have. The listing is
-    /// kept until a node event (or [`NODES_MAX_AGE`]); connections are
-    /// checked each time.
-    async fn nodes(&self) -> crate::error::Result<Vec<(NodeName, Vec<String>, usize)>> {
-        let mut cache = self.nodes.lock().await;
-        let mut stale = cache.read_at.is_none_or(|at| at.elapsed() >= NODES_MAX_AGE);
-        loop {
-            match cache.events.try_recv() {
-                Ok(event) => stale |= event.kind.starts_with("node."),
-                Err(broadcast::error::TryRecvError::Lagged(_)) => stale = true,
-                Err(_) => break,
-            }
-        }
-        if stale {
-            let read_at = tokio::time::Instant::now();
-            cache.nodes = self
-                .store
-                .list_nodes(Some(NodeState::Ready))
-                .await?
-                .into_iter()
-                .map(|n| {
-                    let languages = n
-                        .runtimes
-                        .iter()
-                        .filter(|r| r.available)
-                        .map(|r| r.name.clone())
-                        .collect();
-                    let slots = (n.cpu_millis as usize / 1000).max(1);
-                    (n.name, languages, slots)
-                })
-                .collect();
-            cache.read_at = Some(read_at);
-        }
-        Ok(cache
-            .nodes
-            .iter()
-            .filter(|(name, _, _)| self.sessions.is_connected(name))
-            .cloned()
-            .collect())
+    async fn capacity(&self) -> crate::error::Result<Capacity> {
+        self.capacity
+            .lock()
+            .await
+            .read(&self.store, &self.sessions)
+            .await
     }
 
-    /// Sends queued executions to nodes with free slots, oldest first.
+    /// Sends queued executions to nodes with free slots: tenants in turn,
+    /// each within its share of running executions.
     async fn dispatch(&self) -> crate::error::Result<()> {
         if self.lock().queue.is_empty() {
             return Ok(());
         }
-        let nodes = self.nodes().await?;
+        let capacity = self.capacity().await?;
+        let slots = capacity.slots();
+        let share = |tenant: &str| {
+            let own = capacity.limits.get(tenant).copied().unwrap_or_default();
+            self.defaults.running_executions(&own, slots)
+        };
         let (picked, unrunnable) = {
             let mut state = self.lock();
             let mut busy: HashMap<String, usize> = HashMap::new();
-            for node in state.running.values() {
-                *busy.entry(node.clone()).or_default() += 1;
+            for run in state.running.values() {
+                *busy.entry(run.node.clone()).or_default() += 1;
             }
-            let mut picked = Vec::new();
-            let mut unrunnable = Vec::new();
-            let mut waiting = VecDeque::new();
-            while let Some(queued) = state.queue.pop_front() {
+            let mut per_tenant = state.running_by_tenant();
+            let (picked, unrunnable) = state.queue.take(&mut per_tenant, share, |queued| {
                 let language = queued.language.as_str();
-                let able: Vec<&(NodeName, Vec<String>, usize)> = nodes
+                let able: Vec<&ReadyNode> = capacity
+                    .nodes
                     .iter()
                     .filter(|(_, langs, _)| langs.iter().any(|l| l == language))
                     .collect();
                 if able.is_empty() {
-                    unrunnable.push(queued);
-                    continue;
+                    return Fit::Never;
                 }
                 // The least busy node with a free slot.
                 let free = able
@@ -469,13 +422,20 @@ impl Executions {
                 match free {
                     Some((name, _, _)) => {
                         *busy.entry(name.to_string()).or_default() += 1;
-                        state.running.insert(queued.id.clone(), name.to_string());
-                        picked.push((name.clone(), queued));
+                        Fit::Place(name.clone())
                     }
-                    None => waiting.push_back(queued),
+                    None => Fit::NotNow,
                 }
+            });
+            for (node, queued) in &picked {
+                state.running.insert(
+                    queued.id.clone(),
+                    Running {
+                        node: node.to_string(),
+                        tenant: queued.tenant.clone(),
+                    },
+                );
             }
-            state.queue = waiting;
             (picked, unrunnable)
         };
         for queued in unrunnable {
@@ -540,155 +500,5 @@ impl Executions {
             max_memory_bytes: MAX_MEMORY_BYTES,
             max_code_bytes: MAX_CODE_BYTES as u32,
         })
-    }
-}
-
-/// `berth.v1.ExecutionService`.
-pub struct ExecutionApi {
-    pub executions: Arc<Executions>,
-    pub store: Store,
-}
-
-fn id_arg(id: &str) -> Result<String, Status> {
-    uuid::Uuid::parse_str(id.trim())
-        .map(|u| u.to_string())
-        .map_err(|_| {
-            Status::invalid_argument(format!("execution_id: {id:?} is not an execution id"))
-        })
-}
-
-impl ExecutionApi {
-    /// The execution `id`, when `tenant` (empty for an admin) may see it:
-    /// another tenant's is not found, exactly as one that does not exist.
-    async fn owned(&self, id: &str, tenant: &str) -> Result<entity::Model, Status> {
-        let id = id_arg(id)?;
-        let not_found = || Status::not_found(format!("execution {id} not found"));
-        let execution = match self.store.get_execution(&id).await {
-            Ok(execution) => execution,
-            Err(crate::error::Error::NotFound(_)) => return Err(not_found()),
-            Err(err) => return Err(err.into()),
-        };
-        if !tenant.is_empty() && execution.tenant != tenant {
-            tracing::warn!(execution = %id, %tenant, "an execution of another tenant was asked for");
-            return Err(not_found());
-        }
-        Ok(execution)
-    }
-}
-
-#[tonic::async_trait]
-impl pb::execution_service_server::ExecutionService for ExecutionApi {
-    async fn execute(
-        &self,
-        request: tonic::Request<pb::ExecuteRequest>,
-    ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
-        let request = pb::ExecuteRequest {
-            tenant,
-            ..request.into_inner()
-        };
-        let submitted = self.executions.submit(request).await?;
-        let done = self
-            .executions
-            .wait(&submitted.id, submitted.timeout_ms.max(0) as u32)
-            .await?;
-        Ok(tonic::Response::new(to_proto(&done)))
-    }
-
-    async fn submit_execution(
-        &self,
-        request: tonic::Request<pb::ExecuteRequest>,
-    ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
-        let request = pb::ExecuteRequest {
-            tenant,
-            ..request.into_inner()
-        };
-        let submitted = self.executions.submit(request).await?;
-        Ok(tonic::Response::new(to_proto(&submitted)))
-    }
-
-    async fn get_execution(
-        &self,
-        request: tonic::Request<pb::GetExecutionRequest>,
-    ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
-        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
-        Ok(tonic::Response::new(to_proto(&execution)))
-    }
-
-    async fn cancel_execution(
-        &self,
-        request: tonic::Request<pb::CancelExecutionRequest>,
-    ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
-        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
-        Ok(tonic::Response::new(to_proto(
-            &self.executions.cancel(&execution.id).await?,
-        )))
-    }
-
-    async fn validate_code(
-        &self,
-        request: tonic::Request<pb::ValidateCodeRequest>,
-    ) -> Result<tonic::Response<pb::ValidateCodeResponse>, Status> {
-        let request = request.into_inner();
-        let submitted = self
-            .executions
-            .submit_as(
-                pb::ExecuteRequest {
-                    tenant: String::new(),
-                    language: request.language,
-                    code: request.code,
-                    stdin: Vec::new(),
-                    timeout_ms: MAX_TIMEOUT_MS,
-                    memory_bytes: 0,
-                },
-                true,
-            )
-            .await?;
-        let done = self.executions.wait(&submitted.id, MAX_TIMEOUT_MS).await?;
-        let state: ExecutionState = done.state.parse().unwrap_or(ExecutionState::Failed);
-        if state == ExecutionState::Rejected {
-            return Err(Status::invalid_argument(done.error));
-        }
-        let output = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&done.stdout),
-            String::from_utf8_lossy(&done.stderr)
-        );
-        let (errors, warnings) = berth_proto::domain::diagnostics::parse(&output);
-        let to_pb = |d: berth_proto::domain::diagnostics::Diagnostic| pb::CodeDiagnostic {
-            line: d.line,
-            column: d.column,
-            message: d.message,
-        };
-        let mut errors: Vec<pb::CodeDiagnostic> = errors.into_iter().map(to_pb).collect();
-        if state != ExecutionState::Succeeded && errors.is_empty() {
-            // The checker failed without a located message: say what it said.
-            let first = output
-                .lines()
-                .map(str::trim)
-                .find(|l| !l.is_empty())
-                .map(str::to_owned)
-                .unwrap_or_else(|| done.error.clone());
-            errors.push(pb::CodeDiagnostic {
-                line: 0,
-                column: 0,
-                message: first,
-            });
-        }
-        Ok(tonic::Response::new(pb::ValidateCodeResponse {
-            valid: errors.is_empty(),
-            errors,
-            warnings: warnings.into_iter().map(to_pb).collect(),
-        }))
-    }
-
-    async fn get_execution_info(
-        &self,
-        _request: tonic::Request<pb::GetExecutionInfoRequest>,
-    ) -> Result<tonic::Response<pb::ExecutionInfo>, Status> {
-        Ok(tonic::Response::new(self.executions.info().await?))
     }
 }
