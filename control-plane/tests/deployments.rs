@@ -120,7 +120,7 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
     assert!(
         first_build
             .image_tag
-            .starts_with(&format!("berth-app-default-{name}:")),
+            .starts_with(&format!("berth-app/default/{name}:")),
         "{}",
         first_build.image_tag
     );
@@ -522,6 +522,52 @@ async fn a_dockerfile_archive_is_built_and_served_and_a_hostile_one_is_refused()
         "{}",
         status.message()
     );
+
+    // Another tenant's Dockerfile may not build on this app's image, by
+    // any of its names; nothing of it is kept.
+    let image = pb::build_service_client::BuildServiceClient::new(channel.clone())
+        .get_build(pb::GetBuildRequest {
+            build_id: app.current_build_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image_tag;
+    assert!(image.starts_with("berth-app/default/"), "{image}");
+    support::web::create_key(
+        &mut pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone()),
+        "other",
+        false,
+    )
+    .await;
+    for from in [image.clone(), format!("docker.io/{image}")] {
+        let mut messages = dockerfile_app(
+            &unique("steal"),
+            tar_gz(&[("Dockerfile", &format!("FROM {from}\nCMD [\"true\"]\n"))]),
+        );
+        if let Some(pb::create_app_request::Part::Header(header)) = &mut messages[0].part {
+            header.settings.as_mut().unwrap().tenant = "other".into();
+        }
+        let status = apps
+            .create_app(tokio_stream::iter(messages))
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+        assert!(
+            status.message().contains("not one of this tenant's images"),
+            "{}",
+            status.message()
+        );
+    }
+    let others = apps
+        .list_apps(pb::ListAppsRequest {
+            tenant: "other".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .apps;
+    assert!(others.is_empty(), "{others:?}");
 
     delete_and_wait(&mut apps, &app.id).await;
     kill_agent(agent).await;

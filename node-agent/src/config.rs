@@ -35,6 +35,31 @@ pub struct AgentArgs {
     pub sandbox_helper: Option<PathBuf>,
     #[command(flatten)]
     pub firewall: FirewallArgs,
+    #[command(flatten)]
+    pub builds: BuildArgs,
+}
+
+/// What one image build step may use; shared by `berth-node-agent` and
+/// `berth up`. Builds also have a time limit (the control plane's
+/// `--build-timeout`) and their own network (`docker::network`).
+#[derive(Debug, Clone, Copy, Args)]
+pub struct BuildArgs {
+    /// Memory of a build step, in MiB, swap included (at most 2047: what
+    /// Docker's build API takes).
+    #[arg(long, env = "BERTH_BUILD_MEMORY_MIB", default_value_t = 1536)]
+    pub build_memory_mib: u32,
+    /// CPUs of a build step.
+    #[arg(long, env = "BERTH_BUILD_CPUS", default_value_t = 1.0)]
+    pub build_cpus: f64,
+}
+
+impl Default for BuildArgs {
+    fn default() -> Self {
+        Self {
+            build_memory_mib: 1536,
+            build_cpus: 1.0,
+        }
+    }
 }
 
 /// What app and build containers may reach of the host and beyond (see
@@ -100,6 +125,8 @@ pub struct Config {
     pub sandbox_helper: Option<(PathBuf, Vec<String>)>,
     /// What containers may reach, and the iptables command.
     pub firewall: FirewallArgs,
+    /// What one build step may use.
+    pub builds: BuildArgs,
 }
 
 /// `berth-sandbox` next to the running program, when it is there.
@@ -125,6 +152,7 @@ impl Config {
             reconnect_max: Duration::from_secs(10),
             sandbox_helper: default_sandbox_helper(),
             firewall: FirewallArgs::default(),
+            builds: BuildArgs::default(),
         }
     }
 
@@ -140,6 +168,18 @@ impl Config {
         }
         berth_proto::domain::validate_labels("label", &self.labels)
             .map_err(|e| ConfigError(e.to_string()))?;
+        if !(64..=2047).contains(&self.builds.build_memory_mib) {
+            return Err(ConfigError(format!(
+                "--build-memory-mib {} is outside 64..=2047",
+                self.builds.build_memory_mib
+            )));
+        }
+        if !(self.builds.build_cpus >= 0.1 && self.builds.build_cpus <= 256.0) {
+            return Err(ConfigError(format!(
+                "--build-cpus {} is outside 0.1..=256",
+                self.builds.build_cpus
+            )));
+        }
         if self.reconnect_min.is_zero() || self.reconnect_min > self.reconnect_max {
             return Err(ConfigError(
                 "reconnect backoff must be above zero and min ≤ max".into(),
@@ -176,6 +216,7 @@ impl AgentArgs {
                 .map(|p| (p, Vec::new()))
                 .or_else(default_sandbox_helper),
             firewall: self.firewall,
+            builds: self.builds,
             ..Config::new(self.control_plane, tls)
         }
         .validate()

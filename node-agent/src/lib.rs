@@ -79,6 +79,7 @@ pub fn start(config: Config, shutdown: CancellationToken) -> Result<Agent, Agent
         publish_ip: config.advertise_address.clone(),
         code_dir,
         firewall: firewall.clone(),
+        builds: config.builds,
     };
     let executor = match &config.sandbox_helper {
         Some((helper, args)) => {

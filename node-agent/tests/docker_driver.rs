@@ -55,9 +55,15 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
         "FROM berth/python:3.11-bookworm\nRUN pip install --no-cache-dir six==1.16.0\n",
     )]);
     let mut log = String::new();
-    build::build_image(&docker, &tag, context, &HashMap::new(), WAIT * 5, |line| {
-        log.push_str(line)
-    })
+    build::build_image(
+        &docker,
+        &tag,
+        context,
+        &HashMap::new(),
+        WAIT * 5,
+        &Default::default(),
+        |line| log.push_str(line),
+    )
     .await
     .unwrap_or_else(|e| panic!("build failed: {e}\n{log}"));
     assert!(build::image_exists(&docker, &tag).await.unwrap());
@@ -247,6 +253,7 @@ async fn a_failing_build_reports_the_error_and_its_output() {
         context,
         &HashMap::new(),
         WAIT,
+        &Default::default(),
         |line| log.push_str(line),
     )
     .await
@@ -268,6 +275,7 @@ async fn a_failing_build_reports_the_error_and_its_output() {
         bad,
         &HashMap::new(),
         WAIT,
+        &Default::default(),
         |_| {},
     )
     .await
@@ -278,5 +286,61 @@ async fn a_failing_build_reports_the_error_and_its_output() {
             .to_lowercase()
             .contains("unknown instruction"),
         "{err}"
+    );
+}
+
+/// A build step gets the node's build limits and the builds' own network:
+/// over its memory it is killed, and its gateway is that network's.
+#[tokio::test]
+async fn a_build_step_is_held_to_its_limits_and_network() {
+    let docker = engine().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let dockerfile = format!(
+        "FROM berth/python:3.11-bookworm\n\
+         RUN echo {suffix} && python3 -c \"import socket,struct; rows=[l.split() for l in open('/proc/net/route')][1:]; g=[r for r in rows if r[1]=='00000000'][0][2]; print('GATEWAY', socket.inet_ntoa(struct.pack('<L', int(g, 16))))\"\n\
+         RUN echo {suffix} && python3 -c \"b = b'x' * (400 << 20); print('ALLOCATED', len(b))\"\n"
+    );
+    let limits = berth_node_agent::config::BuildArgs {
+        build_memory_mib: 128,
+        build_cpus: 0.5,
+    };
+    let mut log = String::new();
+    let err = build::build_image(
+        &docker,
+        &format!("berth-test-limits:{}", &suffix[..12]),
+        tar_of(&[("Dockerfile", &dockerfile)]),
+        &HashMap::new(),
+        WAIT * 3,
+        &limits,
+        |line| log.push_str(line),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, build::BuildError::Failed(_)),
+        "{err:?}\n{log}"
+    );
+    // The step was killed, not refused: it ran as far as its memory went.
+    assert!(log.contains("returned a non-zero code: 137"), "{log}");
+    assert!(
+        !log.contains("ALLOCATED 419430400"),
+        "400 MiB fit in 128: {log}"
+    );
+    let network = docker
+        .inspect_network(
+            berth_node_agent::docker::network::BUILD_NETWORK,
+            None::<bollard::query_parameters::InspectNetworkOptions>,
+        )
+        .await
+        .unwrap();
+    let gateway = network
+        .ipam
+        .and_then(|ipam| ipam.config)
+        .and_then(|configs| configs.into_iter().find_map(|c| c.gateway))
+        .expect("the builds' network has a gateway");
+    assert!(
+        log.contains(&format!("GATEWAY {gateway}")),
+        "the step ran on {}: {log}",
+        berth_node_agent::docker::network::BUILD_NETWORK
     );
 }

@@ -74,6 +74,9 @@ async fn containers_reach_no_other_app_and_nothing_of_the_host() {
         .await
         .unwrap();
     let firewall = Firewall::new(FirewallPolicy::default(), "iptables");
+    // As the agent does before a build: the builds' network first, so the
+    // rules cover its bridge.
+    network::ensure_build_network(&docker).await.unwrap();
     assert!(
         network::enforce_firewall(&docker, &firewall).await,
         "the firewall is written: {:?}",
@@ -216,6 +219,7 @@ async fn containers_reach_no_other_app_and_nothing_of_the_host() {
         tar_of(&[("Dockerfile", &dockerfile), ("probe.py", &script)]),
         &HashMap::new(),
         WAIT * 3,
+        &Default::default(),
         |line| log.push_str(line),
     )
     .await
@@ -247,6 +251,13 @@ async fn containers_reach_no_other_app_and_nothing_of_the_host() {
     assert_eq!(firewall.ensure(&bridges).await.unwrap(), Checked::Held);
     assert!(iptables(&["-w", "5", "-F", "BERTH-FORWARD"]));
     assert_eq!(firewall.ensure(&bridges).await.unwrap(), Checked::Restored);
+    assert_eq!(firewall.ensure(&bridges).await.unwrap(), Checked::Held);
+    // Traffic within a bridge passes the rules only while the kernel's
+    // bridge hooks are on: turned off, they are back on the next check.
+    let hook = "/proc/sys/net/bridge/bridge-nf-call-iptables";
+    std::fs::write(hook, "0").unwrap();
+    assert_eq!(firewall.ensure(&bridges).await.unwrap(), Checked::Restored);
+    assert_eq!(std::fs::read_to_string(hook).unwrap().trim(), "1");
     assert_eq!(firewall.ensure(&bridges).await.unwrap(), Checked::Held);
 }
 

@@ -51,6 +51,8 @@ pub struct UpArgs {
     gateway: berth_gateway::LimitArgs,
     #[command(flatten)]
     firewall: berth_node_agent::config::FirewallArgs,
+    #[command(flatten)]
+    builds: berth_node_agent::config::BuildArgs,
 }
 
 /// A lowercase DNS label made from the host name.
@@ -197,6 +199,7 @@ pub async fn run(data_dir: &Path, args: UpArgs) -> anyhow::Result<()> {
     agent_config.advertise_address = args.advertise_address;
     agent_config.labels = berth_node_agent::config::parse_labels(&args.labels)?;
     agent_config.firewall = args.firewall;
+    agent_config.builds = args.builds;
     // This very program is the sandbox helper: one binary to install.
     agent_config.sandbox_helper = std::env::current_exe()
         .ok()

@@ -95,6 +95,7 @@ impl AppApi {
                     staging.path().join("archive"),
                     staging.path().to_owned(),
                     self.archive_limits(),
+                    spec.tenant.clone(),
                 )
                 .await
             }

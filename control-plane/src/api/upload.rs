@@ -115,6 +115,7 @@ pub async fn dockerfile_context(
     archive: std::path::PathBuf,
     staging: std::path::PathBuf,
     limits: berth_archive::Limits,
+    tenant: String,
 ) -> Result<BuildContext, Status> {
     tokio::task::spawn_blocking(move || {
         let unpacked = staging.join("unpacked");
@@ -127,7 +128,7 @@ pub async fn dockerfile_context(
                 Status::internal("could not unpack the upload; see the control plane's log")
             }
         })?;
-        context::for_dockerfile(&unpacked).map_err(|e| match e {
+        context::for_dockerfile(&unpacked, &tenant).map_err(|e| match e {
             context::ContextError::Io(io) => internal(io),
             other => Status::invalid_argument(format!("archive: {other}")),
         })

@@ -27,6 +27,8 @@ pub enum ContextError {
     Unsupported(Runtime),
     #[error("the archive has no Dockerfile at its root")]
     NoDockerfile,
+    #[error(transparent)]
+    Dockerfile(#[from] super::dockerfile::DockerfileError),
     #[error("{0}")]
     Archive(#[from] berth_archive::ArchiveError),
     #[error("writing the build context: {0}")]
@@ -42,12 +44,11 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// `berth-app-{tenant}-{app}:{digest12}`.
+    /// `berth-app/{tenant}/{app}:{digest12}`.
     pub fn image_tag(&self, spec: &AppSpec) -> String {
         format!(
-            "berth-app-{}-{}:{}",
-            spec.tenant,
-            spec.name,
+            "{}:{}",
+            super::dockerfile::repository(&spec.tenant, &spec.name),
             &self.digest[..12]
         )
     }
@@ -125,10 +126,17 @@ pub fn for_runtime(
 }
 
 /// The context of a Dockerfile app from its checked, extracted archive.
-pub fn for_dockerfile(extracted: &Path) -> Result<BuildContext, ContextError> {
-    if !extracted.join("Dockerfile").is_file() {
+pub fn for_dockerfile(extracted: &Path, tenant: &str) -> Result<BuildContext, ContextError> {
+    let dockerfile = extracted.join("Dockerfile");
+    if !dockerfile.is_file() {
         return Err(ContextError::NoDockerfile);
     }
+    // Checked before anything is kept.
+    if std::fs::metadata(&dockerfile)?.len() > super::dockerfile::MAX_DOCKERFILE_BYTES as u64 {
+        return Err(super::dockerfile::DockerfileError::TooLarge.into());
+    }
+    let text = std::fs::read(&dockerfile)?;
+    super::dockerfile::check(&String::from_utf8_lossy(&text), tenant)?;
     let mut tar = Vec::new();
     berth_archive::write_tar(extracted, "", &mut tar)?;
     Ok(BuildContext {
@@ -214,7 +222,7 @@ mod tests {
         assert_ne!(b.digest, d.digest, "base image changed");
         assert_eq!(
             a.image_tag(&spec()),
-            format!("berth-app-default-hello:{}", &a.digest[..12])
+            format!("berth-app/default/hello:{}", &a.digest[..12])
         );
     }
 
@@ -254,11 +262,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("app.py"), "x").unwrap();
         assert!(matches!(
-            for_dockerfile(dir.path()),
+            for_dockerfile(dir.path(), "default"),
             Err(ContextError::NoDockerfile)
         ));
         std::fs::write(dir.path().join("Dockerfile"), "FROM scratch\n").unwrap();
-        let context = for_dockerfile(dir.path()).unwrap();
-        assert_eq!(context.digest, for_dockerfile(dir.path()).unwrap().digest);
+        let context = for_dockerfile(dir.path(), "default").unwrap();
+        assert_eq!(
+            context.digest,
+            for_dockerfile(dir.path(), "default").unwrap().digest
+        );
     }
 }

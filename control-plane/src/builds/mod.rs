@@ -2,8 +2,13 @@
 //! it. Runtime apps get a generated Dockerfile and launcher; Dockerfile
 //! apps are their checked archive. Either way the result is one
 //! deterministic tar and the digest that names its image.
+//!
+//! - [`context`]: the tar and its digest; [`dockerfile`]: which images a
+//!   user's Dockerfile may build on; [`runtimes`]: the generated files;
+//!   [`storage`]: contexts on disk; [`logs`]: build output as it arrives.
 
 pub mod context;
+pub mod dockerfile;
 pub mod logs;
 pub mod runtimes;
 pub mod storage;

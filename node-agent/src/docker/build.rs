@@ -29,23 +29,34 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerEr
     }
 }
 
-/// Builds `context_tar` as `tag`, labelled with `labels`. Every line of
-/// output goes to `output` as it arrives.
+/// Builds `context_tar` as `tag`, labelled with `labels`, each step within
+/// `limits` on the builds' own network. Every line of output goes to
+/// `output` as it arrives.
 pub async fn build_image(
     docker: &Docker,
     tag: &str,
     context_tar: bytes::Bytes,
     labels: &HashMap<String, String>,
     timeout: Duration,
+    limits: &crate::config::BuildArgs,
     mut output: impl FnMut(&str),
 ) -> Result<(), BuildError> {
+    let memory = i32::try_from(u64::from(limits.build_memory_mib) << 20).unwrap_or(i32::MAX);
+    const PERIOD: i32 = 100_000;
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
         .t(tag)
         .rm(true)
         .forcerm(true)
         .labels(labels)
+        .memory(memory)
+        // Swap included: no more than the memory itself.
+        .memswap(memory)
+        .cpuperiod(PERIOD)
+        .cpuquota((limits.build_cpus * f64::from(PERIOD)).round() as i32)
+        .networkmode(super::network::BUILD_NETWORK)
         .build();
+    super::network::ensure_build_network(docker).await?;
     let run = async {
         let mut stream = docker.build_image(options, None, Some(bollard::body_full(context_tar)));
         while let Some(item) = stream.next().await {

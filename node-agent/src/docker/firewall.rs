@@ -46,6 +46,37 @@ pub enum FirewallError {
     Failed { command: String, stderr: String },
     #[error("the {family} rules read back differ from those written: {detail}")]
     NotApplied { family: Family, detail: String },
+    #[error("traffic within a bridge bypasses the rules: {path}: {reason}")]
+    BridgeHooks { path: String, reason: String },
+}
+
+/// The kernel switches that send traffic within a bridge (one container to
+/// another on the same bridge) through iptables; without them no rule here
+/// (nor Docker's own) sees it.
+const BRIDGE_HOOKS: [&str; 2] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+];
+
+/// Turns the bridge hooks on (as Docker does); whether one was off.
+fn bridge_hooks_on() -> Result<bool, FirewallError> {
+    let mut was_off = false;
+    for path in BRIDGE_HOOKS {
+        let failed = |reason: String| FirewallError::BridgeHooks {
+            path: path.to_owned(),
+            reason,
+        };
+        match std::fs::read_to_string(path) {
+            Ok(value) if value.trim() == "1" => {}
+            Ok(_) => {
+                tracing::warn!(%path, "bridge netfilter hook was off; turning it on");
+                std::fs::write(path, "1").map_err(|e| failed(e.to_string()))?;
+                was_off = true;
+            }
+            Err(e) => return Err(failed(format!("{e} (is the br_netfilter module loaded?)"))),
+        }
+    }
+    Ok(was_off)
 }
 
 /// A host port containers may reach, `tcp/53` or `udp/53`.
@@ -207,8 +238,19 @@ impl Firewall {
 
     async fn ensure_families(&self, bridges: &[String]) -> Result<Checked, FirewallError> {
         let mut learned = self.learned.lock().await;
-        let mut checked = Checked::Held;
-        for (family, slot) in [Family::V4, Family::V6].into_iter().zip(learned.iter_mut()) {
+        let mut checked = if bridge_hooks_on()? {
+            Checked::Restored
+        } else {
+            Checked::Held
+        };
+        // A host without IPv6 has no IPv6 traffic to filter (and often no
+        // ip6tables that works).
+        let families = if std::path::Path::new("/proc/net/if_inet6").exists() {
+            &[Family::V4, Family::V6][..]
+        } else {
+            &[Family::V4][..]
+        };
+        for (family, slot) in families.iter().copied().zip(learned.iter_mut()) {
             let saved = self.run(family, "save", &["-t", "filter"], None).await?;
             let ours = Ours::read(&saved);
             let rules = self.rules(family, bridges);

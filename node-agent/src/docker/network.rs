@@ -1,7 +1,9 @@
-//! The network app containers join: Docker's default bridge when the host's
-//! container firewall is in place, else a bridge of Berth's own with
-//! traffic between its containers turned off. Builds always run on the
-//! default bridge.
+//! The networks Berth's containers join. Apps: Docker's default bridge
+//! when the host's container firewall is in place, else a bridge of
+//! Berth's own with traffic between its containers turned off. Build
+//! steps: a bridge of their own ([`BUILD_NETWORK`]), so that what a build
+//! step sends (it keeps `NET_RAW`: Docker's builder cannot drop it) never
+//! reaches an app container's segment.
 
 use super::{containers::LABEL_MANAGED, firewall::Firewall, DockerError};
 use bollard::{errors::Error as EngineError, models::NetworkCreateRequest, Docker};
@@ -14,6 +16,10 @@ use std::collections::HashMap;
 /// answer from the host. Made once, not per app (making a bridge costs a
 /// new app's first start about 80 ms).
 pub const NETWORK: &str = "berth-apps";
+
+/// The network build steps run on: apart from every app, traffic between
+/// its containers turned off.
+pub const BUILD_NETWORK: &str = "berth-builds";
 
 /// Docker's default bridge network.
 const DEFAULT_BRIDGE: &str = "bridge";
@@ -56,9 +62,16 @@ pub async fn ensure(docker: &Docker) -> Result<(), DockerError> {
     if chosen().is_some() {
         return Ok(());
     }
-    make_apps_network(docker).await?;
+    make_isolated(docker, NETWORK).await?;
     choose(Some(NETWORK));
     Ok(())
+}
+
+/// Makes sure [`BUILD_NETWORK`] exists, made when missing.
+pub async fn ensure_build_network(docker: &Docker) -> Result<(), DockerError> {
+    static MAKING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    let _one_at_a_time = MAKING.lock().await;
+    make_isolated(docker, BUILD_NETWORK).await
 }
 
 /// A container on the default bridge starts faster than on a network made
@@ -74,23 +87,32 @@ pub async fn choose_default_bridge() {
 
 /// Checks the host's container firewall for the bridges Berth's containers
 /// are on, writing its rules again where they are missing; whether they
-/// are in place (why not is logged and kept in `firewall`).
+/// are in place (why not is logged and kept in `firewall`). Once they are
+/// not, new app containers go to [`NETWORK`] (its own `enable_icc=false`
+/// keeps them apart) instead of the default bridge.
 pub async fn enforce_firewall(docker: &Docker, firewall: &Firewall) -> bool {
-    let bridges = match bridges(docker).await {
-        Ok(bridges) => bridges,
+    let held = match bridges(docker).await {
+        Ok(bridges) => firewall.ensure(&bridges).await.is_ok(),
         Err(err) => {
             tracing::warn!(error = %err, "listing the container bridges failed");
-            return firewall.problem().is_none();
+            firewall.problem().is_none()
         }
     };
-    firewall.ensure(&bridges).await.is_ok()
+    if !held && chosen().as_deref() == Some(DEFAULT_BRIDGE) {
+        tracing::warn!(
+            "the container firewall is not in place: new app containers join {NETWORK} instead of the default bridge"
+        );
+        forget();
+    }
+    held
 }
 
 /// The bridge interfaces Berth's containers are on: the default bridge's
-/// (builds, and apps when chosen) and [`NETWORK`]'s where it exists.
+/// (apps when chosen), [`NETWORK`]'s and [`BUILD_NETWORK`]'s where they
+/// exist.
 pub async fn bridges(docker: &Docker) -> Result<Vec<String>, DockerError> {
     let mut found = Vec::new();
-    for name in [DEFAULT_BRIDGE, NETWORK] {
+    for name in [DEFAULT_BRIDGE, NETWORK, BUILD_NETWORK] {
         let network = match docker
             .inspect_network(
                 name,
@@ -122,11 +144,12 @@ pub async fn bridges(docker: &Docker) -> Result<Vec<String>, DockerError> {
     Ok(found)
 }
 
-/// Makes [`NETWORK`] unless it exists.
-async fn make_apps_network(docker: &Docker) -> Result<(), DockerError> {
+/// Makes bridge network `name`, with traffic between its containers
+/// turned off, unless it exists (as it must be).
+async fn make_isolated(docker: &Docker, name: &str) -> Result<(), DockerError> {
     match docker
         .inspect_network(
-            NETWORK,
+            name,
             None::<bollard::query_parameters::InspectNetworkOptions>,
         )
         .await
@@ -139,7 +162,7 @@ async fn make_apps_network(docker: &Docker) -> Result<(), DockerError> {
                 .map(String::as_str);
             if icc != Some("false") {
                 return Err(DockerError::Failed(format!(
-                    "the network {NETWORK} exists but lets its containers talk to each other \
+                    "the network {name} exists but lets its containers talk to each other \
                      ({ICC_OPTION} is not false); remove it and Berth makes it anew"
                 )));
             }
@@ -151,7 +174,7 @@ async fn make_apps_network(docker: &Docker) -> Result<(), DockerError> {
         Err(err) => return Err(err.into()),
     }
     let request = NetworkCreateRequest {
-        name: NETWORK.to_owned(),
+        name: name.to_owned(),
         driver: Some("bridge".into()),
         options: Some(HashMap::from([(ICC_OPTION.to_owned(), "false".to_owned())])),
         labels: Some(HashMap::from([(

@@ -178,8 +178,12 @@ impl Builder {
             }
             return Ok(true);
         }
-        // A build step runs a tenant's commands: not without the rules
-        // that keep it from the host and from other containers.
+        // A build step runs a tenant's commands: on its own network, and
+        // not without the rules that keep it from the host and from other
+        // containers.
+        crate::docker::network::ensure_build_network(&self.docker)
+            .await
+            .map_err(|e| format!("making the builds' network: {e}"))?;
         if !crate::docker::network::enforce_firewall(&self.docker, &self.config.firewall).await {
             return Err(format!(
                 "this node's container firewall is not in place ({}); builds wait until it is",
@@ -205,6 +209,7 @@ impl Builder {
                 context.clone(),
                 &labels,
                 timeout,
+                &self.config.builds,
                 |text| {
                     if !report {
                         return;

@@ -44,4 +44,6 @@ pub struct DriverConfig {
     pub code_dir: PathBuf,
     /// The host's container firewall, checked on every pass and before builds.
     pub firewall: std::sync::Arc<crate::docker::firewall::Firewall>,
+    /// What one build step may use.
+    pub builds: crate::config::BuildArgs,
 }
