@@ -35,20 +35,11 @@ impl Scope {
             Role::Admin | Role::ControlPlane => Ok(Scope::Cluster),
             Role::Tenant => Ok(Scope::Tenant(identity.name.clone())),
             Role::Gateway => {
-                let key = request
-                    .metadata()
-                    .get(KEY_METADATA)
-                    .and_then(|v| v.to_str().ok())
-                    .ok_or_else(|| {
-                        Status::permission_denied(
-                            "a management call through the gateway must carry the caller's API key",
-                        )
-                    })?;
-                let hash = crate::store::keys::hash_key(key.trim());
-                let Some(key) = store.active_key_by_hash(&hash).await? else {
-                    tracing::warn!(gateway = %identity, "a management call through the gateway with an unknown or revoked key");
-                    return Err(Status::unauthenticated("the API key is unknown or revoked"));
-                };
+                let key = passed_key(request, store).await?.ok_or_else(|| {
+                    Status::permission_denied(
+                        "a management call through the gateway must carry the caller's API key",
+                    )
+                })?;
                 match key.role {
                     KeyRole::Admin => Ok(Scope::Cluster),
                     KeyRole::Deployer => Ok(Scope::Tenant(key.tenant)),
@@ -122,14 +113,50 @@ impl Scope {
     }
 }
 
-/// The tenant an execution call is for. The gateway names it (from the key
-/// it checked, or its anonymous tenant) and admins name any; a tenant's
-/// certificate is held to its own tenant.
-pub fn execution_tenant<T>(request: &Request<T>, asked: &str) -> Result<String, Status> {
+/// The tenant that runs without a key where the gateway allows it
+/// (`--open-executions`).
+pub const ANONYMOUS_TENANT: &str = "default";
+
+/// The key the gateway passed on, checked here; `None` when it passed none.
+async fn passed_key<T>(
+    request: &Request<T>,
+    store: &Store,
+) -> Result<Option<crate::store::keys::KeyRecord>, Status> {
+    let Some(key) = request.metadata().get(KEY_METADATA) else {
+        return Ok(None);
+    };
+    let key = key
+        .to_str()
+        .map_err(|_| Status::unauthenticated("the API key is not text"))?;
+    let hash = crate::store::keys::hash_key(key.trim());
+    match store.active_key_by_hash(&hash).await? {
+        Some(key) => Ok(Some(key)),
+        None => {
+            tracing::warn!("a call through the gateway with an unknown or revoked key");
+            Err(Status::unauthenticated("the API key is unknown or revoked"))
+        }
+    }
+}
+
+/// The tenant an execution call is for; empty (for reads) means every
+/// tenant's. Admins name any. A tenant's certificate, and a key the gateway
+/// passes on, are held to their own tenant; a call through the gateway
+/// without a key is its anonymous caller's. The gateway's word alone names
+/// no tenant.
+pub async fn execution_tenant<T>(
+    request: &Request<T>,
+    store: &Store,
+    asked: &str,
+) -> Result<String, Status> {
     let identity = auth::caller(request)?;
     match identity.role {
         Role::Tenant => Scope::Tenant(identity.name.clone()).tenant_for_new(asked),
-        _ => Ok(asked.to_owned()),
+        Role::Gateway => match passed_key(request, store).await? {
+            None => Ok(ANONYMOUS_TENANT.to_owned()),
+            Some(key) if key.role == KeyRole::Admin => Ok(asked.to_owned()),
+            Some(key) => Scope::Tenant(key.tenant).tenant_for_new(asked),
+        },
+        Role::Admin | Role::ControlPlane | Role::Agent => Ok(asked.to_owned()),
     }
 }
 

@@ -120,7 +120,7 @@ async fn a_python_app_is_built_run_redeployed_stopped_and_deleted() {
     assert!(
         first_build
             .image_tag
-            .starts_with(&format!("berth-app/default/{name}:")),
+            .starts_with(&format!("apps.berth.invalid/default/{name}:")),
         "{}",
         first_build.image_tag
     );
@@ -533,7 +533,7 @@ async fn a_dockerfile_archive_is_built_and_served_and_a_hostile_one_is_refused()
         .unwrap()
         .into_inner()
         .image_tag;
-    assert!(image.starts_with("berth-app/default/"), "{image}");
+    assert!(image.starts_with("apps.berth.invalid/default/"), "{image}");
     support::web::create_key(
         &mut pb::api_key_service_client::ApiKeyServiceClient::new(channel.clone()),
         "other",

@@ -93,8 +93,24 @@ async fn a_flooding_tenant_waits_on_its_own_executions() {
     .await;
     assert_eq!(flood.effective.unwrap().max_queued_executions, Some(8));
 
-    let mut ids = Vec::new();
-    for _ in 0..9 {
+    // One run takes the tenant's one slot…
+    let first = executions
+        .submit_execution(sleeper("flood"))
+        .await
+        .unwrap()
+        .into_inner();
+    wait_for("the first run to start", || {
+        let mut executions = executions.clone();
+        let id = first.id.clone();
+        async move {
+            let now = states(&mut executions, &[id]).await;
+            (now[0] == pb::ExecutionState::Running).then_some(())
+        }
+    })
+    .await;
+    // …and eight more wait behind it.
+    let mut ids = vec![first.id];
+    for _ in 0..8 {
         let e = executions
             .submit_execution(sleeper("flood"))
             .await

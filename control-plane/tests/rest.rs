@@ -603,7 +603,10 @@ async fn seed_endpoints_answer_in_the_seeds_shapes() {
     assert_eq!(entry["status"], "running");
     assert!(entry["port"].as_u64().unwrap() > 0);
     assert!(
-        entry["image"].as_str().unwrap().starts_with("berth-app/"),
+        entry["image"]
+            .as_str()
+            .unwrap()
+            .starts_with("apps.berth.invalid/"),
         "{entry}"
     );
     let health = api

@@ -1225,6 +1225,9 @@ impl BodyCursor {
                     used += 1;
                     let line = std::mem::take(line);
                     self.state = match &self.state {
+                        // A size line without a digit (httparse reads it
+                        // as 0, hyper refuses it): broken.
+                        Cursor::SizeLine(_) if !line[0].is_ascii_hexdigit() => Cursor::Broken,
                         Cursor::SizeLine(_) => match httparse::parse_chunk_size(&line) {
                             Ok(httparse::Status::Complete((n, 0))) if n == line.len() => {
                                 Cursor::Trailers(Vec::new())

@@ -92,6 +92,12 @@ fn breaking(target: &str) -> (Vec<u8>, bool) {
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nokHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged\r\n0\r\n\r\n".to_vec(),
             false,
         ),
+        // A size line with no digit (an extension alone), then a forged
+        // answer.
+        "/no-digits" => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n;x\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nforged".to_vec(),
+            false,
+        ),
         // A size line ended by a bare LF.
         "/bare-lf" => (
             b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\nok\r\n0\r\n\r\n".to_vec(),
@@ -134,7 +140,7 @@ async fn an_app_cannot_unframe_its_answer() {
 #[tokio::test]
 async fn a_chunked_answer_that_breaks_its_framing_ends_the_client_connection() {
     let (addr, _) = scripted(breaking).await;
-    for path in ["/overrun", "/bare-lf"] {
+    for path in ["/overrun", "/bare-lf", "/no-digits"] {
         for (via, query) in PATHS {
             let gw = gateway().await;
             gw.set(

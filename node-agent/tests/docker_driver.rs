@@ -45,6 +45,26 @@ async fn http_get(port: u16, path: &str) -> String {
     response
 }
 
+static NO_LABELS: std::sync::LazyLock<HashMap<String, String>> =
+    std::sync::LazyLock::new(HashMap::new);
+
+/// A build of tenant `default` with no labels.
+fn spec<'a>(
+    tag: &'a str,
+    context: bytes::Bytes,
+    timeout: std::time::Duration,
+    limits: &'a berth_node_agent::config::BuildArgs,
+) -> build::BuildSpec<'a> {
+    build::BuildSpec {
+        tag,
+        context,
+        labels: &NO_LABELS,
+        timeout,
+        limits,
+        tenant: "default",
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn builds_runs_hardened_and_adopts_a_python_app() {
     let docker = engine().await;
@@ -57,11 +77,7 @@ async fn builds_runs_hardened_and_adopts_a_python_app() {
     let mut log = String::new();
     build::build_image(
         &docker,
-        &tag,
-        context,
-        &HashMap::new(),
-        WAIT * 5,
-        &Default::default(),
+        spec(&tag, context, WAIT * 5, &Default::default()),
         |line| log.push_str(line),
     )
     .await
@@ -249,11 +265,7 @@ async fn a_failing_build_reports_the_error_and_its_output() {
     let mut log = String::new();
     let err = build::build_image(
         &docker,
-        "berth-test-fail:x",
-        context,
-        &HashMap::new(),
-        WAIT,
-        &Default::default(),
+        spec("berth-test-fail:x", context, WAIT, &Default::default()),
         |line| log.push_str(line),
     )
     .await
@@ -271,11 +283,7 @@ async fn a_failing_build_reports_the_error_and_its_output() {
     )]);
     let err = build::build_image(
         &docker,
-        "berth-test-fail:y",
-        bad,
-        &HashMap::new(),
-        WAIT,
-        &Default::default(),
+        spec("berth-test-fail:y", bad, WAIT, &Default::default()),
         |_| {},
     )
     .await
@@ -305,13 +313,15 @@ async fn a_build_step_is_held_to_its_limits_and_network() {
         build_cpus: 0.5,
     };
     let mut log = String::new();
+    let tag = format!("berth-test-limits:{}", &suffix[..12]);
     let err = build::build_image(
         &docker,
-        &format!("berth-test-limits:{}", &suffix[..12]),
-        tar_of(&[("Dockerfile", &dockerfile)]),
-        &HashMap::new(),
-        WAIT * 3,
-        &limits,
+        spec(
+            &tag,
+            tar_of(&[("Dockerfile", &dockerfile)]),
+            WAIT * 3,
+            &limits,
+        ),
         |line| log.push_str(line),
     )
     .await
@@ -343,4 +353,119 @@ async fn a_build_step_is_held_to_its_limits_and_network() {
         "the step ran on {}: {log}",
         berth_node_agent::docker::network::BUILD_NETWORK
     );
+}
+
+/// The engine resolves what a Dockerfile names: an image built for another
+/// tenant is refused under any name, and so is a parent whose `ONBUILD`
+/// triggers would run in this build.
+#[tokio::test]
+async fn a_build_uses_no_image_of_another_tenant_and_runs_no_foreign_triggers() {
+    let docker = engine().await;
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    let owned = format!("berth-test-owned:{}", &suffix[..12]);
+    let labels = HashMap::from([(build::LABEL_TENANT.to_owned(), "acme".to_owned())]);
+    let limits = Default::default();
+    let secret = tar_of(&[(
+        "Dockerfile",
+        &format!("FROM berth/python:3.11-bookworm\nRUN echo {suffix} > /secret\n"),
+    )]);
+    build::build_image(
+        &docker,
+        build::BuildSpec {
+            tag: &owned,
+            context: secret,
+            labels: &labels,
+            timeout: WAIT * 3,
+            limits: &limits,
+            tenant: "acme",
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let thief = |from: &str| {
+        tar_of(&[(
+            "Dockerfile",
+            &format!("FROM berth/python:3.11-bookworm\nCOPY --from={from} /secret /loot\nRUN cat /loot\n"),
+        )])
+    };
+    let mut log = String::new();
+    let err = build::build_image(
+        &docker,
+        build::BuildSpec {
+            tag: &format!("berth-test-thief:{}", &suffix[..12]),
+            context: thief(&owned),
+            labels: &NO_LABELS,
+            timeout: WAIT * 3,
+            limits: &limits,
+            tenant: "globex",
+        },
+        |line| log.push_str(line),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        err.to_string().contains("not one of this tenant's images"),
+        "{err}"
+    );
+    assert!(!log.contains(&suffix), "the secret leaked: {log}");
+    // The owner builds on it.
+    let heir = format!("berth-test-heir:{}", &suffix[..12]);
+    build::build_image(
+        &docker,
+        build::BuildSpec {
+            tag: &heir,
+            context: thief(&owned),
+            labels: &labels,
+            timeout: WAIT * 3,
+            limits: &limits,
+            tenant: "acme",
+        },
+        |_| {},
+    )
+    .await
+    .unwrap();
+
+    // A parent with a trigger, made without a tenant (as a public image
+    // would be): refused before the trigger runs.
+    let triggered = format!("berth-test-trigger:{}", &suffix[..12]);
+    build::build_image(
+        &docker,
+        spec(
+            &triggered,
+            tar_of(&[(
+                "Dockerfile",
+                "FROM berth/python:3.11-bookworm\nONBUILD RUN echo trigger-ran\n",
+            )]),
+            WAIT * 3,
+            &limits,
+        ),
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let mut log = String::new();
+    let err = build::build_image(
+        &docker,
+        spec(
+            &format!("berth-test-child:{}", &suffix[..12]),
+            tar_of(&[("Dockerfile", &format!("FROM {triggered}\n"))]),
+            WAIT * 3,
+            &limits,
+        ),
+        |line| log.push_str(line),
+    )
+    .await
+    .unwrap_err();
+    assert!(err.to_string().contains("ONBUILD"), "{err}");
+    assert!(!log.contains("trigger-ran"), "{log}");
+    for tag in [heir, owned, triggered] {
+        let _ = docker
+            .remove_image(
+                &tag,
+                None::<bollard::query_parameters::RemoveImageOptions>,
+                None,
+            )
+            .await;
+    }
 }

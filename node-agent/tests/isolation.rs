@@ -213,13 +213,17 @@ async fn containers_reach_no_other_app_and_nothing_of_the_host() {
     let script = format!("# {suffix}\n{}", probe(&targets));
     let tag = format!("berth-test-iso:{}", &suffix[..12]);
     let mut log = String::new();
+    let labels = HashMap::new();
     build::build_image(
         &docker,
-        &tag,
-        tar_of(&[("Dockerfile", &dockerfile), ("probe.py", &script)]),
-        &HashMap::new(),
-        WAIT * 3,
-        &Default::default(),
+        build::BuildSpec {
+            tag: &tag,
+            context: tar_of(&[("Dockerfile", &dockerfile), ("probe.py", &script)]),
+            labels: &labels,
+            timeout: WAIT * 3,
+            limits: &Default::default(),
+            tenant: "tenant-b",
+        },
         |line| log.push_str(line),
     )
     .await

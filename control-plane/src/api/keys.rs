@@ -72,7 +72,12 @@ impl ApiKeyService for KeyApi {
     ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let scope = Scope::of(&request, &self.store).await?;
         let tenant = scope.tenant_filter(&request.get_ref().tenant)?;
-        let keys = self.store.list_keys(tenant.as_deref()).await?;
+        let mut keys = self.store.list_keys(tenant.as_deref()).await?;
+        // A tenant's deployer neither sees nor touches an admin's key that
+        // happens to sit in its tenant.
+        if scope.tenant().is_some() {
+            keys.retain(|k| k.role != KeyRole::Admin);
+        }
         Ok(Response::new(pb::ListApiKeysResponse {
             api_keys: keys.into_iter().map(to_proto).collect(),
         }))

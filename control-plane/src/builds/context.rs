@@ -10,7 +10,7 @@
 
 use super::runtimes;
 use berth_proto::{
-    domain::{AppSpec, Runtime},
+    domain::{dockerfile, AppSpec, Runtime},
     pb,
 };
 use sha2::{Digest, Sha256};
@@ -28,7 +28,7 @@ pub enum ContextError {
     #[error("the archive has no Dockerfile at its root")]
     NoDockerfile,
     #[error(transparent)]
-    Dockerfile(#[from] super::dockerfile::DockerfileError),
+    Dockerfile(#[from] dockerfile::DockerfileError),
     #[error("{0}")]
     Archive(#[from] berth_archive::ArchiveError),
     #[error("writing the build context: {0}")]
@@ -44,11 +44,11 @@ pub struct BuildContext {
 }
 
 impl BuildContext {
-    /// `berth-app/{tenant}/{app}:{digest12}`.
+    /// `apps.berth.invalid/{tenant}/{app}:{digest12}`.
     pub fn image_tag(&self, spec: &AppSpec) -> String {
         format!(
             "{}:{}",
-            super::dockerfile::repository(&spec.tenant, &spec.name),
+            dockerfile::app_repository(&spec.tenant, &spec.name),
             &self.digest[..12]
         )
     }
@@ -132,11 +132,11 @@ pub fn for_dockerfile(extracted: &Path, tenant: &str) -> Result<BuildContext, Co
         return Err(ContextError::NoDockerfile);
     }
     // Checked before anything is kept.
-    if std::fs::metadata(&dockerfile)?.len() > super::dockerfile::MAX_DOCKERFILE_BYTES as u64 {
-        return Err(super::dockerfile::DockerfileError::TooLarge.into());
+    if std::fs::metadata(&dockerfile)?.len() > dockerfile::MAX_DOCKERFILE_BYTES as u64 {
+        return Err(dockerfile::DockerfileError::TooLarge.into());
     }
     let text = std::fs::read(&dockerfile)?;
-    super::dockerfile::check(&String::from_utf8_lossy(&text), tenant)?;
+    dockerfile::check(&String::from_utf8_lossy(&text), tenant)?;
     let mut tar = Vec::new();
     berth_archive::write_tar(extracted, "", &mut tar)?;
     Ok(BuildContext {
@@ -222,7 +222,7 @@ mod tests {
         assert_ne!(b.digest, d.digest, "base image changed");
         assert_eq!(
             a.image_tag(&spec()),
-            format!("berth-app/default/hello:{}", &a.digest[..12])
+            format!("apps.berth.invalid/default/hello:{}", &a.digest[..12])
         );
     }
 

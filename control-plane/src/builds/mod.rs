@@ -3,12 +3,11 @@
 //! apps are their checked archive. Either way the result is one
 //! deterministic tar and the digest that names its image.
 //!
-//! - [`context`]: the tar and its digest; [`dockerfile`]: which images a
-//!   user's Dockerfile may build on; [`runtimes`]: the generated files;
+//! - [`context`]: the tar and its digest (a user's Dockerfile checked with
+//!   `berth_proto::domain::dockerfile`); [`runtimes`]: the generated files;
 //!   [`storage`]: contexts on disk; [`logs`]: build output as it arrives.
 
 pub mod context;
-pub mod dockerfile;
 pub mod logs;
 pub mod runtimes;
 pub mod storage;

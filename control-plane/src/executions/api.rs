@@ -49,7 +49,9 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let tenant =
+            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
+                .await?;
         let request = pb::ExecuteRequest {
             tenant,
             ..request.into_inner()
@@ -66,7 +68,9 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let tenant =
+            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
+                .await?;
         let request = pb::ExecuteRequest {
             tenant,
             ..request.into_inner()
@@ -79,7 +83,9 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::GetExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let tenant =
+            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
+                .await?;
         let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
         Ok(tonic::Response::new(to_proto(&execution)))
     }
@@ -88,7 +94,9 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::CancelExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant = crate::scope::execution_tenant(&request, &request.get_ref().tenant)?;
+        let tenant =
+            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
+                .await?;
         let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
         Ok(tonic::Response::new(to_proto(
             &self.executions.cancel(&execution.id).await?,
@@ -99,12 +107,13 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ValidateCodeRequest>,
     ) -> Result<tonic::Response<pb::ValidateCodeResponse>, Status> {
+        let tenant = crate::scope::execution_tenant(&request, &self.store, "").await?;
         let request = request.into_inner();
         let submitted = self
             .executions
             .submit_as(
                 pb::ExecuteRequest {
-                    tenant: String::new(),
+                    tenant,
                     language: request.language,
                     code: request.code,
                     stdin: Vec::new(),

@@ -60,9 +60,42 @@ struct State {
     queue: FairQueue,
     /// Execution id → where it runs and whose it is.
     running: HashMap<String, Running>,
+    /// Places in the queue taken by submissions still being recorded, by
+    /// tenant: counted with the waiting, so that submissions at once cannot
+    /// all pass the same check.
+    reserved: HashMap<String, usize>,
 }
 
 impl State {
+    /// Takes a place in the queue for `tenant`, within its `share` and
+    /// [`MAX_QUEUE`].
+    fn reserve(&mut self, tenant: &str, share: usize) -> Result<(), Status> {
+        let held = self.reserved.get(tenant).copied().unwrap_or(0);
+        let waiting = self.queue.waiting(tenant) + held;
+        if waiting >= share {
+            return Err(Status::resource_exhausted(format!(
+                "tenant {tenant} already has {waiting} executions waiting (its share is {share}); retry when some have run"
+            )));
+        }
+        if self.queue.len() + self.reserved.values().sum::<usize>() >= MAX_QUEUE {
+            return Err(Status::resource_exhausted(format!(
+                "every execution slot is busy and {MAX_QUEUE} executions are waiting; retry later"
+            )));
+        }
+        *self.reserved.entry(tenant.to_owned()).or_default() += 1;
+        Ok(())
+    }
+
+    /// Gives back a place [`State::reserve`] took.
+    fn release(&mut self, tenant: &str) {
+        if let Some(held) = self.reserved.get_mut(tenant) {
+            *held -= 1;
+            if *held == 0 {
+                self.reserved.remove(tenant);
+            }
+        }
+    }
+
     /// Runs each tenant has placed.
     fn running_by_tenant(&self) -> HashMap<String, usize> {
         let mut counts = HashMap::new();
@@ -195,21 +228,8 @@ impl Executions {
             .copied()
             .unwrap_or_default();
         let share = self.defaults.queued_executions(&own);
-        {
-            let state = self.lock();
-            let waiting = state.queue.waiting(&tenant);
-            if waiting >= share {
-                return Err(Status::resource_exhausted(format!(
-                    "tenant {tenant} already has {waiting} executions waiting (its share is {share}); retry when some have run"
-                )));
-            }
-            if state.queue.len() >= MAX_QUEUE {
-                return Err(Status::resource_exhausted(format!(
-                    "every execution slot is busy and {MAX_QUEUE} executions are waiting; retry later"
-                )));
-            }
-        }
-        let model = self
+        self.lock().reserve(&tenant, share)?;
+        let recorded = self
             .store
             .insert_execution(NewExecution {
                 id: &id,
@@ -220,8 +240,11 @@ impl Executions {
                 state: ExecutionState::Queued,
                 error: "",
             })
-            .await?;
-        self.lock().queue.push_back(Queued {
+            .await;
+        let mut state = self.lock();
+        state.release(&tenant);
+        let model = recorded?;
+        state.queue.push_back(Queued {
             id: id.clone(),
             tenant,
             language,
@@ -235,6 +258,7 @@ impl Executions {
                 validate_only: validate,
             },
         });
+        drop(state);
         self.wake.notify_one();
         Ok(model)
     }
@@ -443,11 +467,19 @@ impl Executions {
                 "no ready node runs {} at the moment",
                 queued.language.as_str()
             );
-            let model = self
+            // One failed write leaves the others to go on.
+            match self
                 .store
                 .finish_execution(&queued.id, ExecutionState::Rejected, None, &reason)
-                .await?;
-            let _ = self.finished.send(Arc::new(model));
+                .await
+            {
+                Ok(model) => {
+                    let _ = self.finished.send(Arc::new(model));
+                }
+                Err(err) => {
+                    tracing::warn!(execution = %queued.id, error = %err, "recording an unrunnable execution failed")
+                }
+            }
         }
         for (node, queued) in picked {
             let id = queued.id.clone();
@@ -463,12 +495,17 @@ impl Executions {
                 )
                 .await;
             if sent {
-                self.store.start_execution(&id, node.as_str()).await?;
+                if let Err(err) = self.store.start_execution(&id, node.as_str()).await {
+                    tracing::warn!(execution = %id, error = %err, "recording an execution as running failed");
+                }
             } else {
-                // The node went away between the listing and now: queue again.
+                // The node went away between the listing and now: queue
+                // again, unless it was ended meanwhile (its node was lost,
+                // or it was cancelled).
                 let mut state = self.lock();
-                state.running.remove(&id);
-                state.queue.push_front(queued);
+                if state.running.remove(&id).is_some() {
+                    state.queue.push_front(queued);
+                }
             }
         }
         Ok(())

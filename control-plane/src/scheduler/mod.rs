@@ -156,10 +156,20 @@ impl Scheduler {
         let mut apps: HashMap<String, AppRecord> = HashMap::new();
         for build in &builds {
             if !apps.contains_key(&build.app_id) {
-                let app = self.store.get_app(&build.app_id).await?;
-                apps.insert(build.app_id.clone(), app);
+                match self.store.get_app(&build.app_id).await {
+                    Ok(app) => {
+                        apps.insert(build.app_id.clone(), app);
+                    }
+                    // Deleted meanwhile: its builds go with it.
+                    Err(crate::error::Error::NotFound(_)) => {}
+                    Err(err) => return Err(err),
+                }
             }
         }
+        let builds: Vec<BuildRecord> = builds
+            .into_iter()
+            .filter(|b| apps.contains_key(&b.app_id))
+            .collect();
         let mut busy: HashMap<String, usize> = HashMap::new();
         let mut building: HashMap<String, usize> = HashMap::new();
         for build in builds.iter().filter(|b| in_progress(b)) {

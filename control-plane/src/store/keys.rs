@@ -235,14 +235,16 @@ impl Store {
             .collect())
     }
 
-    /// Revokes a key (of `tenant`, when given: another tenant's is not
-    /// found); revoking twice keeps the first time.
+    /// Revokes a key (of `tenant`, when given: another tenant's, or an
+    /// admin key, is not found); revoking twice keeps the first time.
     pub async fn revoke_key(&self, id: &str, tenant: Option<&str>) -> Result<KeyRecord> {
         let txn = self.db().begin().await?;
         let model = api_keys::Entity::find_by_id(id)
             .one(&txn)
             .await?
-            .filter(|key| tenant.is_none_or(|t| key.tenant == t))
+            .filter(|key| {
+                tenant.is_none_or(|t| key.tenant == t && key.role != KeyRole::Admin.as_str())
+            })
             .ok_or_else(|| Error::NotFound(format!("API key {id:?} not found")))?;
         if model.revoked_at.is_some() {
             return Ok(model.into());

@@ -1,8 +1,14 @@
 //! Image builds from a checked build context (a tar with the Dockerfile at
-//! its root), with the output streamed to the caller and a time limit.
+//! its root): the images it names checked, each step confined, the output
+//! streamed to the caller, all within a time limit.
 
 use super::DockerError;
-use bollard::{errors::Error as EngineError, query_parameters::BuildImageOptionsBuilder, Docker};
+use berth_proto::domain::dockerfile;
+use bollard::{
+    errors::Error as EngineError,
+    query_parameters::{BuildImageOptionsBuilder, CreateImageOptionsBuilder},
+    Docker,
+};
 use futures::StreamExt;
 use std::{collections::HashMap, time::Duration};
 
@@ -29,26 +35,167 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerEr
     }
 }
 
-/// Builds `context_tar` as `tag`, labelled with `labels`, each step within
-/// `limits` on the builds' own network. Every line of output goes to
-/// `output` as it arrives.
+/// The label naming the tenant an app image was built for.
+pub const LABEL_TENANT: &str = "berth.tenant";
+
+/// What to build, and for whom.
+pub struct BuildSpec<'a> {
+    pub tag: &'a str,
+    /// A tar with the Dockerfile at its root.
+    pub context: bytes::Bytes,
+    pub labels: &'a HashMap<String, String>,
+    /// For the whole build, images fetched included.
+    pub timeout: Duration,
+    pub limits: &'a crate::config::BuildArgs,
+    /// Whose image it is: no image of another tenant may be built on.
+    pub tenant: &'a str,
+}
+
+/// Builds `spec.context` as `spec.tag`, after checking every image its
+/// Dockerfile names ([`check_images`]); each step within `spec.limits` on
+/// the builds' own network. Every line of output goes to `output` as it
+/// arrives.
 pub async fn build_image(
     docker: &Docker,
-    tag: &str,
-    context_tar: bytes::Bytes,
-    labels: &HashMap<String, String>,
-    timeout: Duration,
-    limits: &crate::config::BuildArgs,
+    spec: BuildSpec<'_>,
     mut output: impl FnMut(&str),
 ) -> Result<(), BuildError> {
+    let timeout = spec.timeout;
+    tokio::time::timeout(timeout, async {
+        check_images(docker, &spec, &mut output).await?;
+        run_build(docker, &spec, &mut output).await
+    })
+    .await
+    .map_err(|_| BuildError::Timeout(timeout))?
+}
+
+/// The Dockerfile at the root of a build context.
+fn dockerfile_of(context: &[u8]) -> Result<String, BuildError> {
+    let mut archive = tar::Archive::new(context);
+    let entries = archive
+        .entries()
+        .map_err(|e| BuildError::Failed(format!("reading the build context: {e}")))?;
+    for entry in entries {
+        let mut entry =
+            entry.map_err(|e| BuildError::Failed(format!("reading the build context: {e}")))?;
+        let path = entry.path().map(|p| p.into_owned()).unwrap_or_default();
+        if path.as_os_str() == "Dockerfile" || path.as_os_str() == "./Dockerfile" {
+            if entry.size() > dockerfile::MAX_DOCKERFILE_BYTES as u64 {
+                return Err(BuildError::Failed(
+                    dockerfile::DockerfileError::TooLarge.to_string(),
+                ));
+            }
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut entry, &mut text)
+                .map_err(|e| BuildError::Failed(format!("reading the Dockerfile: {e}")))?;
+            return Ok(text);
+        }
+    }
+    Err(BuildError::Failed(
+        "the build context has no Dockerfile".into(),
+    ))
+}
+
+/// Resolves every image the Dockerfile names on this engine (fetching it
+/// when missing) and refuses one built for another tenant — whatever name
+/// reached it — or one whose `ONBUILD` triggers would run here (unless it
+/// is the tenant's own).
+pub async fn check_images(
+    docker: &Docker,
+    spec: &BuildSpec<'_>,
+    output: &mut impl FnMut(&str),
+) -> Result<(), BuildError> {
+    let text = dockerfile_of(&spec.context)?;
+    let references =
+        dockerfile::image_references(&text).map_err(|e| BuildError::Failed(e.to_string()))?;
+    for dockerfile::ImageReference { line, reference } in references {
+        let refused = |why: &str| {
+            BuildError::Failed(format!("Dockerfile line {line}: image {reference:?} {why}"))
+        };
+        if !dockerfile::may_use(&reference, spec.tenant) {
+            return Err(refused("is not one of this tenant's images"));
+        }
+        let image = match docker.inspect_image(&reference).await {
+            Ok(image) => image,
+            Err(EngineError::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                fetch(docker, &reference, output).await?;
+                docker
+                    .inspect_image(&reference)
+                    .await
+                    .map_err(|e| refused(&format!("cannot be read: {e}")))?
+            }
+            Err(err) => return Err(BuildError::Engine(err.into())),
+        };
+        let config = image.config.unwrap_or_default();
+        let owner = config.labels.as_ref().and_then(|l| l.get(LABEL_TENANT));
+        if owner.is_some_and(|owner| owner != spec.tenant) {
+            tracing::warn!(%reference, tenant = %spec.tenant, "a build named another tenant's image");
+            return Err(refused("is not one of this tenant's images"));
+        }
+        let triggers = config.on_build.unwrap_or_default();
+        if !triggers.is_empty() && owner.is_none() {
+            return Err(refused(&format!(
+                "carries ONBUILD triggers ({}), which builds here do not run",
+                triggers.join("; ")
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Pulls `reference` from its registry.
+async fn fetch(
+    docker: &Docker,
+    reference: &str,
+    output: &mut impl FnMut(&str),
+) -> Result<(), BuildError> {
+    output(&format!("fetching {reference}\n"));
+    let options = CreateImageOptionsBuilder::default()
+        .from_image(reference)
+        .build();
+    let mut stream = docker.create_image(Some(options), None, None);
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(info) => {
+                if let Some(message) = info.error_detail.and_then(|d| d.message) {
+                    return Err(BuildError::Failed(format!(
+                        "fetching {reference}: {message}"
+                    )));
+                }
+            }
+            Err(EngineError::DockerResponseServerError {
+                status_code,
+                message,
+            }) if status_code < 500 => {
+                return Err(BuildError::Failed(format!(
+                    "fetching {reference}: {message}"
+                )));
+            }
+            Err(EngineError::DockerStreamError { error }) => {
+                return Err(BuildError::Failed(format!("fetching {reference}: {error}")));
+            }
+            Err(err) => return Err(BuildError::Engine(err.into())),
+        }
+    }
+    Ok(())
+}
+
+async fn run_build(
+    docker: &Docker,
+    spec: &BuildSpec<'_>,
+    output: &mut impl FnMut(&str),
+) -> Result<(), BuildError> {
+    let limits = spec.limits;
     let memory = i32::try_from(u64::from(limits.build_memory_mib) << 20).unwrap_or(i32::MAX);
     const PERIOD: i32 = 100_000;
     let options = BuildImageOptionsBuilder::default()
         .dockerfile("Dockerfile")
-        .t(tag)
+        .t(spec.tag)
         .rm(true)
         .forcerm(true)
-        .labels(labels)
+        .labels(spec.labels)
         .memory(memory)
         // Swap included: no more than the memory itself.
         .memswap(memory)
@@ -57,7 +204,8 @@ pub async fn build_image(
         .networkmode(super::network::BUILD_NETWORK)
         .build();
     super::network::ensure_build_network(docker).await?;
-    let run = async {
+    let context_tar = spec.context.clone();
+    {
         let mut stream = docker.build_image(options, None, Some(bollard::body_full(context_tar)));
         while let Some(item) = stream.next().await {
             match item {
@@ -86,8 +234,5 @@ pub async fn build_image(
             }
         }
         Ok(())
-    };
-    tokio::time::timeout(timeout, run)
-        .await
-        .map_err(|_| BuildError::Timeout(timeout))?
+    }
 }

@@ -114,6 +114,7 @@ impl Builder {
                 &build_id,
                 &request.image_tag,
                 &request.app_id,
+                &request.tenant,
                 timeout,
                 true,
             )
@@ -150,6 +151,7 @@ impl Builder {
         build_id: &str,
         image: &str,
         app_id: &str,
+        tenant: &str,
         timeout: Duration,
         report: bool,
     ) -> Result<bool, String> {
@@ -194,6 +196,7 @@ impl Builder {
         let labels = HashMap::from([
             ("berth.managed".to_owned(), "true".to_owned()),
             ("berth.app".to_owned(), app_id.to_owned()),
+            (build::LABEL_TENANT.to_owned(), tenant.to_owned()),
             ("berth.build".to_owned(), build_id.to_owned()),
             // Cleanup on a shared engine removes only this node's images.
             ("berth.node".to_owned(), self.config.node.clone()),
@@ -203,27 +206,27 @@ impl Builder {
         let context: bytes::Bytes = context.into();
         let mut delays = crate::docker::retry_delays();
         let result = loop {
-            let result = build::build_image(
-                &self.docker,
-                image,
-                context.clone(),
-                &labels,
+            let spec = build::BuildSpec {
+                tag: image,
+                context: context.clone(),
+                labels: &labels,
                 timeout,
-                &self.config.builds,
-                |text| {
-                    if !report {
-                        return;
-                    }
-                    batch.push_str(text);
-                    if batch.len() >= OUTPUT_BATCH || last.elapsed() >= OUTPUT_EVERY {
-                        self.send(Up::BuildOutput(pb::BuildOutput {
-                            build_id: build_id.to_owned(),
-                            chunk: std::mem::take(&mut batch).into_bytes(),
-                        }));
-                        last = Instant::now();
-                    }
-                },
-            )
+                limits: &self.config.builds,
+                tenant,
+            };
+            let result = build::build_image(&self.docker, spec, |text| {
+                if !report {
+                    return;
+                }
+                batch.push_str(text);
+                if batch.len() >= OUTPUT_BATCH || last.elapsed() >= OUTPUT_EVERY {
+                    self.send(Up::BuildOutput(pb::BuildOutput {
+                        build_id: build_id.to_owned(),
+                        chunk: std::mem::take(&mut batch).into_bytes(),
+                    }));
+                    last = Instant::now();
+                }
+            })
             .await;
             // The engine failed, not the Dockerfile: try again after a pause.
             match (&result, delays.next()) {
@@ -261,6 +264,7 @@ impl Builder {
             &spec.build_id,
             &spec.image,
             &spec.app_id,
+            &spec.tenant,
             DEFAULT_BUILD_TIMEOUT,
             false,
         )

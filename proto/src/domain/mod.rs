@@ -4,6 +4,7 @@
 mod macros;
 mod apps;
 pub mod diagnostics;
+pub mod dockerfile;
 mod keys;
 mod names;
 mod states;
