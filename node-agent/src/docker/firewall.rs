@@ -149,6 +149,18 @@ pub struct FirewallPolicy {
     pub allow_link_local: bool,
     /// Networks no container may reach (other nodes, the control plane).
     pub deny: Vec<Network>,
+    /// The name servers containers are given (the host's): reachable on
+    /// port 53 even where they are link-local, as a cloud's resolver is.
+    pub resolvers: Vec<IpAddr>,
+}
+
+/// The name servers of the host's `resolv.conf` text.
+pub fn resolvers_of(resolv_conf: &str) -> Vec<IpAddr> {
+    resolv_conf
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("nameserver"))
+        .filter_map(|rest| rest.trim().split('%').next()?.parse().ok())
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,6 +337,13 @@ impl Firewall {
                 rules.push(format!("-A {FORWARD_CHAIN} -i {bridge} -o {other} -j DROP"));
             }
             if !self.policy.allow_link_local {
+                for resolver in self.policy.resolvers.iter().filter(|r| r.is_ipv6() == v6) {
+                    for protocol in ["udp", "tcp"] {
+                        rules.push(format!(
+                            "-A {FORWARD_CHAIN} -i {bridge} -d {resolver} -p {protocol} -m {protocol} --dport 53 -j RETURN"
+                        ));
+                    }
+                }
                 let link_local = if v6 { "fe80::/10" } else { "169.254.0.0/16" };
                 rules.push(format!(
                     "-A {FORWARD_CHAIN} -i {bridge} -d {link_local} -j DROP"
@@ -538,6 +557,7 @@ mod tests {
             host_allow: vec!["udp/53".parse().unwrap()],
             allow_link_local: false,
             deny: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
+            resolvers: resolvers_of("# cloud\nnameserver 169.254.169.254\nsearch x\n"),
         };
         let firewall = Firewall::new(policy, "iptables");
         let bridges = ["docker0".to_owned(), "br-1".to_owned()];
@@ -553,6 +573,16 @@ mod tests {
             assert!(v4.iter().any(|r| r == rule), "{rule} in {v4:#?}");
         }
         assert!(!v4.iter().any(|r| r.contains("fd00::")), "{v4:#?}");
+        // The host's link-local resolver answers names, before the drop.
+        let dns = v4
+            .iter()
+            .position(|r| r == "-A BERTH-FORWARD -i br-1 -d 169.254.169.254 -p udp -m udp --dport 53 -j RETURN")
+            .expect("the resolver's rule");
+        let drop = v4
+            .iter()
+            .position(|r| r == "-A BERTH-FORWARD -i br-1 -d 169.254.0.0/16 -j DROP")
+            .unwrap();
+        assert!(dns < drop, "{v4:#?}");
         // Each bridge's INPUT ends in a reject, after what it allows.
         let last_input = v4
             .iter()
