@@ -105,9 +105,7 @@ impl FirewallArgs {
             host_allow: self.host_allow.clone(),
             allow_link_local: self.container_allow_link_local,
             deny: self.deny.clone(),
-            resolvers: std::fs::read_to_string("/etc/resolv.conf")
-                .map(|text| crate::docker::firewall::resolvers_of(&text))
-                .unwrap_or_default(),
+            resolvers: crate::docker::firewall::host_resolvers(),
         }
     }
 }

@@ -426,20 +426,24 @@ async fn a_build_uses_no_image_of_another_tenant_and_runs_no_foreign_triggers() 
     .await
     .unwrap();
 
-    // A parent with a trigger, made without a tenant (as a public image
-    // would be): refused before the trigger runs.
+    // A parent whose trigger would copy acme's image into the child, and
+    // that claims to be globex's own (a label anyone can write): its
+    // trigger is checked like the Dockerfile, and refused before it runs.
     let triggered = format!("berth-test-trigger:{}", &suffix[..12]);
+    let claims = HashMap::from([(build::LABEL_TENANT.to_owned(), "globex".to_owned())]);
     build::build_image(
         &docker,
-        spec(
-            &triggered,
-            tar_of(&[(
+        build::BuildSpec {
+            tag: &triggered,
+            context: tar_of(&[(
                 "Dockerfile",
-                "FROM berth/python:3.11-bookworm\nONBUILD RUN echo trigger-ran\n",
+                &format!("FROM berth/python:3.11-bookworm\nONBUILD COPY --from={owned} /secret /loot\nONBUILD RUN cat /loot\n"),
             )]),
-            WAIT * 3,
-            &limits,
-        ),
+            labels: &claims,
+            timeout: WAIT * 3,
+            limits: &limits,
+            tenant: "acme",
+        },
         |_| {},
     )
     .await
@@ -447,18 +451,23 @@ async fn a_build_uses_no_image_of_another_tenant_and_runs_no_foreign_triggers() 
     let mut log = String::new();
     let err = build::build_image(
         &docker,
-        spec(
-            &format!("berth-test-child:{}", &suffix[..12]),
-            tar_of(&[("Dockerfile", &format!("FROM {triggered}\n"))]),
-            WAIT * 3,
-            &limits,
-        ),
+        build::BuildSpec {
+            tag: &format!("berth-test-child:{}", &suffix[..12]),
+            context: tar_of(&[("Dockerfile", &format!("FROM {triggered}\n"))]),
+            labels: &NO_LABELS,
+            timeout: WAIT * 3,
+            limits: &limits,
+            tenant: "globex",
+        },
         |line| log.push_str(line),
     )
     .await
     .unwrap_err();
-    assert!(err.to_string().contains("ONBUILD"), "{err}");
-    assert!(!log.contains("trigger-ran"), "{log}");
+    assert!(
+        err.to_string().contains("not one of this tenant's images"),
+        "{err}"
+    );
+    assert!(!log.contains(&suffix), "the trigger ran: {log}");
     for tag in [heir, owned, triggered] {
         let _ = docker
             .remove_image(

@@ -49,6 +49,30 @@ pub const MAX_QUEUE: usize = 1024;
 /// Compiling may take this long on top of the run's own timeout.
 const COMPILE_ALLOWANCE: Duration = Duration::from_secs(70);
 
+/// A place [`State::reserve`] took: given back when dropped, unless a
+/// run filled it.
+struct Place<'a> {
+    executions: &'a Executions,
+    tenant: &'a str,
+    filled: bool,
+}
+
+impl Place<'_> {
+    /// The run takes its place, under the same lock that queues it.
+    fn fill(mut self, state: &mut State) {
+        state.release(self.tenant);
+        self.filled = true;
+    }
+}
+
+impl Drop for Place<'_> {
+    fn drop(&mut self) {
+        if !self.filled {
+            self.executions.lock().release(self.tenant);
+        }
+    }
+}
+
 /// A run placed on a node.
 struct Running {
     node: String,
@@ -229,6 +253,12 @@ impl Executions {
             .unwrap_or_default();
         let share = self.defaults.queued_executions(&own);
         self.lock().reserve(&tenant, share)?;
+        // Given back however this ends, a dropped call included.
+        let place = Place {
+            executions: self,
+            tenant: &tenant,
+            filled: false,
+        };
         let recorded = self
             .store
             .insert_execution(NewExecution {
@@ -241,9 +271,9 @@ impl Executions {
                 error: "",
             })
             .await;
-        let mut state = self.lock();
-        state.release(&tenant);
         let model = recorded?;
+        let mut state = self.lock();
+        place.fill(&mut state);
         state.queue.push_back(Queued {
             id: id.clone(),
             tenant,

@@ -37,6 +37,8 @@ pub async fn image_exists(docker: &Docker, image: &str) -> Result<bool, DockerEr
 
 /// The label naming the tenant an app image was built for.
 pub const LABEL_TENANT: &str = "berth.tenant";
+/// The label naming the app an image was built for.
+pub const LABEL_APP: &str = "berth.app";
 
 /// What to build, and for whom.
 pub struct BuildSpec<'a> {
@@ -97,21 +99,34 @@ fn dockerfile_of(context: &[u8]) -> Result<String, BuildError> {
 }
 
 /// Resolves every image the Dockerfile names on this engine (fetching it
-/// when missing) and refuses one built for another tenant — whatever name
-/// reached it — or one whose `ONBUILD` triggers would run here (unless it
-/// is the tenant's own).
+/// when missing) and refuses one built for another tenant, whatever name
+/// reached it, and an older app image that does not say its tenant. A
+/// parent's `ONBUILD` triggers run in this build: every image they name is
+/// checked the same way.
 pub async fn check_images(
     docker: &Docker,
     spec: &BuildSpec<'_>,
     output: &mut impl FnMut(&str),
 ) -> Result<(), BuildError> {
     let text = dockerfile_of(&spec.context)?;
-    let references =
+    let mut pending =
         dockerfile::image_references(&text).map_err(|e| BuildError::Failed(e.to_string()))?;
-    for dockerfile::ImageReference { line, reference } in references {
+    // Triggers can name images whose own triggers do not run: a bound on
+    // the work all the same.
+    let mut checked = 0;
+    while let Some(dockerfile::ImageReference {
+        line,
+        reference,
+        parent,
+    }) = pending.pop()
+    {
+        checked += 1;
         let refused = |why: &str| {
             BuildError::Failed(format!("Dockerfile line {line}: image {reference:?} {why}"))
         };
+        if checked > 64 {
+            return Err(refused("is one image too many to check (at most 64)"));
+        }
         if !dockerfile::may_use(&reference, spec.tenant) {
             return Err(refused("is not one of this tenant's images"));
         }
@@ -129,17 +144,28 @@ pub async fn check_images(
             Err(err) => return Err(BuildError::Engine(err.into())),
         };
         let config = image.config.unwrap_or_default();
-        let owner = config.labels.as_ref().and_then(|l| l.get(LABEL_TENANT));
-        if owner.is_some_and(|owner| owner != spec.tenant) {
+        let labels = config.labels.unwrap_or_default();
+        let owner = labels.get(LABEL_TENANT);
+        if owner.is_some_and(|owner| owner != spec.tenant)
+            || (owner.is_none() && labels.contains_key(LABEL_APP))
+        {
             tracing::warn!(%reference, tenant = %spec.tenant, "a build named another tenant's image");
             return Err(refused("is not one of this tenant's images"));
         }
-        let triggers = config.on_build.unwrap_or_default();
-        if !triggers.is_empty() && owner.is_none() {
-            return Err(refused(&format!(
-                "carries ONBUILD triggers ({}), which builds here do not run",
-                triggers.join("; ")
-            )));
+        if !parent {
+            continue;
+        }
+        for trigger in config.on_build.unwrap_or_default() {
+            let named = dockerfile::image_references(&trigger).map_err(|e| {
+                refused(&format!(
+                    "has an ONBUILD trigger ({trigger}) that cannot run here: {e}"
+                ))
+            })?;
+            pending.extend(named.into_iter().map(|r| dockerfile::ImageReference {
+                line,
+                parent: false,
+                ..r
+            }));
         }
     }
     Ok(())
@@ -152,8 +178,15 @@ async fn fetch(
     output: &mut impl FnMut(&str),
 ) -> Result<(), BuildError> {
     output(&format!("fetching {reference}\n"));
+    // Without a tag the engine would fetch every tag of the repository.
+    let name = reference.rsplit('/').next().unwrap_or(reference);
+    let reference = if reference.contains('@') || name.contains(':') {
+        reference.to_owned()
+    } else {
+        format!("{reference}:latest")
+    };
     let options = CreateImageOptionsBuilder::default()
-        .from_image(reference)
+        .from_image(&reference)
         .build();
     let mut stream = docker.create_image(Some(options), None, None);
     while let Some(item) = stream.next().await {

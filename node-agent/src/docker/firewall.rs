@@ -154,6 +154,30 @@ pub struct FirewallPolicy {
     pub resolvers: Vec<IpAddr>,
 }
 
+/// The name servers Docker gives containers: the host's, from
+/// systemd-resolved's upstream list where `/etc/resolv.conf` names only its
+/// local stub (as Docker reads them).
+pub fn host_resolvers() -> Vec<IpAddr> {
+    let read = |path: &str| {
+        std::fs::read_to_string(path)
+            .map(|text| resolvers_of(&text))
+            .unwrap_or_default()
+    };
+    let listed = read("/etc/resolv.conf");
+    if listed.iter().all(IpAddr::is_loopback) {
+        read("/run/systemd/resolve/resolv.conf")
+    } else {
+        listed
+    }
+}
+
+fn is_link_local(address: &IpAddr) -> bool {
+    match address {
+        IpAddr::V4(v4) => v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+    }
+}
+
 /// The name servers of the host's `resolv.conf` text.
 pub fn resolvers_of(resolv_conf: &str) -> Vec<IpAddr> {
     resolv_conf
@@ -336,8 +360,26 @@ impl Firewall {
             for other in bridges {
                 rules.push(format!("-A {FORWARD_CHAIN} -i {bridge} -o {other} -j DROP"));
             }
+            // The operator's denials first: nothing below opens them.
+            for denied in self
+                .policy
+                .deny
+                .iter()
+                .filter(|n| n.address.is_ipv6() == v6)
+            {
+                rules.push(format!(
+                    "-A {FORWARD_CHAIN} -i {bridge} -d {denied} -j DROP"
+                ));
+            }
             if !self.policy.allow_link_local {
-                for resolver in self.policy.resolvers.iter().filter(|r| r.is_ipv6() == v6) {
+                // A link-local resolver (a cloud's) answers names; the rest
+                // of link-local (its metadata service) stays out of reach.
+                for resolver in self
+                    .policy
+                    .resolvers
+                    .iter()
+                    .filter(|r| r.is_ipv6() == v6 && is_link_local(r))
+                {
                     for protocol in ["udp", "tcp"] {
                         rules.push(format!(
                             "-A {FORWARD_CHAIN} -i {bridge} -d {resolver} -p {protocol} -m {protocol} --dport 53 -j RETURN"
@@ -347,16 +389,6 @@ impl Firewall {
                 let link_local = if v6 { "fe80::/10" } else { "169.254.0.0/16" };
                 rules.push(format!(
                     "-A {FORWARD_CHAIN} -i {bridge} -d {link_local} -j DROP"
-                ));
-            }
-            for denied in self
-                .policy
-                .deny
-                .iter()
-                .filter(|n| n.address.is_ipv6() == v6)
-            {
-                rules.push(format!(
-                    "-A {FORWARD_CHAIN} -i {bridge} -d {denied} -j DROP"
                 ));
             }
         }
@@ -557,7 +589,9 @@ mod tests {
             host_allow: vec!["udp/53".parse().unwrap()],
             allow_link_local: false,
             deny: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/8".parse().unwrap()],
-            resolvers: resolvers_of("# cloud\nnameserver 169.254.169.254\nsearch x\n"),
+            resolvers: resolvers_of(
+                "# cloud\nnameserver 169.254.169.254\nnameserver 10.0.0.2\nsearch x\n",
+            ),
         };
         let firewall = Firewall::new(policy, "iptables");
         let bridges = ["docker0".to_owned(), "br-1".to_owned()];
@@ -583,6 +617,8 @@ mod tests {
             .position(|r| r == "-A BERTH-FORWARD -i br-1 -d 169.254.0.0/16 -j DROP")
             .unwrap();
         assert!(dns < drop, "{v4:#?}");
+        // A resolver inside a denied network stays denied: no rule opens it.
+        assert!(!v4.iter().any(|r| r.contains("10.0.0.2")), "{v4:#?}");
         // Each bridge's INPUT ends in a reject, after what it allows.
         let last_input = v4
             .iter()

@@ -195,7 +195,7 @@ impl Builder {
         let context = self.fetch_context(build_id).await?;
         let labels = HashMap::from([
             ("berth.managed".to_owned(), "true".to_owned()),
-            ("berth.app".to_owned(), app_id.to_owned()),
+            (build::LABEL_APP.to_owned(), app_id.to_owned()),
             (build::LABEL_TENANT.to_owned(), tenant.to_owned()),
             ("berth.build".to_owned(), build_id.to_owned()),
             // Cleanup on a shared engine removes only this node's images.
