@@ -33,6 +33,7 @@ impl Scope {
         let identity = auth::caller(request)?;
         match identity.role {
             Role::Admin | Role::ControlPlane => Ok(Scope::Cluster),
+            Role::Tenant if identity.name == ANONYMOUS_TENANT => Err(reserved()),
             Role::Tenant => Ok(Scope::Tenant(identity.name.clone())),
             Role::Gateway => {
                 let key = passed_key(request, store).await?.ok_or_else(|| {
@@ -113,9 +114,7 @@ impl Scope {
     }
 }
 
-/// The tenant that runs without a key where the gateway allows it
-/// (`--open-executions`).
-pub const ANONYMOUS_TENANT: &str = "default";
+pub use berth_proto::domain::ANONYMOUS_TENANT;
 
 /// The key the gateway passed on, checked here; `None` when it passed none.
 async fn passed_key<T>(
@@ -150,6 +149,7 @@ pub async fn execution_tenant<T>(
 ) -> Result<String, Status> {
     let identity = auth::caller(request)?;
     match identity.role {
+        Role::Tenant if identity.name == ANONYMOUS_TENANT => Err(reserved()),
         Role::Tenant => Scope::Tenant(identity.name.clone()).tenant_for_new(asked),
         Role::Gateway => match passed_key(request, store).await? {
             None => Ok(ANONYMOUS_TENANT.to_owned()),
@@ -158,6 +158,12 @@ pub async fn execution_tenant<T>(
         },
         Role::Admin | Role::ControlPlane | Role::Agent => Ok(asked.to_owned()),
     }
+}
+
+fn reserved() -> Status {
+    Status::permission_denied(format!(
+        "tenant {ANONYMOUS_TENANT:?} is reserved for callers without a key"
+    ))
 }
 
 #[cfg(test)]

@@ -329,6 +329,18 @@ async fn a_deployer_key_manages_its_tenant_and_sees_nothing_of_another() {
         (StatusCode::BAD_REQUEST, "invalid_argument".to_owned())
     );
 
+    // The tenant of callers without a key is no one's.
+    assert_eq!(
+        admin
+            .refused(
+                Method::POST,
+                "/v1/keys",
+                Some(json!({"tenant": "anonymous"}))
+            )
+            .await,
+        (StatusCode::BAD_REQUEST, "invalid_argument".to_owned())
+    );
+
     // An invoker key runs code and calls apps, but manages nothing.
     assert_eq!(
         invoker.refused(Method::GET, "/v1/apps", None).await,

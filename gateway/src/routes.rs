@@ -6,7 +6,10 @@
 //! carried over by id, so an update never resets in-flight counts, breakers
 //! or token buckets.
 
-use berth_proto::{domain::KeyRole, pb};
+use berth_proto::{
+    domain::{KeyRole, ANONYMOUS_TENANT},
+    pb,
+};
 use governor::{clock::DefaultClock, state::InMemoryState, state::NotKeyed, Quota, RateLimiter};
 use std::{
     collections::HashMap,
@@ -310,12 +313,12 @@ impl Key {
     }
 
     /// Who runs code without a key (`--open-executions`): tenant
-    /// `default`, with a rate limit of its own shared by every anonymous
-    /// caller.
+    /// [`ANONYMOUS_TENANT`] (which no key belongs to), with a rate limit of
+    /// its own shared by every anonymous caller.
     pub fn anonymous(rate_per_second: f64, burst: u32) -> Self {
         Self {
             id: "anonymous".into(),
-            tenant: "default".into(),
+            tenant: ANONYMOUS_TENANT.into(),
             prefix: String::new(),
             role: KeyRole::Invoker,
             // No presented key hashes to this: it is never looked up.

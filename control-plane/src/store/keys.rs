@@ -6,7 +6,7 @@ use crate::{
     error::{Error, Result},
 };
 use berth_proto::{
-    domain::{check_dns_label_value, KeyRole, API_KEY_PREFIX, API_KEY_SHOWN_LEN},
+    domain::{check_dns_label_value, KeyRole, ANONYMOUS_TENANT, API_KEY_PREFIX, API_KEY_SHOWN_LEN},
     FieldError,
 };
 use chrono::{DateTime, Utc};
@@ -44,6 +44,12 @@ impl KeySpec {
     ) -> Result<Self, FieldError> {
         let tenant = if tenant.is_empty() { "default" } else { tenant };
         check_dns_label_value(tenant).map_err(|m| FieldError::new("tenant", m))?;
+        if tenant == ANONYMOUS_TENANT {
+            return Err(FieldError::new(
+                "tenant",
+                format!("{ANONYMOUS_TENANT:?} is reserved for callers without a key"),
+            ));
+        }
         let name = name.trim();
         if name.len() > 63 || name.chars().any(char::is_control) {
             return Err(FieldError::new(

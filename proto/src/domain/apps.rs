@@ -163,6 +163,12 @@ impl AppSpec {
             settings.tenant.as_str()
         };
         check_dns_label_value(tenant).map_err(|m| FieldError::new("tenant", m))?;
+        if tenant == super::ANONYMOUS_TENANT {
+            return Err(FieldError::new(
+                "tenant",
+                format!("{tenant:?} is reserved for callers without a key"),
+            ));
+        }
         let runtime: Runtime = pb::Runtime::try_from(settings.runtime)
             .ok()
             .and_then(|r| Runtime::try_from(r).ok())

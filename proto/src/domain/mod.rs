@@ -29,6 +29,11 @@ pub fn proto_enum<E: TryFrom<i32>>(field: &str, value: i32) -> Result<E, FieldEr
     E::try_from(value).map_err(|_| FieldError::new(field, format!("unknown enum value {value}")))
 }
 
+/// The tenant of callers without a key, where the gateway lets them run
+/// code (`--open-executions`); reserved: no key, certificate or app
+/// belongs to it.
+pub const ANONYMOUS_TENANT: &str = "anonymous";
+
 /// Every API key starts with this, so that leaked keys are easy to scan for.
 pub const API_KEY_PREFIX: &str = "berth_";
 /// Characters of an API key kept in the clear to tell keys apart (`berth_` + 8).
