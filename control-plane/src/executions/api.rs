@@ -25,6 +25,34 @@ fn id_arg(id: &str) -> Result<String, Status> {
 }
 
 impl ExecutionApi {
+    /// Records a run for the tenant the caller speaks for.
+    async fn submitted(
+        &self,
+        request: tonic::Request<pb::ExecuteRequest>,
+    ) -> Result<entity::Model, Status> {
+        let tenant =
+            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
+                .await?;
+        self.executions
+            .submit(pb::ExecuteRequest {
+                tenant,
+                ..request.into_inner()
+            })
+            .await
+    }
+
+    /// Execution `id`, when the tenant the caller speaks for (`asked`,
+    /// held to its key or certificate) may see it.
+    async fn asked<T>(
+        &self,
+        request: &tonic::Request<T>,
+        id: &str,
+        asked: &str,
+    ) -> Result<entity::Model, Status> {
+        let tenant = crate::scope::execution_tenant(request, &self.store, asked).await?;
+        self.owned(id, &tenant).await
+    }
+
     /// The execution `id`, when `tenant` (empty for an admin) may see it:
     /// another tenant's is not found, exactly as one that does not exist.
     async fn owned(&self, id: &str, tenant: &str) -> Result<entity::Model, Status> {
@@ -49,14 +77,7 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant =
-            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
-                .await?;
-        let request = pb::ExecuteRequest {
-            tenant,
-            ..request.into_inner()
-        };
-        let submitted = self.executions.submit(request).await?;
+        let submitted = self.submitted(request).await?;
         let done = self
             .executions
             .wait(&submitted.id, submitted.timeout_ms.max(0) as u32)
@@ -68,14 +89,7 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::ExecuteRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant =
-            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
-                .await?;
-        let request = pb::ExecuteRequest {
-            tenant,
-            ..request.into_inner()
-        };
-        let submitted = self.executions.submit(request).await?;
+        let submitted = self.submitted(request).await?;
         Ok(tonic::Response::new(to_proto(&submitted)))
     }
 
@@ -83,10 +97,8 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::GetExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant =
-            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
-                .await?;
-        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
+        let r = request.get_ref();
+        let execution = self.asked(&request, &r.execution_id, &r.tenant).await?;
         Ok(tonic::Response::new(to_proto(&execution)))
     }
 
@@ -94,10 +106,8 @@ impl pb::execution_service_server::ExecutionService for ExecutionApi {
         &self,
         request: tonic::Request<pb::CancelExecutionRequest>,
     ) -> Result<tonic::Response<pb::Execution>, Status> {
-        let tenant =
-            crate::scope::execution_tenant(&request, &self.store, &request.get_ref().tenant)
-                .await?;
-        let execution = self.owned(&request.get_ref().execution_id, &tenant).await?;
+        let r = request.get_ref();
+        let execution = self.asked(&request, &r.execution_id, &r.tenant).await?;
         Ok(tonic::Response::new(to_proto(
             &self.executions.cancel(&execution.id).await?,
         )))
