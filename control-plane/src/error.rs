@@ -34,6 +34,11 @@ pub fn is_unique_violation(err: &sea_orm::DbErr) -> bool {
 }
 
 impl Error {
+    /// Stored data that does not parse.
+    pub fn corrupt(what: &str, e: impl std::fmt::Display) -> Self {
+        Error::Corrupt(format!("{what}: {e}"))
+    }
+
     pub fn code(&self) -> ErrorCode {
         match self {
             Error::InvalidArgument(_) => ErrorCode::InvalidArgument,

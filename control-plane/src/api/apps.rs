@@ -10,10 +10,7 @@ use crate::{
     scheduler::Scheduler,
     scope::Scope,
     sessions::Sessions,
-    store::{
-        apps::{AppRecord, NewBuild},
-        Store,
-    },
+    store::{apps::AppRecord, builds::NewBuild, Store},
 };
 use berth_proto::{
     domain::{check_source_files, AppSpec, NodeName, Runtime},

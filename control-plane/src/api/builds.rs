@@ -5,7 +5,7 @@ use super::apps::{uuid_arg, BoxStream};
 use crate::{
     builds::BuildLogs,
     scope::Scope,
-    store::{apps::BuildRecord, Store},
+    store::{builds::BuildRecord, Store},
 };
 use berth_proto::{
     domain::BuildState,

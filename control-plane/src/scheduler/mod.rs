@@ -10,10 +10,7 @@ pub mod placement;
 use crate::{
     sessions::Sessions,
     store::{
-        apps::{AppRecord, BuildRecord},
-        instances::InstanceRecord,
-        nodes::NodeRecord,
-        Store,
+        apps::AppRecord, builds::BuildRecord, instances::InstanceRecord, nodes::NodeRecord, Store,
     },
 };
 use berth_proto::{
@@ -147,7 +144,7 @@ impl Scheduler {
     /// first, each tenant within its share of builds at once.
     async fn dispatch_builds(&self, usable: &[&NodeRecord]) -> crate::error::Result<()> {
         let builds = self.store.unfinished_builds().await?;
-        let in_progress = |build: &crate::store::apps::BuildRecord| {
+        let in_progress = |build: &crate::store::builds::BuildRecord| {
             build
                 .node_name
                 .as_deref()

@@ -2,6 +2,7 @@
 //! matters to users also appends an event, in the same transaction.
 
 pub mod apps;
+pub mod builds;
 pub mod events;
 pub mod executions;
 pub mod instances;
