@@ -7,7 +7,7 @@ use berth_proto::pb::{self, execution_service_client::ExecutionServiceClient};
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use std::time::Duration;
-use support::{web::*, *};
+use support::{apps::wait_python, web::*, *};
 use tonic::transport::Channel;
 
 async fn cluster_with_sandbox(
@@ -19,23 +19,7 @@ async fn cluster_with_sandbox(
     let agent = cluster.agent(&cp, node);
     let channel = cluster.client(&cp, "admin").await;
     // Ready, with its languages reported.
-    let mut executions = ExecutionServiceClient::new(channel.clone());
-    wait_for("the node to offer python", || {
-        let mut executions = executions.clone();
-        async move {
-            let info = executions
-                .get_execution_info(pb::GetExecutionInfoRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            info.languages
-                .iter()
-                .any(|l| l.language == pb::Language::Python as i32)
-                .then_some(())
-        }
-    })
-    .await;
-    let _ = &mut executions;
+    wait_python(&channel).await;
     (cluster, cp, agent, channel)
 }
 

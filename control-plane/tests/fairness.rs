@@ -64,21 +64,7 @@ async fn a_flooding_tenant_waits_on_its_own_executions() {
     create_key(&mut keys, "flood", false).await;
     create_key(&mut keys, "calm", false).await;
     let mut executions = ExecutionServiceClient::new(admin.clone());
-    wait_for("the node to offer python", || {
-        let mut executions = executions.clone();
-        async move {
-            let info = executions
-                .get_execution_info(pb::GetExecutionInfoRequest {})
-                .await
-                .ok()?
-                .into_inner();
-            info.languages
-                .iter()
-                .any(|l| l.language == pb::Language::Python as i32)
-                .then_some(())
-        }
-    })
-    .await;
+    wait_python(&admin).await;
     // One run at a time and eight waiting for the flooding tenant; the
     // node has a slot per core.
     let flood = set_limits(

@@ -183,3 +183,24 @@ pub fn dockerfile_app(name: &str, archive: Vec<u8>) -> Vec<pb::CreateAppRequest>
     }
     messages
 }
+
+/// Waits until a ready node offers python executions.
+pub async fn wait_python(channel: &Channel) {
+    let executions =
+        berth_proto::pb::execution_service_client::ExecutionServiceClient::new(channel.clone());
+    wait_for("the node to offer python", || {
+        let mut executions = executions.clone();
+        async move {
+            let info = executions
+                .get_execution_info(pb::GetExecutionInfoRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            info.languages
+                .iter()
+                .any(|l| l.language == pb::Language::Python as i32)
+                .then_some(())
+        }
+    })
+    .await;
+}
